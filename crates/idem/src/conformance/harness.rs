@@ -1,0 +1,26 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Store, TimeTravel};
+
+/// The lease the cases use unless a case says otherwise.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The time to live the cases use unless a case says otherwise.
+pub const TTL: Duration = Duration::from_secs(3600);
+
+/// How the suite gets stores of one backend.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// The store under test.
+    type Store: Store + TimeTravel + Send + Sync + 'static;
+
+    /// A store over a fresh, empty namespace no other test sees (its own database,
+    /// schema, table or key prefix). Panics if it cannot be opened: tests only.
+    async fn fresh(&self) -> Self::Store;
+
+    /// A second node on the same namespace as `store`, with connections and a clock
+    /// offset of its own (starting at `store`'s offset).
+    async fn peer(&self, store: &Self::Store) -> Self::Store;
+}

@@ -1,0 +1,87 @@
+//! The protocol's decisions as pure functions over a record and the store's time.
+//!
+//! Stores that hold records in their own memory (the in-memory store) call these directly;
+//! SQL and Lua stores encode the same rules in one statement or script. Keeping them here,
+//! beside the table of DESIGN §2, makes the rules one thing to read.
+
+use std::time::Duration;
+
+use crate::{FencingToken, Fingerprint, Outcome, Record, RecordState, Timestamp};
+
+/// What `begin` does to the record it finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginStep {
+    /// Write a new in-progress record with this token (absent, expired, or taken over).
+    Write {
+        /// The new holder's token.
+        token: FencingToken,
+        /// True when an abandoned in-progress record is taken over.
+        recovered: bool,
+    },
+    /// Leave the record as it is and answer this.
+    Answer(Outcome),
+}
+
+/// Decides `begin` for the record found (if any) at store time `now`.
+///
+/// The checks run in this order: absent or expired; another fingerprint; completed;
+/// in progress with a running lease; in progress with an ended lease.
+pub fn begin_step(
+    existing: Option<&Record>,
+    fingerprint: &Fingerprint,
+    now: Timestamp,
+) -> BeginStep {
+    let Some(record) = existing else {
+        return BeginStep::Write {
+            token: FencingToken::FIRST,
+            recovered: false,
+        };
+    };
+    if record.expires_at <= now {
+        // A later generation must never share a token with an expired one.
+        return BeginStep::Write {
+            token: record.token().next(),
+            recovered: false,
+        };
+    }
+    if record.fingerprint != *fingerprint {
+        return BeginStep::Answer(Outcome::Mismatch);
+    }
+    match &record.state {
+        RecordState::Completed { response, .. } => {
+            BeginStep::Answer(Outcome::Replay(response.clone()))
+        }
+        RecordState::InProgress { lease_until, .. } if *lease_until > now => {
+            BeginStep::Answer(Outcome::InFlight {
+                retry_after: retry_after(now, *lease_until),
+            })
+        }
+        RecordState::InProgress { token, .. } => BeginStep::Write {
+            token: token.next(),
+            recovered: true,
+        },
+    }
+}
+
+/// How long a caller told `InFlight` should wait: until the lease ends, at least 1 ms.
+pub fn retry_after(now: Timestamp, lease_until: Timestamp) -> Duration {
+    now.until(lease_until).max(Duration::from_millis(1))
+}
+
+/// True when `complete` or `release` with `token` may act on `existing` at `now`.
+pub fn holds(existing: Option<&Record>, token: FencingToken, now: Timestamp) -> bool {
+    match existing {
+        Some(record) if record.expires_at > now => {
+            matches!(record.state, RecordState::InProgress { token: held, .. } if held == token)
+        }
+        _ => false,
+    }
+}
+
+/// The lease end and expiry of a record written by `begin` at `now`.
+pub fn lease_and_expiry(now: Timestamp, lease: Duration, ttl: Duration) -> (Timestamp, Timestamp) {
+    let lease_until = now.plus(lease);
+    // A record never expires while its lease runs.
+    let expires_at = now.plus(ttl).max(lease_until);
+    (lease_until, expires_at)
+}

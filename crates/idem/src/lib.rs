@@ -1,0 +1,60 @@
+//! # idem — the idempotency protocol
+//!
+//! A request repeated because of a timeout, a retry or a double click, landing on any node
+//! of a cluster, must have its effect once and get the first answer again. This crate is the
+//! protocol that makes it so, with no I/O of its own:
+//!
+//! - [`Key`] and [`Scope`] name a request; [`Fingerprint`] says whether two requests under
+//!   one key are the same request (SHA-256 over method, path and canonical JSON).
+//! - [`Store::begin`] claims a key in one atomic step and answers one [`Outcome`]:
+//!   `Acquired` (run it), `Replay` (return the stored [`StoredResponse`]), `Mismatch`
+//!   (the key was reused for another request) or `InFlight` (still running elsewhere).
+//! - [`Store::complete`] stores the answer, refusing a holder whose [`FencingToken`] is
+//!   stale; [`Store::release`] frees the key when the operation failed before any effect.
+//! - [`MemoryStore`] keeps records in memory; `idem-sql` and `idem-redis` keep them in
+//!   SQLite, PostgreSQL, MySQL and Redis. Every store passes [`conformance`] (feature
+//!   `conformance`).
+//!
+//! ## Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use idem::{Fingerprint, Key, MemoryStore, Outcome, Scope, Store, StoredResponse};
+//!
+//! # tokio_test_block(async {
+//! let store = MemoryStore::new();
+//! let (scope, key) = (Scope::global(), Key::new("order-1").unwrap());
+//! let fp = Fingerprint::of_bytes("POST", "/pay", b"amount=5");
+//! let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(86_400));
+//!
+//! let Outcome::Acquired { token, .. } = store.begin(&scope, &key, &fp, lease, ttl).await.unwrap()
+//! else { unreachable!() };
+//! // ... run the operation once ...
+//! store.complete(&scope, &key, token, &StoredResponse::new(201, "paid")).await.unwrap();
+//!
+//! // A retry gets the first answer and runs nothing.
+//! let again = store.begin(&scope, &key, &fp, lease, ttl).await.unwrap();
+//! assert_eq!(again, Outcome::Replay(StoredResponse::new(201, "paid")));
+//! # });
+//! # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+pub mod decide;
+mod fingerprint;
+mod key;
+mod memory;
+mod record;
+mod response;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use fingerprint::{canonical_json, FieldSelection, Fingerprint};
+pub use key::{Key, KeyError, Scope, KEY_LEN_MAX, SCOPE_LEN_MAX};
+pub use memory::MemoryStore;
+pub use record::{duration_ms, FencingToken, Record, RecordState, Timestamp};
+pub use response::{DecodeError, StoredResponse};
+pub use store::{BoxError, ClockOffset, Outcome, Store, StoreError, TimeTravel};

@@ -1,0 +1,198 @@
+//! [`MemoryStore`]: records in this process's memory, for tests, single-process services
+//! and benchmarks of everything around the store.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::decide::{begin_step, holds, lease_and_expiry, BeginStep};
+use crate::{
+    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
+    StoreError, StoredResponse, TimeTravel, Timestamp,
+};
+
+const SHARDS: usize = 32;
+
+type Shard = HashMap<(Scope, Key), Record>;
+
+/// A store in this process's memory. Clones share the records and the clock offset.
+///
+/// Each `begin` holds the lock of one shard for its whole decision, so it is atomic across
+/// tasks and threads; the clock is this process's, which is the one clock every caller of
+/// an in-process store shares.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    shards: Arc<[Mutex<Shard>]>,
+    offset: ClockOffset,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let shards: Vec<Mutex<Shard>> = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Self {
+            shards: shards.into(),
+            offset: ClockOffset::new(),
+        }
+    }
+
+    /// A second handle on the same records with a clock offset of its own, as a second
+    /// node would have.
+    pub fn peer(&self) -> Self {
+        Self {
+            shards: Arc::clone(&self.shards),
+            offset: self.offset.fork(),
+        }
+    }
+
+    /// How many records are held, expired ones included.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, scope: &Scope, key: &Key) -> MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        (scope, key).hash(&mut hasher);
+        let index = (hasher.finish() % SHARDS as u64) as usize;
+        lock(&self.shards[index])
+    }
+
+    fn clock(&self) -> Timestamp {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Timestamp(crate::record::duration_ms(wall).saturating_add(self.offset.millis()))
+    }
+}
+
+// A panic while a shard is locked cannot leave a record half-written (every write is one
+// insert or remove), so a poisoned lock is safe to keep using.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn begin(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let now = self.clock();
+        let id = (scope.clone(), key.clone());
+        let mut shard = self.shard(scope, key);
+        match begin_step(shard.get(&id), fingerprint, now) {
+            BeginStep::Answer(outcome) => Ok(outcome),
+            BeginStep::Write { token, recovered } => {
+                let (lease_until, expires_at) = lease_and_expiry(now, lease, ttl);
+                let record = Record {
+                    scope: scope.clone(),
+                    key: key.clone(),
+                    fingerprint: *fingerprint,
+                    state: RecordState::InProgress { token, lease_until },
+                    created_at: now,
+                    expires_at,
+                };
+                shard.insert(id, record);
+                Ok(Outcome::Acquired { token, recovered })
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let now = self.clock();
+        let id = (scope.clone(), key.clone());
+        let mut shard = self.shard(scope, key);
+        if !holds(shard.get(&id), token, now) {
+            return Err(StoreError::Fenced);
+        }
+        if let Some(record) = shard.get_mut(&id) {
+            record.state = RecordState::Completed {
+                token,
+                response: response.clone(),
+            };
+        }
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+    ) -> Result<(), StoreError> {
+        let now = self.clock();
+        let id = (scope.clone(), key.clone());
+        let mut shard = self.shard(scope, key);
+        if !holds(shard.get(&id), token, now) {
+            return Err(StoreError::Fenced);
+        }
+        shard.remove(&id);
+        Ok(())
+    }
+
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        let now = self.clock();
+        let id = (scope.clone(), key.clone());
+        let shard = self.shard(scope, key);
+        Ok(shard.get(&id).filter(|r| r.expires_at > now).cloned())
+    }
+
+    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        let now = self.clock();
+        let mut purged = 0;
+        for shard in self.shards.iter() {
+            if purged >= limit {
+                break;
+            }
+            let mut shard = lock(shard);
+            let expired: Vec<(Scope, Key)> = shard
+                .iter()
+                .filter(|(_, r)| r.expires_at <= now)
+                .map(|(id, _)| id.clone())
+                .take(limit - purged)
+                .collect();
+            for id in expired {
+                shard.remove(&id);
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        Ok(self.clock())
+    }
+}
+
+impl TimeTravel for MemoryStore {
+    fn advance_clock(&self, by: Duration) {
+        self.offset.advance(by);
+    }
+}

@@ -1,0 +1,216 @@
+//! The [`Store`] trait every backend implements, its [`Outcome`] and its [`StoreError`].
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{FencingToken, Fingerprint, Key, Record, Scope, StoredResponse, Timestamp};
+
+/// What `begin` decided, in the order of DESIGN §2's table. Exactly one per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "an Outcome says whether the caller may run the operation"]
+pub enum Outcome {
+    /// No live record (or an abandoned one with the same fingerprint whose lease ended):
+    /// the caller holds the record under `token` and runs the operation.
+    Acquired {
+        /// The fencing token to pass to `complete` or `release`.
+        token: FencingToken,
+        /// True when this took over an abandoned in-progress record.
+        recovered: bool,
+    },
+    /// The operation completed before with the same fingerprint: return this, run nothing.
+    Replay(StoredResponse),
+    /// A live record has another fingerprint: the key was reused for another request.
+    Mismatch,
+    /// The same request is still running elsewhere and its lease has not ended.
+    InFlight {
+        /// How long until the lease ends and a retry might take over.
+        retry_after: Duration,
+    },
+}
+
+/// A boxed error from a backend driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The caller's token is no longer the record's (taken over, released, completed or
+    /// expired): its result must not be stored.
+    #[error("fenced: the record is no longer held with this token")]
+    Fenced,
+    /// The store could not be reached or timed out; the operation may or may not have
+    /// happened. Transient.
+    #[error("store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The store refused under contention (deadlock, serialization failure) and nothing
+    /// happened. Transient.
+    #[error("store contention, the operation was rolled back")]
+    Contention(#[source] BoxError),
+    /// Any other backend failure (bad schema, permission, protocol).
+    #[error("store backend failed")]
+    Backend(#[source] BoxError),
+    /// A stored record could not be read back (a response that does not decode).
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when retrying the same call may succeed. A caller that gives up after a
+    /// transient failure should `release` the key it holds, never silently keep it: an
+    /// unreleased key only frees itself when its lease ends.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Contention(_))
+    }
+}
+
+/// Where idempotency records live. Every operation is one atomic step of the store, and
+/// every time is the store's own (`now`), so any number of nodes may share one store.
+///
+/// The semantics are DESIGN §2; [`crate::conformance`] (feature `conformance`) checks them.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Claims `(scope, key)` for a request with `fingerprint`, or says why not.
+    ///
+    /// A new or taken-over record is leased for `lease` and lives for `ttl`.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store fails; no record changed unless it was transient
+    /// `Unavailable`, in which case a retry sees the truth.
+    async fn begin(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError>;
+
+    /// Stores `response` for the record held with `token`.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    async fn complete(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    /// Removes the in-progress record held with `token`: the operation failed before any
+    /// effect, and a retry may run it again.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    async fn release(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+    ) -> Result<(), StoreError>;
+
+    /// The live record of `(scope, key)`, if any; an expired record is absent.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store fails or the record does not decode.
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError>;
+
+    /// Deletes at most `limit` expired records and says how many it deleted.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store fails.
+    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// The store's clock (plus this handle's test offset, see [`TimeTravel`]).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store fails.
+    async fn now(&self) -> Result<Timestamp, StoreError>;
+}
+
+/// Moves a store handle's clock forward, so tests can end leases and TTLs without sleeping.
+///
+/// The offset belongs to one handle (one "node"): a test with two handles advances both.
+pub trait TimeTravel {
+    /// Adds `by` to every time this handle reads from its store from now on.
+    fn advance_clock(&self, by: Duration);
+}
+
+/// A shareable clock offset in milliseconds, for stores to add to their store time.
+///
+/// Zero in production; tests move it with [`TimeTravel`].
+#[derive(Debug, Clone, Default)]
+pub struct ClockOffset(Arc<AtomicI64>);
+
+impl ClockOffset {
+    /// An offset of zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The offset now, in milliseconds.
+    pub fn millis(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves the offset forward.
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(crate::record::duration_ms(by), Ordering::Relaxed);
+    }
+
+    /// A new, independent offset starting at this one's value (for a second node).
+    pub fn fork(&self) -> Self {
+        Self(Arc::new(AtomicI64::new(self.millis())))
+    }
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    async fn begin(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        (**self).begin(scope, key, fingerprint, lease, ttl).await
+    }
+    async fn complete(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        (**self).complete(scope, key, token, response).await
+    }
+    async fn release(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+    ) -> Result<(), StoreError> {
+        (**self).release(scope, key, token).await
+    }
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        (**self).get(scope, key).await
+    }
+    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        (**self).purge_expired(limit).await
+    }
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        (**self).now().await
+    }
+}
+
+impl<S: TimeTravel + ?Sized> TimeTravel for Arc<S> {
+    fn advance_clock(&self, by: Duration) {
+        (**self).advance_clock(by)
+    }
+}

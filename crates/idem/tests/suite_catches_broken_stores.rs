@@ -1,0 +1,176 @@
+//! Guards for the suite itself: stores with classic bugs must fail the cases meant to
+//! catch them. A suite that passes a broken store proves nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idem::conformance::Harness;
+use idem::decide::{begin_step, lease_and_expiry, BeginStep};
+use idem::{
+    FencingToken, Fingerprint, Key, MemoryStore, Outcome, Record, RecordState, Scope, Store,
+    StoreError, StoredResponse, TimeTravel, Timestamp,
+};
+
+/// Checks, then yields, then inserts: two round trips, as a naive SQL or Redis store would
+/// do with a SELECT and an INSERT. Everything else is delegated to a correct store.
+#[derive(Clone, Default)]
+struct CheckThenInsertStore {
+    records: Arc<Mutex<HashMap<(Scope, Key), Record>>>,
+    clock: MemoryStore,
+}
+
+impl CheckThenInsertStore {
+    fn read(&self, scope: &Scope, key: &Key) -> Option<Record> {
+        self.records
+            .lock()
+            .expect("lock")
+            .get(&(scope.clone(), key.clone()))
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl Store for CheckThenInsertStore {
+    async fn begin(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let now = self.clock.now().await?;
+        let found = self.read(scope, key);
+        // The bug: the decision is made on a read that another caller can overtake.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        match begin_step(found.as_ref(), fingerprint, now) {
+            BeginStep::Answer(outcome) => Ok(outcome),
+            BeginStep::Write { token, recovered } => {
+                let (lease_until, expires_at) = lease_and_expiry(now, lease, ttl);
+                let record = Record {
+                    scope: scope.clone(),
+                    key: key.clone(),
+                    fingerprint: *fingerprint,
+                    state: RecordState::InProgress { token, lease_until },
+                    created_at: now,
+                    expires_at,
+                };
+                self.records
+                    .lock()
+                    .expect("lock")
+                    .insert((scope.clone(), key.clone()), record);
+                Ok(Outcome::Acquired { token, recovered })
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut records = self.records.lock().expect("lock");
+        match records.get_mut(&(scope.clone(), key.clone())) {
+            Some(record) if matches!(record.state, RecordState::InProgress { token: t, .. } if t == token) =>
+            {
+                record.state = RecordState::Completed {
+                    token,
+                    response: response.clone(),
+                };
+                Ok(())
+            }
+            _ => Err(StoreError::Fenced),
+        }
+    }
+
+    async fn release(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        _token: FencingToken,
+    ) -> Result<(), StoreError> {
+        self.records
+            .lock()
+            .expect("lock")
+            .remove(&(scope.clone(), key.clone()));
+        Ok(())
+    }
+
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        Ok(self.read(scope, key))
+    }
+
+    async fn purge_expired(&self, _limit: usize) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        self.clock.now().await
+    }
+}
+
+impl TimeTravel for CheckThenInsertStore {
+    fn advance_clock(&self, by: Duration) {
+        self.clock.advance_clock(by);
+    }
+}
+
+struct BrokenHarness;
+
+#[async_trait]
+impl Harness for BrokenHarness {
+    type Store = CheckThenInsertStore;
+    async fn fresh(&self) -> CheckThenInsertStore {
+        CheckThenInsertStore::default()
+    }
+    async fn peer(&self, store: &CheckThenInsertStore) -> CheckThenInsertStore {
+        CheckThenInsertStore {
+            records: Arc::clone(&store.records),
+            clock: store.clock.peer(),
+        }
+    }
+}
+
+async fn fails<F: std::future::Future<Output = ()> + Send + 'static>(case: F) -> bool {
+    tokio::spawn(case).await.is_err_and(|e| e.is_panic())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn race_case_catches_check_then_insert() {
+    assert!(
+        fails(async { idem::conformance::racers_on_one_key_have_one_winner(&BrokenHarness).await })
+            .await,
+        "the race case must fail a store that checks and inserts in two steps"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_case_catches_unfenced_release() {
+    assert!(
+        fails(async { idem::conformance::release_then_retry_acquires(&BrokenHarness).await }).await,
+        "the release case must fail a store whose release ignores the token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_case_catches_records_that_never_expire() {
+    assert!(
+        fails(async { idem::conformance::expired_record_is_absent(&BrokenHarness).await }).await,
+        "the expiry case must fail a store that keeps expired records"
+    );
+}
+
+#[test]
+fn model_catches_a_store_without_expiry() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let outcome =
+        std::panic::catch_unwind(|| idem::conformance::model::check(&runtime, &BrokenHarness));
+    assert!(
+        outcome.is_err(),
+        "the model must disagree with a store that never expires nor purges"
+    );
+}
