@@ -1,0 +1,559 @@
+//! [`MySqlStore`]: records in a MySQL or MariaDB (InnoDB) table shared by any number of nodes.
+//!
+//! InnoDB's duplicate-key handling takes locks, and concurrent inserters of one key can
+//! deadlock when they then upgrade those locks. So outside a caller's transaction, every
+//! statement here is its own autocommit transaction that touches one row once: a plain
+//! read decides; a fresh key is one `INSERT` (a duplicate-key error means another caller
+//! won: read again); a take-over is one `UPDATE … WHERE token = <the token read>`. No
+//! statement waits while holding a lock another one wants, and a deadlock or lock-wait
+//! timeout that still happens is retried inside the store (bounded, counted by
+//! [`MySqlStore::retries`]). Time is `NOW(3)` of the server (the session time zone is UTC).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idem::{
+    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
+    StoredResponse, TimeTravel, Timestamp,
+};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{Executor, Row as _, Transaction};
+
+use crate::common::{self, ms, next_step, retry_contention, Next, RetryCounter, Row};
+use crate::error::{classify, open_error, store_error, Class};
+use crate::options::checked_identifier;
+use crate::{Error, StoreOptions};
+
+/// A one-row derived table `c(now_ms)`: the server's clock in Unix milliseconds plus the
+/// handle's offset (the first `?` of every statement that uses it).
+macro_rules! clock {
+    () => {
+        "(SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED) AS now_ms) AS c"
+    };
+}
+
+/// Binds: offset, scope, key.
+const READ: &str = concat!(
+    "SELECT r.fingerprint, r.token, r.state, r.lease_until, r.response, r.created_at, r.expires_at, c.now_ms ",
+    "FROM ", clock!(), " JOIN idem_records AS r ON r.scope = ? AND r.idem_key = ?"
+);
+
+/// [`READ`] with a shared lock, for the transactional mode: it sees the latest committed
+/// row (not the transaction's snapshot) and keeps it until the caller's commit.
+const READ_LOCKED: &str = concat!(
+    "SELECT r.fingerprint, r.token, r.state, r.lease_until, r.response, r.created_at, r.expires_at, c.now_ms ",
+    "FROM ", clock!(), " JOIN idem_records AS r ON r.scope = ? AND r.idem_key = ? LOCK IN SHARE MODE"
+);
+
+/// Binds: scope, key, fingerprint, lease, ttl, lease, offset.
+const INSERT: &str = concat!(
+    "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
+    "SELECT ?, ?, ?, 1, 0, c.now_ms + ?, NULL, c.now_ms, GREATEST(c.now_ms + ?, c.now_ms + ?) FROM ",
+    clock!()
+);
+
+/// Binds: offset, fingerprint, new token, lease, ttl, lease, scope, key, old token, then
+/// the condition's.
+macro_rules! replace_set {
+    () => {
+        concat!(
+            "UPDATE idem_records AS r CROSS JOIN ",
+            clock!(),
+            " ",
+            "SET r.fingerprint = ?, r.token = ?, r.state = 0, r.lease_until = c.now_ms + ?, ",
+            "r.response = NULL, r.created_at = c.now_ms, ",
+            "r.expires_at = GREATEST(c.now_ms + ?, c.now_ms + ?) ",
+            "WHERE r.scope = ? AND r.idem_key = ? AND r.token = ? AND "
+        )
+    };
+}
+
+/// Takes over an abandoned lease of the same request (binds the fingerprint once more).
+const TAKEOVER: &str = concat!(
+    replace_set!(),
+    "r.state = 0 AND r.fingerprint = ? AND r.lease_until <= c.now_ms AND r.expires_at > c.now_ms"
+);
+
+/// Replaces an expired record.
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "r.expires_at <= c.now_ms");
+
+/// Binds: offset, response, scope, key, token.
+const COMPLETE: &str = concat!(
+    "UPDATE idem_records AS r CROSS JOIN ", clock!(), " SET r.state = 1, r.response = ? ",
+    "WHERE r.scope = ? AND r.idem_key = ? AND r.token = ? AND r.state = 0 AND r.expires_at > c.now_ms"
+);
+
+/// Binds: offset, scope, key, token.
+const RELEASE: &str = concat!(
+    "DELETE r FROM idem_records AS r CROSS JOIN ", clock!(), " ",
+    "WHERE r.scope = ? AND r.idem_key = ? AND r.token = ? AND r.state = 0 AND r.expires_at > c.now_ms"
+);
+
+/// Binds: offset, limit.
+const PURGE: &str = "DELETE FROM idem_records \
+    WHERE expires_at <= CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED) LIMIT ?";
+
+/// Binds: offset.
+const NOW: &str = "SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED)";
+
+/// Records in a MySQL or MariaDB table (`idem_records`). Clones share the pool; any number
+/// of nodes may share the database.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), idem_sql::Error> {
+/// let store = idem_sql::MySqlStore::connect("mysql://app@db/app").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    offset: ClockOffset,
+    retries: RetryCounter,
+}
+
+impl MySqlStore {
+    /// Connects to `url` (the database named in it) with default options and migrates.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the server cannot be reached, [`Error::Migrate`] when the
+    /// schema cannot be created.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// [`MySqlStore::connect`] with `options`; `options.schema`, if set, names the database
+    /// to use instead of the URL's (created if missing).
+    ///
+    /// # Errors
+    /// As [`MySqlStore::connect`], and [`Error::InvalidOption`] for a bad URL or name.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, Error> {
+        let mut connect = MySqlConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidOption(format!("mysql url: {e}")))?
+            // NOW(3) → Unix time goes through the session time zone: UTC has no DST fold.
+            .timezone(Some(String::from("+00:00")));
+        if let Some(database) = &options.schema {
+            let database = checked_identifier(database)?;
+            let mut admin: sqlx::MySqlConnection = sqlx::Connection::connect_with(&connect)
+                .await
+                .map_err(open_error)?;
+            let sql = format!("CREATE DATABASE IF NOT EXISTS `{database}`");
+            admin.execute(sql.as_str()).await.map_err(open_error)?;
+            sqlx::Connection::close(admin).await.map_err(open_error)?;
+            connect = connect.database(database);
+        }
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(open_error)?;
+        Self::open(pool, options.migrate).await
+    }
+
+    /// A store over an existing pool (its session time zone should be UTC); migrates.
+    ///
+    /// # Errors
+    /// [`Error::Migrate`] when the schema cannot be created.
+    pub async fn from_pool(pool: MySqlPool) -> Result<Self, Error> {
+        Self::open(pool, true).await
+    }
+
+    async fn open(pool: MySqlPool, migrate: bool) -> Result<Self, Error> {
+        if migrate {
+            crate::migrate::run(crate::migrate::mysql(), &pool).await?;
+        }
+        Ok(Self {
+            pool,
+            offset: ClockOffset::new(),
+            retries: RetryCounter::default(),
+        })
+    }
+
+    /// The pool, for the caller's own queries and transactions.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// This handle's clock offset (zero unless a test moved it).
+    pub fn clock_offset(&self) -> &ClockOffset {
+        &self.offset
+    }
+
+    /// This store with `offset` as its clock offset (a test's second node forks the first's).
+    pub fn with_clock_offset(mut self, offset: ClockOffset) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// How many statements were retried after a deadlock (1213) or a lock-wait timeout
+    /// (1205) so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    /// `begin` inside the caller's transaction: the record commits or vanishes with the
+    /// caller's other writes. A concurrent duplicate blocks on the primary key until this
+    /// transaction ends, then sees the record (and replays it).
+    ///
+    /// # Errors
+    /// A [`StoreError`]; on `Contention` (MySQL has rolled the whole transaction back after
+    /// a deadlock) retry the transaction whole.
+    pub async fn begin_in(
+        &self,
+        tx: &mut Transaction<'_, MySql>,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let offset = self.offset.millis();
+        for _ in 0..common::ROUNDS_MAX {
+            // Insert first: it waits on the key's lock while another transaction holds it,
+            // and its duplicate-key error only rolls back this statement.
+            match insert(&mut **tx, scope, key, fingerprint, lease, ttl, offset).await {
+                Ok(()) => {
+                    return Ok(Outcome::Acquired {
+                        token: FencingToken::FIRST,
+                        recovered: false,
+                    })
+                }
+                Err(err) if classify(&err) == Class::Unique => {}
+                Err(err) => return Err(store_error(err)),
+            }
+            let found = read(&mut **tx, READ_LOCKED, scope, key, offset)
+                .await
+                .map_err(store_error)?;
+            let Some((raw, now)) = found else {
+                continue; // released between the two statements: insert again
+            };
+            let record = raw.into_record(scope, key)?;
+            match next_step(Some(&record), fingerprint, now) {
+                Next::Answer(outcome) => return Ok(outcome),
+                Next::Insert => continue,
+                Next::Replace {
+                    old,
+                    new,
+                    recovered,
+                } => {
+                    let won = replace(
+                        &mut **tx,
+                        scope,
+                        key,
+                        fingerprint,
+                        lease,
+                        ttl,
+                        old,
+                        new,
+                        recovered,
+                        offset,
+                    )
+                    .await
+                    .map_err(store_error)?;
+                    if won {
+                        return Ok(Outcome::Acquired {
+                            token: new,
+                            recovered,
+                        });
+                    }
+                }
+            }
+        }
+        Err(common::rounds_exhausted())
+    }
+
+    /// `complete` inside the caller's transaction: the response is stored only if the
+    /// transaction commits.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    pub async fn complete_in(
+        &self,
+        tx: &mut Transaction<'_, MySql>,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let done = complete(&mut **tx, scope, key, token, response, self.offset.millis())
+            .await
+            .map_err(store_error)?;
+        fenced_unless(done)
+    }
+}
+
+fn fenced_unless(done: bool) -> Result<(), StoreError> {
+    if done {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced)
+    }
+}
+
+fn decode(row: &MySqlRow) -> Result<(Row, Timestamp), sqlx::Error> {
+    Ok((
+        Row {
+            fingerprint: row.try_get(0)?,
+            token: row.try_get(1)?,
+            state: row.try_get(2)?,
+            lease_until: row.try_get(3)?,
+            response: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            expires_at: row.try_get(6)?,
+        },
+        Timestamp(row.try_get(7)?),
+    ))
+}
+
+async fn read<'e, E: Executor<'e, Database = MySql>>(
+    ex: E,
+    sql: &'static str,
+    scope: &Scope,
+    key: &Key,
+    offset: i64,
+) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
+    let row = sqlx::query(sql)
+        .bind(offset)
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .fetch_optional(ex)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Inserts a new record with the first token; a duplicate key is an `Err` of class
+/// [`Class::Unique`].
+async fn insert<'e, E: Executor<'e, Database = MySql>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    fingerprint: &Fingerprint,
+    lease: Duration,
+    ttl: Duration,
+    offset: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(INSERT)
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(&fingerprint.as_bytes()[..])
+        .bind(ms(lease))
+        .bind(ms(ttl))
+        .bind(ms(lease))
+        .bind(offset)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn replace<'e, E: Executor<'e, Database = MySql>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    fingerprint: &Fingerprint,
+    lease: Duration,
+    ttl: Duration,
+    old: FencingToken,
+    new: FencingToken,
+    recovered: bool,
+    offset: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
+    let mut query = sqlx::query(sql)
+        .bind(offset)
+        .bind(&fingerprint.as_bytes()[..])
+        .bind(new.as_i64())
+        .bind(ms(lease))
+        .bind(ms(ttl))
+        .bind(ms(lease))
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(old.as_i64());
+    if recovered {
+        query = query.bind(&fingerprint.as_bytes()[..]);
+    }
+    // The connection reports matched rows (CLIENT_FOUND_ROWS), and the token changes.
+    Ok(query.execute(ex).await?.rows_affected() == 1)
+}
+
+async fn complete<'e, E: Executor<'e, Database = MySql>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    token: FencingToken,
+    response: &StoredResponse,
+    offset: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(COMPLETE)
+        .bind(offset)
+        .bind(response.encode())
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(token.as_i64())
+        .execute(ex)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn begin(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let offset = self.offset.millis();
+        for _ in 0..common::ROUNDS_MAX {
+            // Read first, without locks: replays and refusals take no lock at all, and an
+            // answer read here is true at the moment of the read.
+            let found = retry_contention!(
+                self.retries,
+                read(&self.pool, READ, scope, key, offset).await
+            )
+            .map_err(store_error)?
+            .map(|(raw, now)| raw.into_record(scope, key).map(|r| (r, now)))
+            .transpose()?;
+            let next = match &found {
+                None => Next::Insert,
+                Some((record, now)) => next_step(Some(record), fingerprint, *now),
+            };
+            match next {
+                Next::Answer(outcome) => return Ok(outcome),
+                Next::Insert => {
+                    let inserted = retry_contention!(
+                        self.retries,
+                        insert(&self.pool, scope, key, fingerprint, lease, ttl, offset).await
+                    );
+                    match inserted {
+                        Ok(()) => {
+                            return Ok(Outcome::Acquired {
+                                token: FencingToken::FIRST,
+                                recovered: false,
+                            })
+                        }
+                        Err(err) if classify(&err) == Class::Unique => {} // lost: read again
+                        Err(err) => return Err(store_error(err)),
+                    }
+                }
+                Next::Replace {
+                    old,
+                    new,
+                    recovered,
+                } => {
+                    let won = retry_contention!(
+                        self.retries,
+                        replace(
+                            &self.pool,
+                            scope,
+                            key,
+                            fingerprint,
+                            lease,
+                            ttl,
+                            old,
+                            new,
+                            recovered,
+                            offset
+                        )
+                        .await
+                    )
+                    .map_err(store_error)?;
+                    if won {
+                        return Ok(Outcome::Acquired {
+                            token: new,
+                            recovered,
+                        });
+                    }
+                }
+            }
+        }
+        Err(common::rounds_exhausted())
+    }
+
+    async fn complete(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let offset = self.offset.millis();
+        let done = retry_contention!(
+            self.retries,
+            complete(&self.pool, scope, key, token, response, offset).await
+        )
+        .map_err(store_error)?;
+        fenced_unless(done)
+    }
+
+    async fn release(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+    ) -> Result<(), StoreError> {
+        let offset = self.offset.millis();
+        let done = retry_contention!(
+            self.retries,
+            sqlx::query(RELEASE)
+                .bind(offset)
+                .bind(scope.as_str())
+                .bind(key.as_str())
+                .bind(token.as_i64())
+                .execute(&self.pool)
+                .await
+        )
+        .map_err(store_error)?;
+        fenced_unless(done.rows_affected() == 1)
+    }
+
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        let found = read(&self.pool, READ, scope, key, self.offset.millis())
+            .await
+            .map_err(store_error)?;
+        match found {
+            Some((raw, now)) if raw.expires_at > now.as_millis() => {
+                raw.into_record(scope, key).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        let offset = self.offset.millis();
+        let done = retry_contention!(
+            self.retries,
+            sqlx::query(PURGE)
+                .bind(offset)
+                .bind(limit)
+                .execute(&self.pool)
+                .await
+        )
+        .map_err(store_error)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        let now: i64 = sqlx::query_scalar(NOW)
+            .bind(self.offset.millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(Timestamp(now))
+    }
+}
+
+impl TimeTravel for MySqlStore {
+    fn advance_clock(&self, by: Duration) {
+        self.offset.advance(by);
+    }
+}

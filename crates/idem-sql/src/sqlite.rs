@@ -1,0 +1,544 @@
+//! [`SqliteStore`]: records in an SQLite file (WAL), the embedded default.
+//!
+//! SQLite has one writer at a time, so a write statement is atomic by construction; the
+//! store still keeps `begin` to single conditional statements (an `INSERT … ON CONFLICT DO
+//! NOTHING`, or an `UPDATE` that only applies while the row holds the token that was read),
+//! so a reader never decides on a row another connection has changed since.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idem::{
+    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
+    StoredResponse, TimeTravel, Timestamp,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Executor, Row as _, Sqlite, Transaction};
+
+use crate::common::{self, ms, next_step, retry_contention, Next, RetryCounter, Row};
+use crate::error::{open_error, store_error};
+use crate::{Error, StoreOptions};
+
+/// The database's clock in Unix milliseconds plus the handle's offset (`?N`). SQLite keeps
+/// `'now'` fixed for the whole statement, so every use in one statement agrees.
+macro_rules! now {
+    ($offset:literal) => {
+        concat!(
+            "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) + ?",
+            $offset,
+            ")"
+        )
+    };
+}
+
+const READ: &str = concat!(
+    "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, ",
+    now!("3"),
+    " AS now_ms FROM idem_records WHERE scope = ?1 AND idem_key = ?2"
+);
+
+const INSERT: &str = concat!(
+    "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
+    "SELECT ?1, ?2, ?3, 1, 0, c.now_ms + ?4, NULL, c.now_ms, MAX(c.now_ms + ?5, c.now_ms + ?4) ",
+    "FROM (SELECT ", now!("6"), " AS now_ms) AS c WHERE true ",
+    "ON CONFLICT (scope, idem_key) DO NOTHING RETURNING token"
+);
+
+macro_rules! replace_set {
+    () => {
+        concat!(
+            "UPDATE idem_records SET fingerprint = ?3, token = ?4, state = 0, lease_until = ",
+            now!("7"),
+            " + ?5, response = NULL, created_at = ",
+            now!("7"),
+            ", expires_at = MAX(",
+            now!("7"),
+            " + ?6, ",
+            now!("7"),
+            " + ?5) WHERE scope = ?1 AND idem_key = ?2 AND token = ?8 AND "
+        )
+    };
+}
+
+/// Takes over an abandoned lease of the same request, if the row still holds `?8`.
+const TAKEOVER: &str = concat!(
+    replace_set!(),
+    "state = 0 AND fingerprint = ?3 AND lease_until <= ",
+    now!("7"),
+    " AND expires_at > ",
+    now!("7")
+);
+
+/// Replaces an expired record, if the row still holds `?8`.
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "expires_at <= ", now!("7"));
+
+const COMPLETE: &str = concat!(
+    "UPDATE idem_records SET state = 1, response = ?4 ",
+    "WHERE scope = ?1 AND idem_key = ?2 AND token = ?3 AND state = 0 AND expires_at > ",
+    now!("5")
+);
+
+const RELEASE: &str = concat!(
+    "DELETE FROM idem_records ",
+    "WHERE scope = ?1 AND idem_key = ?2 AND token = ?3 AND state = 0 AND expires_at > ",
+    now!("4")
+);
+
+const PURGE: &str = concat!(
+    "DELETE FROM idem_records WHERE (scope, idem_key) IN ",
+    "(SELECT scope, idem_key FROM idem_records WHERE expires_at <= ",
+    now!("2"),
+    " LIMIT ?1)"
+);
+
+const NOW: &str = concat!("SELECT ", now!("1"));
+
+/// Records in an SQLite database file, in WAL mode. Clones share the pool.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), idem_sql::Error> {
+/// std::fs::create_dir_all("idem-data").expect("data dir");
+/// let store = idem_sql::SqliteStore::connect("sqlite://idem-data/idem.db?mode=rwc").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    offset: ClockOffset,
+    retries: RetryCounter,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite:path`,
+    /// `?mode=rwc` accepted) with default options, and migrates it.
+    ///
+    /// The file's directory must exist: creating it is the caller's job.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the file cannot be opened, [`Error::Migrate`] when the schema
+    /// cannot be created.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// [`SqliteStore::connect`] with `options` (pool size, busy timeout, migrations).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::connect`], and [`Error::InvalidOption`] for a URL SQLite rejects.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, Error> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidOption(format!("sqlite url {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a process crash; a power loss may drop the latest
+            // commits, the records and the business rows of one file together.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(open_error)?;
+        Self::open(pool, options.migrate).await
+    }
+
+    /// A store over an existing pool (which should use WAL and a busy timeout); runs the
+    /// migrations.
+    ///
+    /// # Errors
+    /// [`Error::Migrate`] when the schema cannot be created.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, Error> {
+        Self::open(pool, true).await
+    }
+
+    async fn open(pool: SqlitePool, migrate: bool) -> Result<Self, Error> {
+        if migrate {
+            crate::migrate::run(crate::migrate::sqlite(), &pool).await?;
+        }
+        Ok(Self {
+            pool,
+            offset: ClockOffset::new(),
+            retries: RetryCounter::default(),
+        })
+    }
+
+    /// The pool, for the caller's own queries and transactions.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// This handle's clock offset (zero unless a test moved it).
+    pub fn clock_offset(&self) -> &ClockOffset {
+        &self.offset
+    }
+
+    /// This store with `offset` as its clock offset (a test's second node forks the first's).
+    pub fn with_clock_offset(mut self, offset: ClockOffset) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// How many statements were retried after contention (SQLite BUSY) so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    /// `begin` inside the caller's transaction: the record is written with the caller's
+    /// other writes and vanishes with them on rollback. A concurrent duplicate waits for
+    /// the database lock (up to the busy timeout) and then sees this record.
+    ///
+    /// Start the transaction with `BEGIN IMMEDIATE` (`pool.begin_with("BEGIN IMMEDIATE")`)
+    /// when it reads before calling this: a deferred transaction that read an older
+    /// snapshot cannot become a writer and fails with `Contention`.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; on `Contention` roll the transaction back and retry it whole.
+    pub async fn begin_in(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let offset = self.offset.millis();
+        for _ in 0..common::ROUNDS_MAX {
+            // Write first: it takes the write lock, after which the read is the latest.
+            let inserted = insert(&mut **tx, scope, key, fingerprint, lease, ttl, offset)
+                .await
+                .map_err(store_error)?;
+            if let Some(token) = inserted {
+                return Ok(Outcome::Acquired {
+                    token,
+                    recovered: false,
+                });
+            }
+            let found = read(&mut **tx, scope, key, offset)
+                .await
+                .map_err(store_error)?;
+            let Some((raw, now)) = found else {
+                continue; // released between the two statements: insert again
+            };
+            let record = raw.into_record(scope, key)?;
+            match next_step(Some(&record), fingerprint, now) {
+                Next::Answer(outcome) => return Ok(outcome),
+                Next::Insert => continue,
+                Next::Replace {
+                    old,
+                    new,
+                    recovered,
+                } => {
+                    let won = replace(
+                        &mut **tx,
+                        scope,
+                        key,
+                        fingerprint,
+                        lease,
+                        ttl,
+                        old,
+                        new,
+                        recovered,
+                        offset,
+                    )
+                    .await
+                    .map_err(store_error)?;
+                    if won {
+                        return Ok(Outcome::Acquired {
+                            token: new,
+                            recovered,
+                        });
+                    }
+                }
+            }
+        }
+        Err(common::rounds_exhausted())
+    }
+
+    /// `complete` inside the caller's transaction: the response is stored only if the
+    /// transaction commits.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    pub async fn complete_in(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let done = complete(&mut **tx, scope, key, token, response, self.offset.millis())
+            .await
+            .map_err(store_error)?;
+        fenced_unless(done)
+    }
+}
+
+fn fenced_unless(done: bool) -> Result<(), StoreError> {
+    if done {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced)
+    }
+}
+
+fn decode(row: &SqliteRow) -> Result<(Row, Timestamp), sqlx::Error> {
+    Ok((
+        Row {
+            fingerprint: row.try_get(0)?,
+            token: row.try_get(1)?,
+            state: row.try_get(2)?,
+            lease_until: row.try_get(3)?,
+            response: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            expires_at: row.try_get(6)?,
+        },
+        Timestamp(row.try_get(7)?),
+    ))
+}
+
+async fn read<'e, E: Executor<'e, Database = Sqlite>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    offset: i64,
+) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
+    let row = sqlx::query(READ)
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(offset)
+        .fetch_optional(ex)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+async fn insert<'e, E: Executor<'e, Database = Sqlite>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    fingerprint: &Fingerprint,
+    lease: Duration,
+    ttl: Duration,
+    offset: i64,
+) -> Result<Option<FencingToken>, sqlx::Error> {
+    let row = sqlx::query(INSERT)
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(&fingerprint.as_bytes()[..])
+        .bind(ms(lease))
+        .bind(ms(ttl))
+        .bind(offset)
+        .fetch_optional(ex)
+        .await?;
+    row.map(|r| r.try_get::<i64, _>(0).map(FencingToken::from_i64))
+        .transpose()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn replace<'e, E: Executor<'e, Database = Sqlite>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    fingerprint: &Fingerprint,
+    lease: Duration,
+    ttl: Duration,
+    old: FencingToken,
+    new: FencingToken,
+    recovered: bool,
+    offset: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
+    let done = sqlx::query(sql)
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(&fingerprint.as_bytes()[..])
+        .bind(new.as_i64())
+        .bind(ms(lease))
+        .bind(ms(ttl))
+        .bind(offset)
+        .bind(old.as_i64())
+        .execute(ex)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
+    ex: E,
+    scope: &Scope,
+    key: &Key,
+    token: FencingToken,
+    response: &StoredResponse,
+    offset: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(COMPLETE)
+        .bind(scope.as_str())
+        .bind(key.as_str())
+        .bind(token.as_i64())
+        .bind(response.encode())
+        .bind(offset)
+        .execute(ex)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn begin(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let offset = self.offset.millis();
+        for _ in 0..common::ROUNDS_MAX {
+            // Read first: replays and refusals need no write lock. Any answer read here is
+            // true at the moment of the read; only a write must be conditional.
+            let found = retry_contention!(self.retries, read(&self.pool, scope, key, offset).await)
+                .map_err(store_error)?
+                .map(|(raw, now)| raw.into_record(scope, key).map(|r| (r, now)))
+                .transpose()?;
+            let next = match &found {
+                None => Next::Insert,
+                Some((record, now)) => next_step(Some(record), fingerprint, *now),
+            };
+            match next {
+                Next::Answer(outcome) => return Ok(outcome),
+                Next::Insert => {
+                    let inserted = retry_contention!(
+                        self.retries,
+                        insert(&self.pool, scope, key, fingerprint, lease, ttl, offset).await
+                    )
+                    .map_err(store_error)?;
+                    if let Some(token) = inserted {
+                        return Ok(Outcome::Acquired {
+                            token,
+                            recovered: false,
+                        });
+                    }
+                }
+                Next::Replace {
+                    old,
+                    new,
+                    recovered,
+                } => {
+                    let won = retry_contention!(
+                        self.retries,
+                        replace(
+                            &self.pool,
+                            scope,
+                            key,
+                            fingerprint,
+                            lease,
+                            ttl,
+                            old,
+                            new,
+                            recovered,
+                            offset
+                        )
+                        .await
+                    )
+                    .map_err(store_error)?;
+                    if won {
+                        return Ok(Outcome::Acquired {
+                            token: new,
+                            recovered,
+                        });
+                    }
+                }
+            }
+        }
+        Err(common::rounds_exhausted())
+    }
+
+    async fn complete(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let offset = self.offset.millis();
+        let done = retry_contention!(
+            self.retries,
+            complete(&self.pool, scope, key, token, response, offset).await
+        )
+        .map_err(store_error)?;
+        fenced_unless(done)
+    }
+
+    async fn release(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+    ) -> Result<(), StoreError> {
+        let offset = self.offset.millis();
+        let done = retry_contention!(
+            self.retries,
+            sqlx::query(RELEASE)
+                .bind(scope.as_str())
+                .bind(key.as_str())
+                .bind(token.as_i64())
+                .bind(offset)
+                .execute(&self.pool)
+                .await
+        )
+        .map_err(store_error)?;
+        fenced_unless(done.rows_affected() == 1)
+    }
+
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        let found = read(&self.pool, scope, key, self.offset.millis())
+            .await
+            .map_err(store_error)?;
+        match found {
+            Some((raw, now)) if raw.expires_at > now.as_millis() => {
+                raw.into_record(scope, key).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = self.offset.millis();
+        let done = retry_contention!(
+            self.retries,
+            sqlx::query(PURGE)
+                .bind(limit)
+                .bind(offset)
+                .execute(&self.pool)
+                .await
+        )
+        .map_err(store_error)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        let now: i64 = sqlx::query_scalar(NOW)
+            .bind(self.offset.millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(Timestamp(now))
+    }
+}
+
+impl TimeTravel for SqliteStore {
+    fn advance_clock(&self, by: Duration) {
+        self.offset.advance(by);
+    }
+}
