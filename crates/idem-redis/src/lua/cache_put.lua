@@ -1,0 +1,15 @@
+-- The two-tier store's cache fill: a snapshot of a completed record read from the
+-- truth store. A completed record does not change until it expires, so the entry is
+-- valid until `expires_at`; an entry already past it is not written.
+-- KEYS[1] the cache entry. ARGV: clock offset ms, fingerprint, expires_at ms, response.
+-- Returns 1 when written, 0 when already expired.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+
+local expires_at = tonumber(ARGV[3])
+if expires_at <= now then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'exp', ARGV[3], 'resp', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1

@@ -1,0 +1,188 @@
+//! Helpers shared by the integration tests: the test server, fresh prefixes, deleting a
+//! prefix's keys, SQLite files, and a TCP proxy that can be cut.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use idem::conformance::{backend_url, unique_name};
+use idem_redis::RedisOptions;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The test server's URL, or `None` (skip, with the reason printed).
+pub fn redis_url() -> Option<String> {
+    backend_url("IDEM_TEST_REDIS")
+}
+
+/// Options on `url` with a prefix no other test uses.
+pub fn fresh_options(url: &str) -> RedisOptions {
+    RedisOptions::new(url).prefix(unique_name("idemtest"))
+}
+
+/// A plain connection for checking what the store left in Redis.
+pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw redis connection")
+}
+
+/// Deletes every key under `prefix` (SCAN + DEL; never FLUSHALL: the server is shared) and
+/// says how many it deleted.
+pub async fn delete_prefix(url: &str, prefix: &str) -> usize {
+    let mut conn = raw(url).await;
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("SCAN");
+        if !keys.is_empty() {
+            let n: usize = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+            deleted += n;
+        }
+        if next == 0 {
+            return deleted;
+        }
+        cursor = next;
+    }
+}
+
+/// The prefix of this crate's SQLite directories and PostgreSQL schemas.
+pub const NAMESPACE_PREFIX: &str = "idem_redis_truth";
+
+/// True when the process that made `name` (`<prefix>_<pid>_…`) is gone.
+fn owner_exited(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(NAMESPACE_PREFIX)
+        .and_then(|r| r.strip_prefix('_'))
+    else {
+        return false;
+    };
+    let Some(pid) = rest.split('_').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid != std::process::id() && !PathBuf::from(format!("/proc/{pid}")).exists()
+}
+
+/// A URL for a new SQLite file in a new directory under the system temp dir, after
+/// removing the directories of test processes that have exited.
+pub fn sqlite_url() -> String {
+    let temp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&temp) {
+        for entry in entries.flatten() {
+            if owner_exited(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir: PathBuf = temp.join(unique_name(NAMESPACE_PREFIX));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    format!("sqlite://{}?mode=rwc", dir.join("idem.db").display())
+}
+
+/// A fresh PostgreSQL schema name, after dropping the schemas of exited test processes.
+pub async fn pg_schema(url: &str) -> String {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1")
+            .bind(format!("{NAMESPACE_PREFIX}%"))
+            .fetch_all(&mut conn)
+            .await
+            .expect("list schemas");
+    for name in names.iter().filter(|n| owner_exited(n)) {
+        let _ = conn
+            .execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str())
+            .await;
+    }
+    let _ = conn.close().await;
+    unique_name(NAMESPACE_PREFIX)
+}
+
+/// A 127.0.0.1 port nothing listens on (bound, read, released).
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    port
+}
+
+/// A TCP proxy between the store and Redis that a test can cut (every connection closed,
+/// nothing listening) and bring back on the same port.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    upstream: String,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free port to the `redis://host:port` server at `url`.
+    pub async fn start(url: &str) -> Proxy {
+        let upstream = url
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .expect("host:port")
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let proxy = Proxy {
+            addr,
+            upstream,
+            tasks: Arc::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// The URL to give the store.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let upstream = self.upstream.clone();
+        let tasks = Arc::clone(&self.tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().expect("tasks").push(conn);
+            }
+        });
+        self.tasks.lock().expect("tasks").push(accept);
+    }
+
+    /// Closes every connection and stops listening: Redis is gone for the store.
+    pub async fn cut(&self) {
+        let tasks: Vec<_> = self.tasks.lock().expect("tasks").drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind proxy");
+        self.serve(listener);
+    }
+}

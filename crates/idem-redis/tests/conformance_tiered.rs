@@ -1,0 +1,159 @@
+//! The conformance suite and the model-based property test against [`TieredStore`]: Redis
+//! (`IDEM_TEST_REDIS`, a key prefix per case) in front of a truth store of its own per
+//! case — an SQLite file, and, when `IDEM_TEST_POSTGRES` is set, a PostgreSQL schema. The
+//! second node has its own Redis client and its own SQL pool on the same namespace, both
+//! clocks forked from the first node's.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use idem::conformance::Harness;
+use idem::{ClockOffset, Store, TimeTravel};
+use idem_redis::{ReplayCache, TieredStore};
+
+/// How to open a truth store on a fresh namespace, and a second pool on the same one.
+#[async_trait]
+trait Truth: Send + Sync + 'static {
+    type Store: Store + TimeTravel + Send + Sync + 'static;
+    /// A store on a fresh namespace, and what `reopen` needs to find it again.
+    async fn fresh(&self) -> (Self::Store, String);
+    async fn reopen(&self, namespace: &str, offset: ClockOffset) -> Self::Store;
+    fn offset(store: &Self::Store) -> &ClockOffset;
+}
+
+struct TieredHarness<T> {
+    redis_url: String,
+    truth: T,
+    /// The truth namespace behind each cache prefix, for opening a peer's own pool.
+    namespaces: Mutex<HashMap<String, String>>,
+}
+
+impl<T> TieredHarness<T> {
+    fn new(redis_url: String, truth: T) -> Self {
+        Self {
+            redis_url,
+            truth,
+            namespaces: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Truth> Harness for TieredHarness<T> {
+    type Store = TieredStore<T::Store>;
+
+    async fn fresh(&self) -> Self::Store {
+        let (truth, namespace) = self.truth.fresh().await;
+        let cache = ReplayCache::connect(common::fresh_options(&self.redis_url))
+            .await
+            .expect("connect to the test Redis");
+        self.namespaces
+            .lock()
+            .expect("namespaces")
+            .insert(cache.prefix().to_owned(), namespace);
+        TieredStore::new(truth, cache)
+    }
+
+    async fn peer(&self, store: &Self::Store) -> Self::Store {
+        let namespace = self
+            .namespaces
+            .lock()
+            .expect("namespaces")
+            .get(store.cache().prefix())
+            .cloned()
+            .expect("the store came from fresh()");
+        let offset = T::offset(store.get_ref()).fork();
+        let truth = self.truth.reopen(&namespace, offset).await;
+        TieredStore::new(truth, store.cache().peer())
+    }
+}
+
+mod sqlite {
+    use super::*;
+    use idem_sql::SqliteStore;
+
+    pub(super) struct Sqlite;
+
+    #[async_trait]
+    impl Truth for Sqlite {
+        type Store = SqliteStore;
+
+        async fn fresh(&self) -> (SqliteStore, String) {
+            let url = common::sqlite_url();
+            let store = SqliteStore::connect(&url).await.expect("open SQLite");
+            (store, url)
+        }
+
+        async fn reopen(&self, url: &str, offset: ClockOffset) -> SqliteStore {
+            SqliteStore::connect(url)
+                .await
+                .expect("a second pool on the SQLite file")
+                .with_clock_offset(offset)
+        }
+
+        fn offset(store: &SqliteStore) -> &ClockOffset {
+            store.clock_offset()
+        }
+    }
+
+    async fn harness() -> Option<TieredHarness<Sqlite>> {
+        common::redis_url().map(|url| TieredHarness::new(url, Sqlite))
+    }
+
+    idem::conformance_tests!(harness());
+}
+
+mod postgres {
+    use super::*;
+    use idem_sql::{PostgresStore, StoreOptions};
+
+    pub(super) struct Postgres {
+        url: String,
+    }
+
+    fn options(schema: &str) -> StoreOptions {
+        StoreOptions::new().max_connections(8).schema(schema)
+    }
+
+    #[async_trait]
+    impl Truth for Postgres {
+        type Store = PostgresStore;
+
+        async fn fresh(&self) -> (PostgresStore, String) {
+            let schema = common::pg_schema(&self.url).await;
+            let store = PostgresStore::connect_with(&self.url, &options(&schema))
+                .await
+                .expect("open PostgreSQL on a fresh schema");
+            (store, schema)
+        }
+
+        async fn reopen(&self, schema: &str, offset: ClockOffset) -> PostgresStore {
+            PostgresStore::connect_with(&self.url, &options(schema))
+                .await
+                .expect("a second pool on the schema")
+                .with_clock_offset(offset)
+        }
+
+        fn offset(store: &PostgresStore) -> &ClockOffset {
+            store.clock_offset()
+        }
+    }
+
+    /// Runs when both servers are configured; PostgreSQL alone is optional here (its own
+    /// crate requires it), so an unset `IDEM_TEST_POSTGRES` skips with a message.
+    async fn harness() -> Option<TieredHarness<Postgres>> {
+        let redis = common::redis_url()?;
+        match std::env::var("IDEM_TEST_POSTGRES") {
+            Ok(url) if !url.trim().is_empty() => Some(TieredHarness::new(redis, Postgres { url })),
+            _ => {
+                eprintln!("skipped: IDEM_TEST_POSTGRES is not set, so the tiered store runs over SQLite only");
+                None
+            }
+        }
+    }
+
+    idem::conformance_tests!(harness());
+}

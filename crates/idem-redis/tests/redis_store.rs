@@ -1,0 +1,254 @@
+//! [`RedisStore`] beyond the conformance suite: what it leaves in Redis (key layout,
+//! `PEXPIREAT`, the expiry index), exact purge counts when Redis evicted records first,
+//! `NOSCRIPT` recovery, and a server that goes away and comes back.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use idem::conformance::{LEASE, TTL};
+use idem::{Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel};
+use idem_redis::{RedisOptions, RedisStore};
+
+fn key(raw: &str) -> Key {
+    Key::new(raw).expect("test key")
+}
+
+fn fp() -> Fingerprint {
+    Fingerprint::of_bytes("POST", "/store", b"{}")
+}
+
+async fn acquire(store: &RedisStore, s: &Scope, k: &Key, ttl: Duration) -> idem::FencingToken {
+    match store.begin(s, k, &fp(), LEASE, ttl).await.expect("begin") {
+        Outcome::Acquired { token, .. } => token,
+        other => panic!("a fresh key acquires, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn records_live_at_their_hash_tagged_key_and_expire_with_pexpireat() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let store = RedisStore::connect(common::fresh_options(&url))
+        .await
+        .expect("connect");
+    let mut conn = common::raw(&url).await;
+    let s = Scope::new("tenant-1|POST /v1/payments").expect("scope");
+    let k = key("order:42");
+    let token = acquire(&store, &s, &k, TTL).await;
+    let record = store.get(&s, &k).await.expect("get").expect("record");
+
+    let name = store.record_key(&s, &k);
+    assert_eq!(
+        name,
+        format!("{}:{{tenant-1|POST /v1/payments}}:order:42", store.prefix())
+    );
+    let (state, tok, exp): (String, u64, i64) = redis::cmd("HMGET")
+        .arg(&name)
+        .arg("st")
+        .arg("tok")
+        .arg("exp")
+        .query_async(&mut conn)
+        .await
+        .expect("HMGET");
+    assert_eq!((state.as_str(), tok), ("p", token.0));
+    assert_eq!(exp, record.expires_at.as_millis());
+    let expire_time: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .expect("PEXPIRETIME");
+    assert_eq!(expire_time, exp, "Redis drops the record at its expiry");
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(store.expiry_index_key())
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(score as i64, exp, "the index knows the record's expiry");
+    let index_ttl: i64 = redis::cmd("PTTL")
+        .arg(store.expiry_index_key())
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    assert!(index_ttl > 0, "the index expires with its last record");
+
+    store
+        .complete(&s, &k, token, &StoredResponse::new(201, "ok"))
+        .await
+        .expect("complete");
+    let state: String = redis::cmd("HGET")
+        .arg(&name)
+        .arg("st")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(state, "c");
+
+    let released = key("released");
+    let token = acquire(&store, &s, &released, TTL).await;
+    store.release(&s, &released, token).await.expect("release");
+    let (exists, in_index): (i64, Option<f64>) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(store.record_key(&s, &released))
+        .cmd("ZSCORE")
+        .arg(store.expiry_index_key())
+        .arg(store.record_key(&s, &released))
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS, ZSCORE");
+    assert_eq!(
+        (exists, in_index),
+        (0, None),
+        "release leaves nothing behind"
+    );
+}
+
+#[tokio::test]
+async fn purge_counts_only_the_records_it_deleted() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let store = RedisStore::connect(common::fresh_options(&url))
+        .await
+        .expect("connect");
+    let mut conn = common::raw(&url).await;
+    let s = Scope::new("t").expect("scope");
+    let short = Duration::from_secs(60);
+    for i in 0..6 {
+        acquire(&store, &s, &key(&format!("short-{i}")), short).await;
+    }
+    acquire(&store, &s, &key("long"), TTL).await;
+    // Two records vanish as if Redis had evicted them at their PEXPIREAT.
+    let () = redis::cmd("DEL")
+        .arg(store.record_key(&s, &key("short-0")))
+        .arg(store.record_key(&s, &key("short-1")))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    store.advance_clock(short + Duration::from_secs(1));
+    assert_eq!(store.purge_expired(3).await.expect("purge"), 3);
+    assert_eq!(store.purge_expired(3).await.expect("purge"), 1);
+    assert_eq!(store.purge_expired(3).await.expect("purge"), 0);
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(store.expiry_index_key())
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(left, 1, "only the live record stays indexed");
+    assert!(store.get(&s, &key("long")).await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn a_lazy_store_on_a_dead_port_is_unavailable_not_broken() {
+    let url = format!("redis://127.0.0.1:{}", common::dead_port());
+    assert!(RedisStore::connect(RedisOptions::new(&url)).await.is_err());
+    let store = RedisStore::lazy(RedisOptions::new(&url)).expect("lazy store");
+    let s = Scope::global();
+    let got = store.begin(&s, &key("k"), &fp(), LEASE, TTL).await;
+    assert!(
+        matches!(got, Err(StoreError::Unavailable(_))),
+        "a refused connection is Unavailable, got {got:?}"
+    );
+    assert!(got.expect_err("unavailable").is_transient());
+    assert!(matches!(store.now().await, Err(StoreError::Unavailable(_))));
+}
+
+/// A private `redis-server` on a free port, killed when dropped.
+struct PrivateServer {
+    port: u16,
+    child: tokio::process::Child,
+}
+
+impl PrivateServer {
+    async fn start(port: u16) -> Option<PrivateServer> {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let Ok(child) = child else {
+            eprintln!("skipped: no redis-server binary to run a private server");
+            return None;
+        };
+        let server = PrivateServer { port, child };
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(server.url()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok()
+                    {
+                        return Some(server);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the private redis-server did not come up");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.expect("kill redis-server");
+    }
+}
+
+#[tokio::test]
+async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
+    let port = common::dead_port();
+    let Some(server) = PrivateServer::start(port).await else {
+        return;
+    };
+    let options = RedisOptions::new(server.url())
+        .connection_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(500));
+    let store = RedisStore::connect(options).await.expect("connect");
+    let s = Scope::global();
+    acquire(&store, &s, &key("before-flush"), TTL).await;
+
+    let mut conn = common::raw(&server.url()).await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH on the private server");
+    let token = acquire(&store, &s, &key("after-flush"), TTL).await;
+    store
+        .complete(
+            &s,
+            &key("after-flush"),
+            token,
+            &StoredResponse::new(200, "x"),
+        )
+        .await
+        .expect("complete reloads its script too");
+
+    server.stop().await;
+    let down = store.begin(&s, &key("down"), &fp(), LEASE, TTL).await;
+    assert!(
+        matches!(down, Err(StoreError::Unavailable(_))),
+        "a stopped server is Unavailable, got {down:?}"
+    );
+
+    let server = PrivateServer::start(port).await.expect("restart");
+    // The connection manager reconnects on the next call; the first may still fail.
+    for attempt in 0.. {
+        match store.begin(&s, &key("back"), &fp(), LEASE, TTL).await {
+            Ok(Outcome::Acquired { .. }) => break,
+            Err(StoreError::Unavailable(_)) if attempt < 20 => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!("the store works again after the restart, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
