@@ -1,0 +1,102 @@
+//! The layer's own cost: requests per second of a trivial handler over real HTTP on
+//! loopback, with and without `IdempotencyLayer` (over `idem::MemoryStore`), in one run.
+//!
+//! Each iteration sends a batch of POSTs, 32 in flight at a time, each with a fresh
+//! `Idempotency-Key` (so every guarded request claims, runs and stores). `layer_replay`
+//! resends one key, so every request is a replay. The throughput ratio of `layer` to
+//! `plain` is the figure in `docs/bench/http.md`.
+//!
+//! Run: `cargo bench -p idem-http --bench layer`.
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures::stream::{self, StreamExt};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use idem::MemoryStore;
+use idem_http::{Config, IdempotencyLayer};
+
+const BATCH: usize = 256;
+const IN_FLIGHT: usize = 32;
+const BODY: &str = r#"{"item":"book","qty":1}"#;
+
+type HttpClient = Client<HttpConnector, Body>;
+
+async fn trivial() -> (StatusCode, &'static str) {
+    (StatusCode::CREATED, "{\"ok\":true}")
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    addr
+}
+
+/// Sends `BATCH` POSTs, `IN_FLIGHT` at a time; `key(i)` names each one's key.
+async fn batch(client: &HttpClient, addr: SocketAddr, key: impl Fn() -> String) {
+    let requests = (0..BATCH).map(|_| {
+        let request = Request::post(format!("http://{addr}/orders"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key())
+            .body(Body::from(BODY))
+            .expect("a request");
+        async move {
+            let response = client.request(request).await.expect("answered");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.into_body().collect().await.expect("body");
+        }
+    });
+    stream::iter(requests)
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+fn layer_cost(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let app = || Router::new().route("/orders", post(trivial));
+    let (plain, layered) = runtime.block_on(async {
+        let plain = serve(app()).await;
+        let layer = IdempotencyLayer::new(MemoryStore::new(), Config::default());
+        let layered = serve(app().layer(layer)).await;
+        (plain, layered)
+    });
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let fresh = || format!("\"bench-{}\"", NEXT.fetch_add(1, Ordering::Relaxed));
+
+    let mut group = c.benchmark_group("http");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("plain", |b| {
+        b.to_async(&runtime).iter(|| batch(&client, plain, fresh));
+    });
+    group.bench_function("layer", |b| {
+        b.to_async(&runtime).iter(|| batch(&client, layered, fresh));
+    });
+    group.bench_function("layer_replay", |b| {
+        b.to_async(&runtime)
+            .iter(|| batch(&client, layered, || "\"bench-replayed\"".to_owned()));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layer_cost);
+criterion_main!(benches);

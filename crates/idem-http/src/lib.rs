@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod flow;
+mod future;
+mod guard;
+pub mod key;
+mod layer;
+pub mod problem;
+pub mod proxy;
+mod service;
+
+pub use config::{
+    store_success_and_client_errors, Config, InFlight, KeyFn, KeySource, PrincipalFn,
+    BODY_LIMIT_BYTES_DEFAULT, LEASE_DEFAULT, TTL_DEFAULT,
+};
+pub use error::Error;
+pub use flow::IDEMPOTENT_REPLAYED;
+pub use future::ResponseFuture;
+pub use key::IDEMPOTENCY_KEY;
+pub use layer::IdempotencyLayer;
+pub use problem::Problem;
+pub use service::Idempotency;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(feature = "testing")]
+pub mod testing;

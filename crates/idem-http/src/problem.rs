@@ -1,0 +1,204 @@
+//! The one place where errors become HTTP responses: `application/problem+json` (RFC 9457)
+//! with a stable `type` URI, a stable `code` member and a human `detail`. Internal causes
+//! (store and upstream failures) are logged, never shown.
+
+use std::error::Error as _;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+
+use crate::Error;
+
+/// The media type of every error this crate answers with.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The base of every problem `type` URI; a type never changes once published.
+pub const PROBLEM_BASE: &str = "https://idem.dev/problems/";
+
+/// What a client sees of an [`Error`]: status, stable slug and code, title, detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The last segment of the `type` URI, such as `key-reused`.
+    pub slug: &'static str,
+    /// The stable machine-readable `code` member, such as `idempotency_key_reused`.
+    pub code: &'static str,
+    /// A short summary that is the same for every occurrence.
+    pub title: &'static str,
+    /// This occurrence, in words, with nothing internal in it.
+    pub detail: String,
+}
+
+impl Problem {
+    /// The problem a client is shown for `error`.
+    pub fn of(error: &Error) -> Self {
+        let (status, slug, code, title) = match error {
+            Error::KeyMissing => (
+                StatusCode::BAD_REQUEST,
+                "key-missing",
+                "idempotency_key_missing",
+                "Idempotency-Key is missing",
+            ),
+            Error::KeyInvalid { .. } => (
+                StatusCode::BAD_REQUEST,
+                "key-invalid",
+                "idempotency_key_invalid",
+                "Idempotency-Key is invalid",
+            ),
+            Error::KeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "key-reused",
+                "idempotency_key_reused",
+                "Idempotency-Key reused with another payload",
+            ),
+            Error::InFlight { .. } => (
+                StatusCode::CONFLICT,
+                "in-flight",
+                "request_in_flight",
+                "A request with this Idempotency-Key is in progress",
+            ),
+            Error::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "body_too_large",
+                "Request body too large",
+            ),
+            Error::BodyRead(_) => (
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "body_unreadable",
+                "Request body could not be read",
+            ),
+            Error::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "store_unavailable",
+                "Idempotency store unavailable",
+            ),
+            Error::ResponseBody(_) | Error::Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-failed",
+                "upstream_failed",
+                "Upstream failed",
+            ),
+            Error::Config(_) | Error::StoreOpen(_) | Error::Io { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal",
+                "Internal error",
+            ),
+        };
+        let detail = match error {
+            Error::KeyMissing => {
+                "This endpoint requires an Idempotency-Key header, such as Idempotency-Key: \"8e03978e-40d5\"."
+                    .to_owned()
+            }
+            Error::KeyInvalid { reason } => format!(
+                "The Idempotency-Key must be a structured-field string of 1 to 255 printable ASCII characters: {reason}."
+            ),
+            Error::KeyReused => "This Idempotency-Key was already used for a request with another method, path or body; use a new key for a new request.".to_owned(),
+            Error::InFlight { retry_after } => format!(
+                "The first request with this Idempotency-Key is still running; retry in {} s with the same key.",
+                retry_after_secs(*retry_after)
+            ),
+            Error::BodyTooLarge { limit_bytes } => {
+                format!("The request body is larger than {limit_bytes} bytes.")
+            }
+            Error::BodyRead(_) => "The request body ended or failed before it was complete.".to_owned(),
+            Error::Store(_) => "The idempotency store could not be reached; nothing was done. Retry with the same key.".to_owned(),
+            Error::ResponseBody(_) | Error::Upstream(_) => "The service behind this endpoint did not answer; retry with the same key.".to_owned(),
+            Error::Config(_) | Error::StoreOpen(_) | Error::Io { .. } => "An internal error occurred.".to_owned(),
+        };
+        Self {
+            status,
+            slug,
+            code,
+            title,
+            detail,
+        }
+    }
+
+    /// The full `type` URI.
+    pub fn type_uri(&self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug)
+    }
+
+    /// The problem+json document.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": self.type_uri(),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        })
+    }
+}
+
+/// `Retry-After` is whole seconds: round up, and never tell a client to retry at once.
+pub(crate) fn retry_after_secs(retry_after: std::time::Duration) -> u64 {
+    retry_after.as_millis().div_ceil(1000).max(1) as u64
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let problem = Problem::of(&self);
+        if problem.status.is_server_error() {
+            tracing::error!(error = %self, cause = ?self.source(), code = problem.code, "request failed");
+        } else {
+            tracing::debug!(error = %self, code = problem.code, "request refused");
+        }
+        let mut response = Response::new(Body::from(problem.to_json().to_string()));
+        *response.status_mut() = problem.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let retry = match &self {
+            Error::InFlight { retry_after } => Some(retry_after_secs(*retry_after)),
+            _ if self.is_transient() || matches!(self, Error::Store(_)) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn store_failure_hides_its_cause() {
+        let cause = std::io::Error::other("password=hunter2 at db.internal:5432");
+        let error = Error::Store(idem::StoreError::Unavailable(Box::new(cause)));
+        let json = Problem::of(&error).to_json().to_string();
+        assert!(json.contains("https://idem.dev/problems/store-unavailable"));
+        assert!(!json.contains("hunter2") && !json.contains("db.internal"));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[test]
+    fn in_flight_is_409_with_retry_after() {
+        let response = Error::InFlight {
+            retry_after: Duration::from_millis(2500),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
+    }
+}
