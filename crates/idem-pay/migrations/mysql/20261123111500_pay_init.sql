@@ -1,0 +1,46 @@
+-- The payment service's tables. Money is integer minor units; every balance change is two
+-- ledger rows (a debit with a negative delta, a credit with a positive one). Identifiers are
+-- ascii_bin: compared byte for byte, so "Order-1" and "order-1" are two orders.
+CREATE TABLE pay_accounts (
+    account_id      VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+    balance         BIGINT NOT NULL CHECK (balance >= 0),
+    opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
+    response_body   MEDIUMBLOB NOT NULL,
+    created_at      VARCHAR(40) NOT NULL
+) ENGINE = InnoDB;
+
+-- order_key is order_id, unique: the row that makes an order paid at most once.
+CREATE TABLE pay_payments (
+    payment_id      VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+    order_key       VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    order_id        VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    payer           VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    payee           VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    amount          BIGINT NOT NULL CHECK (amount > 0),
+    refunded        BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
+    response_status INT NOT NULL,
+    response_body   MEDIUMBLOB NOT NULL,
+    created_at      VARCHAR(40) NOT NULL,
+    UNIQUE KEY pay_payments_order_key (order_key),
+    KEY pay_payments_order_id (order_id)
+) ENGINE = InnoDB;
+
+CREATE TABLE pay_refunds (
+    payment_id      VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    refund_id       VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    amount          BIGINT NOT NULL CHECK (amount > 0),
+    response_status INT NOT NULL,
+    response_body   MEDIUMBLOB NOT NULL,
+    created_at      VARCHAR(40) NOT NULL,
+    PRIMARY KEY (payment_id, refund_id)
+) ENGINE = InnoDB;
+
+CREATE TABLE pay_ledger (
+    entry_id    BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    movement_id VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    account_id  VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    delta       BIGINT NOT NULL CHECK (delta <> 0),
+    created_at  VARCHAR(40) NOT NULL,
+    KEY pay_ledger_account (account_id),
+    KEY pay_ledger_movement (movement_id)
+) ENGINE = InnoDB;

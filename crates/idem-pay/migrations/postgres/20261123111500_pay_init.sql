@@ -1,0 +1,44 @@
+-- The payment service's tables. Money is integer minor units; every balance change is two
+-- ledger rows (a debit with a negative delta, a credit with a positive one).
+CREATE TABLE pay_accounts (
+    account_id      TEXT PRIMARY KEY,
+    balance         BIGINT NOT NULL CHECK (balance >= 0),
+    opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
+    response_body   BYTEA NOT NULL,
+    created_at      TEXT NOT NULL
+);
+
+-- order_key is order_id, unique: the row that makes an order paid at most once.
+CREATE TABLE pay_payments (
+    payment_id      TEXT PRIMARY KEY,
+    order_key       TEXT NOT NULL UNIQUE,
+    order_id        TEXT NOT NULL,
+    payer           TEXT NOT NULL,
+    payee           TEXT NOT NULL,
+    amount          BIGINT NOT NULL CHECK (amount > 0),
+    refunded        BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
+    response_status INTEGER NOT NULL,
+    response_body   BYTEA NOT NULL,
+    created_at      TEXT NOT NULL
+);
+CREATE INDEX pay_payments_order_id ON pay_payments (order_id);
+
+CREATE TABLE pay_refunds (
+    payment_id      TEXT NOT NULL,
+    refund_id       TEXT NOT NULL,
+    amount          BIGINT NOT NULL CHECK (amount > 0),
+    response_status INTEGER NOT NULL,
+    response_body   BYTEA NOT NULL,
+    created_at      TEXT NOT NULL,
+    PRIMARY KEY (payment_id, refund_id)
+);
+
+CREATE TABLE pay_ledger (
+    entry_id    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    movement_id TEXT NOT NULL,
+    account_id  TEXT NOT NULL,
+    delta       BIGINT NOT NULL CHECK (delta <> 0),
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX pay_ledger_account ON pay_ledger (account_id);
+CREATE INDEX pay_ledger_movement ON pay_ledger (movement_id);

@@ -1,0 +1,315 @@
+//! The transactions of the service, each one database transaction: the business key's row
+//! is inserted first (or found, and then replayed or refused), the accounts are locked in
+//! account-id order, the money moves with its ledger rows, and the exact answer is stored in
+//! the same row, all committed at once. Any early return drops the transaction, which rolls
+//! it back: nothing is kept from a refused call.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::db::{inserted, Db};
+use crate::ledger;
+use crate::model::{new_id, now_rfc3339, to_json, AccountBody, Answer, PaymentBody, RefundBody};
+use crate::validate::{NewAccount, NewPayment, NewRefund};
+use crate::{Error, Result};
+
+const CREATED: u16 = 201;
+
+/// A payment row as read back.
+#[derive(Debug)]
+struct PaymentRow {
+    payment_id: String,
+    payer: String,
+    payee: String,
+    amount: i64,
+    refunded: i64,
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl PaymentRow {
+    fn read(row: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            payment_id: row.try_get(0)?,
+            payer: row.try_get(1)?,
+            payee: row.try_get(2)?,
+            amount: row.try_get(3)?,
+            refunded: row.try_get(4)?,
+            status: status(row.try_get(5)?)?,
+            body: row.try_get(6)?,
+        })
+    }
+
+    /// The first parameter that differs, compared in a fixed order: payer, payee, amount.
+    fn differs_from(&self, request: &NewPayment) -> Option<&'static str> {
+        if self.payer != request.payer {
+            Some("payer")
+        } else if self.payee != request.payee {
+            Some("payee")
+        } else if self.amount != request.amount {
+            Some("amount")
+        } else {
+            None
+        }
+    }
+}
+
+fn status(value: i64) -> Result<u16> {
+    u16::try_from(value).map_err(|_| Error::Corrupt(format!("stored status {value}")))
+}
+
+/// `POST /v1/accounts`.
+pub(crate) async fn open_account(db: &Db, request: &NewAccount) -> Result<Answer> {
+    let body = to_json(&AccountBody {
+        account_id: &request.account_id,
+        balance: request.balance,
+    });
+    let mut w = db.begin_write().await?;
+    let result = sqlx::query(&db.sql.insert_account)
+        .bind(&request.account_id)
+        .bind(request.balance)
+        .bind(request.balance)
+        .bind(body.clone())
+        .bind(now_rfc3339())
+        .execute(&mut *w.tx)
+        .await?;
+    if inserted(&result) {
+        w.tx.commit().await?;
+        return Ok(Answer::executed(CREATED, body));
+    }
+    let row = sqlx::query(&db.sql.select_account_opening)
+        .bind(&request.account_id)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or_else(|| Error::Corrupt("account insert skipped, yet no account row".into()))?;
+    let opening: i64 = row.try_get(0)?;
+    if opening != request.balance {
+        return Err(Error::AccountConflict {
+            account_id: request.account_id.clone(),
+        });
+    }
+    Ok(Answer::replayed(CREATED, row.try_get(1)?))
+}
+
+/// `GET /v1/accounts/{id}`.
+pub(crate) async fn account(db: &Db, account_id: &str) -> Result<Answer> {
+    let row = sqlx::query(&db.sql.select_balance)
+        .bind(account_id)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or_else(|| Error::AccountNotFound {
+            account_id: account_id.to_owned(),
+        })?;
+    let body = to_json(&AccountBody {
+        account_id,
+        balance: row.try_get(0)?,
+    });
+    Ok(Answer::executed(200, body))
+}
+
+/// `POST /v1/payments`. With `unsafe_disable_idempotency` the row goes in under a fresh
+/// internal key, so nothing stops a second execution: a test guard, see `ServeArgs`.
+pub(crate) async fn pay(
+    db: &Db,
+    request: &NewPayment,
+    unsafe_disable_idempotency: bool,
+) -> Result<Answer> {
+    let payment_id = new_id("pay");
+    let created_at = now_rfc3339();
+    let body = to_json(&PaymentBody {
+        payment_id: &payment_id,
+        order_id: &request.order_id,
+        payer: &request.payer,
+        payee: &request.payee,
+        amount: request.amount,
+        status: "succeeded",
+        created_at: &created_at,
+    });
+    let order_key = if unsafe_disable_idempotency {
+        format!("{}#{payment_id}", request.order_id)
+    } else {
+        request.order_id.clone()
+    };
+
+    let mut w = db.begin_write().await?;
+    // The unique order_key: a concurrent duplicate waits here until this transaction ends.
+    let result = sqlx::query(&db.sql.insert_payment)
+        .bind(&payment_id)
+        .bind(&order_key)
+        .bind(&request.order_id)
+        .bind(&request.payer)
+        .bind(&request.payee)
+        .bind(request.amount)
+        .bind(i32::from(CREATED))
+        .bind(body.clone())
+        .bind(&created_at)
+        .execute(&mut *w.tx)
+        .await?;
+    if !inserted(&result) {
+        let row = sqlx::query(&db.sql.select_payment_by_key)
+            .bind(&order_key)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or_else(|| Error::Corrupt("payment insert skipped, yet no payment row".into()))?;
+        let first = PaymentRow::read(&row)?;
+        if let Some(differs) = first.differs_from(request) {
+            return Err(Error::OrderIdConflict {
+                order_id: request.order_id.clone(),
+                differs,
+            });
+        }
+        return Ok(Answer::replayed(first.status, first.body));
+    }
+
+    let (payer_balance, payee_balance) =
+        lock_pair(db, &mut w.tx, &request.payer, &request.payee).await?;
+    if payer_balance < request.amount {
+        return Err(Error::InsufficientFunds {
+            account_id: request.payer.clone(),
+        });
+    }
+    if payee_balance.checked_add(request.amount).is_none() {
+        return Err(Error::invalid(
+            "amount",
+            "the payee's balance would pass the largest integer",
+        ));
+    }
+    ledger::transfer(
+        db,
+        &mut w.tx,
+        &payment_id,
+        &request.payer,
+        &request.payee,
+        request.amount,
+        &created_at,
+    )
+    .await?;
+    w.tx.commit().await?;
+    Ok(Answer::executed(CREATED, body))
+}
+
+/// `GET /v1/payments/{order_id}`: the stored body of the payment.
+pub(crate) async fn payment(db: &Db, order_id: &str) -> Result<Answer> {
+    let row = sqlx::query(&db.sql.select_payment_by_order)
+        .bind(order_id)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or_else(|| Error::PaymentNotFound {
+            order_id: order_id.to_owned(),
+        })?;
+    let payment = PaymentRow::read(&row)?;
+    Ok(Answer::executed(200, payment.body))
+}
+
+/// `POST /v1/payments/{order_id}/refunds`. The payment row is locked first, so refunds of
+/// one payment run one at a time and their total is checked against what they saw.
+pub(crate) async fn refund(db: &Db, order_id: &str, request: &NewRefund) -> Result<Answer> {
+    let mut w = db.begin_write().await?;
+    let row = sqlx::query(&db.sql.lock_payment_by_order)
+        .bind(order_id)
+        .fetch_optional(&mut *w.tx)
+        .await?
+        .ok_or_else(|| Error::PaymentNotFound {
+            order_id: order_id.to_owned(),
+        })?;
+    let payment = PaymentRow::read(&row)?;
+
+    let created_at = now_rfc3339();
+    let body = to_json(&RefundBody {
+        refund_id: &request.refund_id,
+        payment_id: &payment.payment_id,
+        order_id,
+        amount: request.amount,
+        status: "succeeded",
+        created_at: &created_at,
+    });
+    let result = sqlx::query(&db.sql.insert_refund)
+        .bind(&payment.payment_id)
+        .bind(&request.refund_id)
+        .bind(request.amount)
+        .bind(i32::from(CREATED))
+        .bind(body.clone())
+        .bind(&created_at)
+        .execute(&mut *w.tx)
+        .await?;
+    if !inserted(&result) {
+        let row = sqlx::query(&db.sql.select_refund)
+            .bind(&payment.payment_id)
+            .bind(&request.refund_id)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or_else(|| Error::Corrupt("refund insert skipped, yet no refund row".into()))?;
+        let amount: i64 = row.try_get(0)?;
+        if amount != request.amount {
+            return Err(Error::RefundIdConflict {
+                refund_id: request.refund_id.clone(),
+            });
+        }
+        return Ok(Answer::replayed(status(row.try_get(1)?)?, row.try_get(2)?));
+    }
+
+    let refundable = payment.amount - payment.refunded;
+    if request.amount > refundable {
+        return Err(Error::RefundExceedsPayment {
+            amount: request.amount,
+            refundable,
+        });
+    }
+    let (payee_balance, _) = lock_pair(db, &mut w.tx, &payment.payee, &payment.payer).await?;
+    if payee_balance < request.amount {
+        return Err(Error::InsufficientFunds {
+            account_id: payment.payee.clone(),
+        });
+    }
+    sqlx::query(&db.sql.add_refunded)
+        .bind(request.amount)
+        .bind(&payment.payment_id)
+        .execute(&mut *w.tx)
+        .await?;
+    let movement_id = format!("{}/{}", payment.payment_id, request.refund_id);
+    ledger::transfer(
+        db,
+        &mut w.tx,
+        &movement_id,
+        &payment.payee,
+        &payment.payer,
+        request.amount,
+        &created_at,
+    )
+    .await?;
+    w.tx.commit().await?;
+    Ok(Answer::executed(CREATED, body))
+}
+
+/// Locks two accounts in account-id order (so two opposite transfers never wait on each
+/// other in a cycle) and returns their balances as `(from, to)`.
+async fn lock_pair(
+    db: &Db,
+    tx: &mut Transaction<'static, Any>,
+    from: &str,
+    to: &str,
+) -> Result<(i64, i64)> {
+    debug_assert_ne!(from, to, "validation refuses payer == payee");
+    let (first, second) = if from < to { (from, to) } else { (to, from) };
+    let mut balances = [None, None];
+    for (slot, account) in balances.iter_mut().zip([first, second]) {
+        let row = sqlx::query(&db.sql.lock_balance)
+            .bind(account)
+            .fetch_optional(&mut **tx)
+            .await?;
+        *slot = row.map(|r| r.try_get::<i64, _>(0)).transpose()?;
+    }
+    let [first_balance, second_balance] = balances;
+    let (from_balance, to_balance) = if from < to {
+        (first_balance, second_balance)
+    } else {
+        (second_balance, first_balance)
+    };
+    let missing = |account: &str| Error::AccountNotFound {
+        account_id: account.to_owned(),
+    };
+    Ok((
+        from_balance.ok_or_else(|| missing(from))?,
+        to_balance.ok_or_else(|| missing(to))?,
+    ))
+}

@@ -1,0 +1,194 @@
+//! `idem serve`: one node of the payment service. With no flags, 127.0.0.1:8080 on the
+//! SQLite file `./idem-data/idem.db`; any number of nodes may share one PostgreSQL or
+//! MySQL database. SIGTERM or ctrl-c stops accepting, lets in-flight requests finish, and
+//! exits 0.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::cache::Cache;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// The database used when none is given: a file created on first run.
+pub const DEFAULT_DATABASE: &str = "sqlite://./idem-data/idem.db";
+/// The address used when none is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The options of `idem serve`; each has an `IDEM_*` environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Database URL: sqlite://PATH, postgres://…, or mysql://…
+    #[arg(long, env = "IDEM_DATABASE", default_value = DEFAULT_DATABASE)]
+    pub database: String,
+    /// Redis URL for the replay cache (optional; SQL stays the truth).
+    #[arg(long, env = "IDEM_REDIS")]
+    pub redis: Option<String>,
+    /// Prefix of this service's Redis keys.
+    #[arg(long, env = "IDEM_REDIS_PREFIX", default_value = "idem:pay:")]
+    pub redis_prefix: String,
+    /// Address to listen on; port 0 picks a free port (the log line `listening on ADDR` says which).
+    #[arg(long, env = "IDEM_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Log format.
+    #[arg(long, env = "IDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Database connections per node.
+    #[arg(long, env = "IDEM_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+    /// TEST GUARD, NEVER FOR REAL USE: pays a retried order again. Exists only so that the
+    /// chaos checker can prove it detects double payments. Hidden, and with no variable so
+    /// that no environment can switch it on by accident.
+    #[arg(long, hide = true)]
+    pub unsafe_disable_idempotency: bool,
+}
+
+/// Runs `idem serve` to completion on its own runtime.
+///
+/// # Errors
+/// When the database, the Redis URL or the listen address cannot be used.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until SIGTERM or ctrl-c, then drains in-flight requests and returns.
+///
+/// # Errors
+/// When the database, the Redis URL or the listen address cannot be used.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let db = Db::connect(&args.database, args.max_connections)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&args.database)))?;
+    tracing::info!(backend = db.backend().name(), "database ready");
+    let metrics = Arc::new(Metrics::default());
+    let cache = match &args.redis {
+        Some(url) => Some(
+            Cache::new(url, &args.redis_prefix, metrics.clone())
+                .with_context(|| format!("parsing the Redis URL {}", redact(url)))?,
+        ),
+        None => None,
+    };
+    if args.unsafe_disable_idempotency {
+        tracing::warn!("--unsafe-disable-idempotency: orders may be paid twice (test guard)");
+    }
+    let service = Service::new(db.clone(), cache, metrics)
+        .with_unsafe_disable_idempotency(args.unsafe_disable_idempotency);
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!("listening on {addr}");
+    axum::serve(listener, crate::api::router(service))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stdout);
+    // A second call (tests running several servers in one process) keeps the first setup.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// A URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            match url[scheme_end + 3..at].split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let cli = Cli::try_parse_from(["idem"]).expect("no flags parse");
+        assert_eq!(cli.serve.database, DEFAULT_DATABASE);
+        assert_eq!(cli.serve.listen, DEFAULT_LISTEN);
+        assert!(!cli.serve.unsafe_disable_idempotency);
+        let cli = Cli::try_parse_from([
+            "idem",
+            "--unsafe-disable-idempotency",
+            "--log-format",
+            "json",
+        ])
+        .expect("flags parse");
+        assert!(cli.serve.unsafe_disable_idempotency);
+        assert_eq!(cli.serve.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
+        assert_eq!(redact("mysql://root@h/db"), "mysql://root@h/db");
+    }
+}

@@ -1,0 +1,222 @@
+//! The service as a library on each backend: lock ordering (opposite transfers never
+//! deadlock), concurrent duplicates (one execution), and the Redis cache (replays without
+//! SQL; an entry for other parameters is never used). One body per case, expanded per
+//! backend by `backend_tests!`.
+
+use std::sync::Arc;
+
+use idem::conformance::{backend_url, unique_name};
+use idem_pay::metrics::Metrics;
+use idem_pay::validate::{NewAccount, NewPayment};
+use idem_pay::{Cache, Db, Service};
+use sqlx::{Connection, Executor};
+
+/// A fresh database for one test: a temp SQLite file, or a PostgreSQL/MySQL database.
+async fn fresh(backend: &str) -> Option<String> {
+    let name = unique_name("idem_pay_lib");
+    match backend {
+        "sqlite" => {
+            let dir = std::env::temp_dir().join(&name);
+            Some(format!("sqlite://{}/pay.db", dir.display()))
+        }
+        "postgres" => {
+            let admin = backend_url("IDEM_TEST_POSTGRES")?;
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL");
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create");
+            Some(replace_database(&admin, &name))
+        }
+        _ => {
+            let admin = backend_url("IDEM_TEST_MYSQL")?;
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.expect("MySQL");
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create");
+            Some(replace_database(&admin, &name))
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let cut = base
+        .rfind('/')
+        .filter(|&i| i > base.find("://").map_or(0, |s| s + 2))
+        .unwrap_or(base.len());
+    format!("{}/{name}", &base[..cut])
+}
+
+async fn service(backend: &str) -> Option<Service> {
+    let url = fresh(backend).await?;
+    let db = Db::connect(&url, 8).await.expect("connect and migrate");
+    Some(Service::new(db, None, Arc::new(Metrics::default())))
+}
+
+async fn open(service: &Service, id: &str, balance: i64) {
+    let request = NewAccount {
+        account_id: id.into(),
+        balance,
+    };
+    assert_eq!(
+        service.open_account(&request).await.expect("open").status,
+        201
+    );
+}
+
+fn pay(order: &str, payer: &str, payee: &str, amount: i64) -> NewPayment {
+    NewPayment {
+        order_id: order.into(),
+        payer: payer.into(),
+        payee: payee.into(),
+        amount,
+    }
+}
+
+/// 200 transfers a→b and b→a at once: all succeed; with row locks taken in account-id
+/// order there is no deadlock to retry on PostgreSQL.
+async fn opposite_transfers_never_deadlock(backend: &str) {
+    let Some(service) = service(backend).await else {
+        return;
+    };
+    open(&service, "a", 1_000_000).await;
+    open(&service, "b", 1_000_000).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
+                service
+                    .pay(&pay(&format!("x-{i}"), from, to, 1 + i % 7))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let answer = task.await.expect("task").expect("every transfer succeeds");
+        assert!(answer.status == 201 && !answer.replayed);
+    }
+    let report = service.db().ledger_check().await.expect("check");
+    assert!(report.is_consistent(), "{report:?}");
+    if backend == "postgres" {
+        assert_eq!(
+            service.metrics().retries(),
+            0,
+            "no deadlock, so nothing retried"
+        );
+    }
+}
+
+/// 30 copies of one order at once: one execution, 29 replays of the same bytes.
+async fn concurrent_duplicates_execute_once(backend: &str) {
+    let Some(service) = service(backend).await else {
+        return;
+    };
+    open(&service, "a", 100).await;
+    open(&service, "b", 0).await;
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.pay(&pay("dup", "a", "b", 60)).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task").expect("201"));
+    }
+    assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
+    assert!(answers.iter().all(|a| a.body == answers[0].body));
+    let b = service.account("b").await.expect("b");
+    assert_eq!(&b.body[..], br#"{"account_id":"b","balance":60}"#);
+}
+
+macro_rules! backend_tests {
+    ($($backend:ident),+) => {
+        $(
+            mod $backend {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn opposite_transfers_never_deadlock() {
+                    super::opposite_transfers_never_deadlock(stringify!($backend)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn concurrent_duplicates_execute_once() {
+                    super::concurrent_duplicates_execute_once(stringify!($backend)).await;
+                }
+            }
+        )+
+    };
+}
+
+backend_tests!(sqlite, postgres, mysql);
+
+/// Replays come from Redis without SQL (the pool is closed), and an entry stored for other
+/// parameters is never used: SQL decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
+    let Some(redis_url) = backend_url("IDEM_TEST_REDIS") else {
+        return;
+    };
+    let url = fresh("sqlite").await.expect("sqlite");
+    let db = Db::connect(&url, 4).await.expect("db");
+    let metrics = Arc::new(Metrics::default());
+    let prefix = format!("{}:", unique_name("idem_pay_cache"));
+    let cache = Cache::new(&redis_url, &prefix, metrics.clone()).expect("redis url");
+    let service = Service::new(db.clone(), Some(cache), metrics);
+    open(&service, "a", 100).await;
+    open(&service, "b", 0).await;
+
+    // An entry that claims another amount for "o-2": never served for amount 5.
+    let client = redis::Client::open(redis_url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let forged = r#"{"payer":"a","payee":"b","amount":99,"status":201,"body":"forged"}"#;
+    redis::cmd("SET")
+        .arg(format!("{prefix}payment:o-2"))
+        .arg(forged)
+        .arg("EX")
+        .arg(60)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("set");
+    let paid = service
+        .pay(&pay("o-2", "a", "b", 5))
+        .await
+        .expect("paid by SQL");
+    assert!(!paid.replayed && &paid.body[..] != b"forged");
+
+    let first = service.pay(&pay("o-1", "a", "b", 10)).await.expect("paid");
+    // The cache is written in the background; wait until it holds the answer.
+    let key = format!("{prefix}payment:o-1");
+    for _ in 0..100 {
+        let cached: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        if cached.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    db.close().await;
+    let again = service
+        .pay(&pay("o-1", "a", "b", 10))
+        .await
+        .expect("replayed from Redis");
+    assert!(again.replayed && again.body == first.body);
+    assert!(service
+        .metrics()
+        .render()
+        .contains("idem_pay_cache_hits_total 1"));
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .arg(format!("{prefix}payment:o-2"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+}
