@@ -1,0 +1,221 @@
+//! # idem-chaos — prove that no order is paid twice
+//!
+//! `idem chaos` shows, rather than claims, that the payment service moves money once per
+//! order when everything around it fails. In the spirit of Jepsen's bank test, it
+//!
+//! 1. creates a fresh database on the server given by `--database` (PostgreSQL, MySQL, or
+//!    an SQLite file for one node) and starts `--nodes` `idem serve` processes on it;
+//! 2. puts a load balancer of its own in front of them that injects faults: answers
+//!    dropped after the node did the work (`--drop-response-rate`), one request sent to two
+//!    nodes at once (`--duplicate-rate`), requests or answers held past the client's
+//!    timeout (`--delay-rate`), nodes killed with SIGKILL and restarted (`--kill-every`),
+//!    and database connections cut from the server side (`--cut-db-every`);
+//!    `--all-faults` turns every kind on at sensible rates;
+//! 3. runs `--clients` careful clients that open `--accounts` accounts and pay random
+//!    orders between them, retrying on timeouts, connection errors, 5xx and 409 with
+//!    exponential backoff and jitter, the same `order_id` and bytes each time, until a
+//!    final answer; some paid orders are re-sent later unchanged (expect the first answer
+//!    replayed) or with another amount (expect 422 `order_id_conflict`);
+//! 4. stops by itself (`--duration`, `--orders`), lets the last orders settle with the
+//!    faults off, and checks from the database and the API: no order paid twice, every
+//!    201 stored, every replay the first answer byte for byte, every expected 422 a 422,
+//!    the ledger equal to the balances, no balance below zero, the total unchanged;
+//! 5. prints a report (`--json` for machines) and exits 1 on any violation.
+//!
+//! `--seed` repeats the schedule: each request's fault is drawn from its order id and
+//! attempt number, and the kill and cut timelines from seeded streams.
+//!
+//! A green run proves nothing unless the checker can fail: the hidden flag
+//! `--unsafe-disable-idempotency` is passed to every node, which then pays a retried order
+//! twice, and the checker must report double payments.
+//!
+//! ## Example
+//!
+//! ```text
+//! idem chaos --database postgres://postgres@127.0.0.1:5432/postgres \
+//!     --nodes 3 --clients 16 --duration 60s --all-faults --seed 7
+//! ```
+//!
+//! The modules follow the run: [`cluster`] (node processes), [`balancer`] (the faulty
+//! load balancer), [`faults`] (the schedule and its counters), [`client`] (the retrying
+//! clients), [`db`] (the run's database), [`checker`] and [`report`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub mod balancer;
+pub mod checker;
+pub mod client;
+pub mod cluster;
+pub mod db;
+pub mod faults;
+pub mod report;
+mod runner;
+
+pub use report::Report;
+pub use runner::chaos;
+
+/// Everything that can stop a run before it has a verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Config(String),
+    /// A local resource (socket, file, runtime) failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// The database server refused or failed.
+    #[error("{0}: {1}")]
+    Database(String, #[source] sqlx::Error),
+    /// A node would not start or answer.
+    #[error("{0}")]
+    Node(String),
+    /// Setting up the run's accounts failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// `idem chaos`: run the payment service under faults and check that it held.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// Database server: postgres://… or mysql://… (a fresh database is created on it and
+    /// dropped at the end), or sqlite (a temporary file, one node). Default: sqlite.
+    #[arg(long, env = "IDEM_CHAOS_DATABASE")]
+    pub database: Option<String>,
+    /// Number of `idem serve` nodes [default: 3, or 1 on SQLite].
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Accounts the clients pay between.
+    #[arg(long, default_value_t = 20)]
+    pub accounts: usize,
+    /// Opening balance of each account, in minor units.
+    #[arg(long, default_value_t = 10_000)]
+    pub balance: i64,
+    /// Largest amount of one order (amounts are 1 to this).
+    #[arg(long, default_value_t = 500)]
+    pub amount_max: i64,
+    /// How long the load runs (such as 60s, 10m) [default: 30s unless --orders is given].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many orders.
+    #[arg(long)]
+    pub orders: Option<u64>,
+    /// How long the last orders may take to settle, faults off, after the load stops.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub drain_timeout: Duration,
+    /// How long a client waits for one attempt before retrying.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub client_timeout: Duration,
+    /// Share of requests whose answer is dropped after the node did the work.
+    #[arg(long)]
+    pub drop_response_rate: Option<f64>,
+    /// Share of requests sent to two nodes at once.
+    #[arg(long)]
+    pub duplicate_rate: Option<f64>,
+    /// Share of requests delivered, or answered, past the client's timeout.
+    #[arg(long)]
+    pub delay_rate: Option<f64>,
+    /// How long a delayed request is held [default: the client timeout + 500ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    /// Kill a random node with SIGKILL about this often, then restart it.
+    #[arg(long, value_parser = parse_duration)]
+    pub kill_every: Option<Duration>,
+    /// Cut every database connection of the run about this often (not on SQLite, which
+    /// has no server to cut).
+    #[arg(long, value_parser = parse_duration)]
+    pub cut_db_every: Option<Duration>,
+    /// Turn every fault kind on at sensible rates (explicit flags still win).
+    #[arg(long)]
+    pub all_faults: bool,
+    /// Share of paid orders re-sent later unchanged (expect the first answer replayed).
+    #[arg(long, default_value_t = 0.05)]
+    pub replay_rate: f64,
+    /// Share of paid orders re-sent later with another amount (expect 422).
+    #[arg(long, default_value_t = 0.02)]
+    pub conflict_rate: f64,
+    /// Seed of the fault schedule and the orders [default: from the clock; printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The `idem` binary to start nodes from [default: this one].
+    #[arg(long)]
+    pub idem_bin: Option<PathBuf>,
+    /// Keep the run's database instead of dropping it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the nodes without idempotency, to show the checker catches double payments.
+    #[arg(long, hide = true)]
+    pub unsafe_disable_idempotency: bool,
+}
+
+/// Runs `idem chaos` on a runtime of its own, prints the report, and returns the exit code:
+/// 0 when every check held, 1 on any violation.
+///
+/// # Errors
+/// Any [`Error`] that kept the run from reaching a verdict.
+pub fn run(args: ChaosArgs) -> Result<ExitCode, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io("starting the runtime".into(), e))?;
+    let json = args.json;
+    let report = runtime.block_on(chaos(args))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Config(format!("serialising the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+///
+/// # Errors
+/// A message naming the bad value.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration such as 500ms, 5s, 2m"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
