@@ -1,0 +1,198 @@
+//! One `idem bench` invocation: find or start the server, open the accounts, drive the
+//! load (once, or once per client count for a sweep), run the SQL baseline, clean up.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::args::{BenchArgs, Kind, Mix};
+use crate::baseline;
+use crate::client::Target;
+use crate::database::{unique_name, Engine, FreshDatabase};
+use crate::error::{BenchError, Result};
+use crate::load::{drive, Pace};
+use crate::payments::Workload;
+use crate::report::{Report, Summary, SweepPoint, SweepReport};
+use crate::server::Server;
+
+/// Runs `idem bench` as `args` say; `idem_bin` is the binary `--spawn` starts.
+///
+/// # Errors
+/// Bad options, a server that cannot be reached or started, accounts that cannot be
+/// opened, or a database the baseline cannot use. Unexpected answers to the load are not
+/// errors here: they are counted in the report.
+pub async fn run(args: &BenchArgs, idem_bin: &Path) -> Result<Summary> {
+    if args.clients == 0 {
+        return Err(BenchError::InvalidArgument {
+            what: "--clients",
+            reason: "must be at least 1".into(),
+        });
+    }
+    if args.sweep.contains(&0) {
+        return Err(BenchError::InvalidArgument {
+            what: "--sweep",
+            reason: "client counts must be at least 1".into(),
+        });
+    }
+    let (target, label, server, fresh) = if args.spawn {
+        let database = args
+            .database
+            .as_deref()
+            .ok_or_else(|| BenchError::InvalidArgument {
+                what: "--database",
+                reason: "--spawn needs a database".into(),
+            })?;
+        let engine = Engine::of(database)?;
+        let fresh = if args.fresh_database {
+            Some(FreshDatabase::create(database, "idem_bench_serve").await?)
+        } else {
+            None
+        };
+        let url = fresh.as_ref().map_or(database, |f| f.url.as_str());
+        let server = match Server::spawn(idem_bin, url, &args.serve_args).await {
+            Ok(server) => server,
+            Err(e) => {
+                if let Some(fresh) = fresh {
+                    let _ = fresh.drop().await;
+                }
+                return Err(e);
+            }
+        };
+        let headers = Target::resolve(&format!("http://{}", server.addr), &args.headers).await?;
+        (
+            headers,
+            format!("spawned idem serve on {}", engine.name()),
+            Some(server),
+            fresh,
+        )
+    } else {
+        let url = args
+            .url
+            .as_deref()
+            .ok_or_else(|| BenchError::InvalidArgument {
+                what: "--url",
+                reason: "give --url of a running server, or --spawn".into(),
+            })?;
+        (
+            Target::resolve(url, &args.headers).await?,
+            url.to_owned(),
+            None,
+            None,
+        )
+    };
+
+    let result = measure(args, &target, &label).await;
+
+    if let Some(server) = server {
+        server.stop().await;
+    }
+    if let Some(fresh) = fresh {
+        fresh.drop().await?;
+    }
+    result
+}
+
+async fn measure(args: &BenchArgs, target: &Target, label: &str) -> Result<Summary> {
+    if !args.sweep.is_empty() {
+        let sweep = sweep(args, target, label).await?;
+        if let Some(path) = &args.plot {
+            crate::plot::draw(&sweep, path)?;
+        }
+        return Ok(Summary::Sweep(sweep));
+    }
+    let pace = Pace {
+        clients: args.clients,
+        rate: args.rate,
+        duration: args.duration,
+        requests: args.requests,
+    };
+    let mut report = http_load(args, target, label, pace, args.mix).await?;
+    if args.baseline_sql {
+        let database = args
+            .database
+            .as_deref()
+            .ok_or_else(|| BenchError::InvalidArgument {
+                what: "--database",
+                reason: "--baseline-sql needs a database".into(),
+            })?;
+        let sql_pace = Pace { rate: None, ..pace };
+        let sql = baseline::run(database, args.accounts, sql_pace, args.quiet).await?;
+        let fresh_rps = report.kinds.get(Kind::Fresh.name()).map_or(0.0, |f| f.rps);
+        report.fresh_vs_sql = (sql.figures.rps > 0.0).then(|| fresh_rps / sql.figures.rps);
+        report.baseline_sql = Some(sql);
+    }
+    Ok(Summary::Run(Box::new(report)))
+}
+
+async fn http_load(
+    args: &BenchArgs,
+    target: &Target,
+    label: &str,
+    pace: Pace,
+    mix: Mix,
+) -> Result<Report> {
+    let run_id = unique_name("b");
+    let workload = Workload::open(target, &run_id, args.accounts, pace.clients, mix).await?;
+    let clients = (0..pace.clients)
+        .map(|i| workload.client(target, i))
+        .collect();
+    let (tally, elapsed) = drive(pace, "idem serve", args.quiet, clients).await;
+    Ok(Report {
+        target: label.to_owned(),
+        clients: pace.clients,
+        rate: pace.rate,
+        elapsed_s: elapsed.as_secs_f64(),
+        total: tally.total().figures(elapsed),
+        kinds: tally.figures(elapsed),
+        errors: tally.errors,
+        baseline_sql: None,
+        fresh_vs_sql: None,
+    })
+}
+
+async fn sweep(args: &BenchArgs, target: &Target, label: &str) -> Result<SweepReport> {
+    let mut points = Vec::with_capacity(args.sweep.len());
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for &clients in &args.sweep {
+        let pace = Pace {
+            clients,
+            rate: None,
+            duration: args.duration,
+            requests: args.requests,
+        };
+        let mut figures = [Default::default(); 2];
+        for (slot, kind) in [Kind::Fresh, Kind::Replay].into_iter().enumerate() {
+            let report = http_load(args, target, label, pace, Mix::only(kind)).await?;
+            figures[slot] = report.kinds.get(kind.name()).copied().unwrap_or_default();
+            for (cause, n) in report.errors {
+                *errors
+                    .entry(format!("{clients} clients, {cause}"))
+                    .or_default() += n;
+            }
+            // Let the server settle (WAL checkpoints, connection churn) between loads.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        points.push(SweepPoint {
+            clients,
+            fresh: figures[0],
+            replay: figures[1],
+        });
+    }
+    Ok(SweepReport {
+        target: label.to_owned(),
+        duration_s: args.duration.as_secs_f64(),
+        points,
+        errors,
+    })
+}
+
+/// [`run`] on a runtime of its own, for the `idem` binary's synchronous `main`.
+///
+/// # Errors
+/// As [`run`], or the runtime could not be built.
+pub fn run_blocking(args: &BenchArgs, idem_bin: &Path) -> Result<Summary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args, idem_bin))
+}
