@@ -1,0 +1,51 @@
+//! Runs `idem chaos --json` as a process and reads its verdict.
+#![allow(dead_code)] // each test file uses a part of it
+
+use std::process::Command;
+
+/// The exit code and the parsed JSON report of `idem chaos --json <args>`.
+pub(crate) fn chaos(args: &[&str]) -> (i32, serde_json::Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .arg("chaos")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("idem chaos starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{stderr}"));
+    let code = output
+        .status
+        .code()
+        .expect("idem chaos exits, not killed by a signal");
+    (code, report)
+}
+
+/// How often a fault kind was injected and how often it hit a request.
+pub(crate) fn fault(report: &serde_json::Value, kind: &str) -> (u64, u64) {
+    let k = &report["faults"][kind];
+    (
+        k["injected"].as_u64().expect("injected count"),
+        k["hit"].as_u64().expect("hit count"),
+    )
+}
+
+/// Asserts a run held: exit 0, no violation, orders paid, and every fault kind in `kinds`
+/// injected and hitting requests.
+pub(crate) fn assert_held(code: i32, report: &serde_json::Value, kinds: &[&str]) {
+    let pretty = serde_json::to_string_pretty(report).unwrap_or_default();
+    assert_eq!(report["violations_total"], 0, "violations found:\n{pretty}");
+    assert_eq!(code, 0, "exit code 0 for a run that held:\n{pretty}");
+    assert!(
+        report["final_answers"]["201"].as_u64().unwrap_or(0) > 50,
+        "enough orders were paid to mean something:\n{pretty}"
+    );
+    for kind in kinds {
+        let (injected, hit) = fault(report, kind);
+        assert!(
+            injected > 0 && hit > 0,
+            "fault {kind} injected {injected}, hit {hit}:\n{pretty}"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! `idem proxy` end to end: the proxy runs as a separate process (the real `idem` binary)
+//! in front of an upstream that is a separate process too — this test binary re-run as
+//! the counting app — and the layer's own scenarios run through both.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use idem_http::testing::{
+    backend_url, counting_app, serve_counting_app, unique_key, Target, BODY_LIMIT_BYTES, WAIT_MAX,
+};
+
+/// Set in the environment of the upstream child process.
+const UPSTREAM_ENV: &str = "IDEM_TEST_COUNTING_UPSTREAM";
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `child`'s stdout until a line starting with `prefix`, and returns the rest of it.
+fn announced(child: &mut Child, prefix: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = lines.read_line(&mut line).expect("read the child's stdout");
+        assert!(read > 0, "the child exited before printing {prefix:?}");
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            let rest = rest.to_owned();
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let _ = lines.read_to_end(&mut Vec::new());
+            });
+            return rest;
+        }
+    }
+}
+
+/// The counting app in a process of its own: this test binary, running only
+/// [`counting_upstream_process`].
+fn spawn_upstream() -> (Process, String) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = Command::new(exe)
+        .args([
+            "counting_upstream_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(UPSTREAM_ENV, "1")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the upstream process");
+    let url = announced(&mut child, "UPSTREAM ");
+    (Process(child), url)
+}
+
+/// `idem proxy` on a free port in front of `upstream`, with `extra` options, started in
+/// `dir` (where its default `./idem-data/` goes).
+fn spawn_proxy_in(dir: &Path, upstream: &str, extra: &[String]) -> (Process, String) {
+    let body_limit = BODY_LIMIT_BYTES.to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .current_dir(dir)
+        .args(["proxy", "--upstream", upstream, "--listen", "127.0.0.1:0"])
+        .args(["--body-limit-bytes", &body_limit])
+        .args(extra)
+        .env_remove("IDEM_DATABASE")
+        .env_remove("IDEM_REDIS")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start idem proxy");
+    let url = announced(&mut child, "listening on ");
+    (Process(child), url)
+}
+
+/// A directory of its own for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique_key("idem_proxy_test"));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Which store the proxy under test uses.
+#[derive(Clone, Copy)]
+enum Backend {
+    Memory,
+    /// No store option at all: the default SQLite file `./idem-data/proxy.db`.
+    DefaultSqlite,
+    Redis,
+    /// `--database sqlite://… --redis …`: Redis in front, SQLite the truth.
+    Tiered,
+}
+
+/// The proxy (in front of a fresh upstream) on `backend`, in the reject or the wait mode;
+/// `None` when the backend's server is not configured (the test is skipped).
+async fn proxied(backend: Backend, wait_mode: bool) -> Option<Target> {
+    let dir = TempDir::new();
+    let mut extra: Vec<String> = Vec::new();
+    // Records in the shared Redis expire soon after the test.
+    let redis_flags = |extra: &mut Vec<String>, url: String| {
+        extra.extend([
+            "--redis".to_owned(),
+            url,
+            "--ttl-secs".to_owned(),
+            "120".to_owned(),
+        ]);
+    };
+    match backend {
+        Backend::Memory => extra.push("--memory".to_owned()),
+        Backend::DefaultSqlite => {}
+        Backend::Redis => redis_flags(&mut extra, backend_url("IDEM_TEST_REDIS")?),
+        Backend::Tiered => {
+            redis_flags(&mut extra, backend_url("IDEM_TEST_REDIS")?);
+            let db = dir.0.join("truth.db");
+            extra.extend([
+                "--database".to_owned(),
+                format!("sqlite://{}", db.display()),
+            ]);
+        }
+    }
+    if wait_mode {
+        extra.extend([
+            "--in-flight-wait-ms".to_owned(),
+            WAIT_MAX.as_millis().to_string(),
+        ]);
+    }
+    let (upstream, upstream_url) = spawn_upstream();
+    let (proxy, proxy_url) = spawn_proxy_in(&dir.0, &upstream_url, &extra);
+    // The proxy passes GET through, so `GET /count` reaches the upstream's counter.
+    Some(Target::new(proxy_url).keep(proxy).keep(upstream).keep(dir))
+}
+
+mod memory {
+    use super::*;
+    idem_http::scenario_tests!(
+        reject: proxied(Backend::Memory, false),
+        wait: proxied(Backend::Memory, true),
+    );
+}
+
+mod default_sqlite {
+    use super::*;
+    idem_http::scenario_tests!(
+        reject: proxied(Backend::DefaultSqlite, false),
+        wait: proxied(Backend::DefaultSqlite, true),
+    );
+}
+
+mod redis {
+    use super::*;
+    idem_http::scenario_tests!(
+        reject: proxied(Backend::Redis, false),
+        wait: proxied(Backend::Redis, true),
+    );
+}
+
+mod tiered {
+    use super::*;
+    idem_http::scenario_tests!(
+        reject: proxied(Backend::Tiered, false),
+        wait: proxied(Backend::Tiered, true),
+    );
+}
+
+/// With no store option the proxy keeps its records in `./idem-data/proxy.db`, so they
+/// outlive a restart: the replay comes from the file, not from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_store_is_a_sqlite_file_that_survives_a_restart() {
+    let dir = TempDir::new();
+    let (_upstream, upstream_url) = spawn_upstream();
+    let key = unique_key("restart");
+    let post = |proxy_url: &str| {
+        reqwest::Client::new()
+            .post(format!("{proxy_url}/orders"))
+            .header("idempotency-key", format!("\"{key}\""))
+            .body("{}")
+            .send()
+    };
+    let (proxy, proxy_url) = spawn_proxy_in(&dir.0, &upstream_url, &[]);
+    let first = post(&proxy_url).await.expect("answered");
+    assert_eq!(first.status(), 201);
+    let first = first.bytes().await.expect("body");
+    assert!(
+        dir.0.join("idem-data/proxy.db").exists(),
+        "the default SQLite file"
+    );
+    drop(proxy);
+
+    let (_proxy, proxy_url) = spawn_proxy_in(&dir.0, &upstream_url, &[]);
+    let again = post(&proxy_url).await.expect("answered");
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.bytes().await.expect("body"), first);
+    assert_eq!(
+        Target::new(upstream_url).runs().await,
+        1,
+        "ran once across the restart"
+    );
+}
+
+/// Not a test: the upstream process the tests above start. Does nothing unless started
+/// by them.
+#[test]
+#[ignore = "the counting upstream, run as a child process by the proxy tests"]
+fn counting_upstream_process() {
+    if std::env::var_os(UPSTREAM_ENV).is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let served = serve_counting_app(counting_app()).await;
+        println!("UPSTREAM http://{}", served.addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// SIGTERM lets a request in flight finish, then the proxy exits with success.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let (_upstream, upstream_url) = spawn_upstream();
+    let dir = TempDir::new();
+    let (mut proxy, proxy_url) = spawn_proxy_in(&dir.0, &upstream_url, &["--memory".to_owned()]);
+    let client = reqwest::Client::new();
+    let key = unique_key("drain");
+    let slow = tokio::spawn(
+        client
+            .post(format!("{proxy_url}/orders"))
+            .header("idempotency-key", format!("\"{key}\""))
+            .header("x-delay-ms", "1500")
+            .body("{}")
+            .send(),
+    );
+    // Wait until the upstream is running the request, then ask the proxy to stop.
+    let upstream = Target::new(upstream_url.clone());
+    while upstream.runs().await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = proxy.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.expect("run kill").success());
+
+    let response = slow
+        .await
+        .expect("join")
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 201);
+    let status = tokio::task::spawn_blocking(move || proxy.0.wait())
+        .await
+        .expect("join")
+        .expect("wait for the proxy");
+    assert!(
+        status.success(),
+        "idem proxy exits 0 after SIGTERM: {status}"
+    );
+}
