@@ -1,4 +1,4 @@
-//! A short chaos run on PostgreSQL: three nodes, every fault kind on. No order may be paid
+//! A short chaos run on PostgreSQL: three nodes, about 60 s, every fault kind on. No order may be paid
 //! twice, and every fault kind must actually hit requests for the run to mean anything.
 
 mod chaos_support;
@@ -16,7 +16,7 @@ fn three_nodes_on_postgres_hold_under_every_fault() {
         "--clients",
         "12",
         "--duration",
-        "30s",
+        "60s",
         "--all-faults",
         "--kill-every",
         "5s",

@@ -143,7 +143,12 @@ mod tests {
                     .expect("one side is the deadlock victim");
                 assert_eq!(classify(&err), Class::Contention, "{err:?}");
                 assert!(matches!(store_error(err), StoreError::Contention(_)));
-                drop((ta, tb));
+                // Roll back and close explicitly: a dropped transaction only queues its
+                // ROLLBACK, and MySQL's DROP TABLE would wait on the survivor's metadata lock.
+                let _ = ta.rollback().await;
+                let _ = tb.rollback().await;
+                let _ = a.close().await;
+                let _ = b.close().await;
                 let _ = setup.execute(format!("DROP TABLE {table}").as_str()).await;
             }
         };
