@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod extract;
 mod flow;
 mod future;
 mod guard;
@@ -16,6 +17,7 @@ pub use config::{
     BODY_LIMIT_BYTES_DEFAULT, LEASE_DEFAULT, TTL_DEFAULT,
 };
 pub use error::Error;
+pub use extract::IdempotencyKey;
 pub use flow::IDEMPOTENT_REPLAYED;
 pub use future::ResponseFuture;
 pub use key::IDEMPOTENCY_KEY;

@@ -230,10 +230,10 @@ pub async fn bad_inputs_are_refused_and_change_nothing(c: &Cluster) {
         (
             "/v1/payments",
             "",
-            r#"{"order_id":"o","payer":"a1","payee":"b1","amount":1}"#.into(),
-            415,
-            "unsupported_media_type",
-            None,
+            r#"{"order_id":"o","payer":"a1","payee":"b1","amount":0}"#.into(),
+            400,
+            "invalid_request",
+            Some("amount"),
         ),
         (
             "/v1/accounts",

@@ -14,7 +14,8 @@ use crate::model::Answer;
 use crate::validate::{self, NewAccount, NewPayment, NewRefund};
 use crate::{Error, Result};
 
-/// A JSON request body: declared as JSON, at most [`BODY_LIMIT_BYTES`].
+/// A JSON request body, at most [`BODY_LIMIT_BYTES`]: declared as JSON, or undeclared (a
+/// client that omits `Content-Type` still sends JSON here; another declared type is 415).
 pub(crate) struct JsonBody(Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
@@ -22,18 +23,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
     async fn from_request(request: Request, _: &S) -> Result<Self> {
         check_idempotency_key(request.headers())?;
-        let declared_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"));
+        let declared_json = match request.headers().get(header::CONTENT_TYPE) {
+            None => true,
+            Some(value) => value
+                .to_str()
+                .ok()
+                .map(|v| {
+                    v.split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+                .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json")),
+        };
         if !declared_json {
             return Err(Error::UnsupportedMediaType);
         }
