@@ -308,21 +308,21 @@ async fn lock_pair(
     to: &str,
 ) -> Result<(i64, i64)> {
     debug_assert_ne!(from, to, "validation refuses payer == payee");
-    let (first, second) = if from < to { (from, to) } else { (to, from) };
-    let mut balances = [None, None];
-    for (slot, account) in balances.iter_mut().zip([first, second]) {
-        let row = sqlx::query(&db.sql.lock_balance)
-            .bind(account)
-            .fetch_optional(&mut **tx)
-            .await?;
-        *slot = row.map(|r| r.try_get::<i64, _>(0)).transpose()?;
+    let rows = sqlx::query(&db.sql.lock_pair)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut **tx)
+        .await?;
+    let (mut from_balance, mut to_balance) = (None, None);
+    for row in &rows {
+        let account: String = row.try_get(0)?;
+        let balance: i64 = row.try_get(1)?;
+        if account == from {
+            from_balance = Some(balance);
+        } else if account == to {
+            to_balance = Some(balance);
+        }
     }
-    let [first_balance, second_balance] = balances;
-    let (from_balance, to_balance) = if from < to {
-        (first_balance, second_balance)
-    } else {
-        (second_balance, first_balance)
-    };
     let missing = |account: &str| Error::AccountNotFound {
         account_id: account.to_owned(),
     };

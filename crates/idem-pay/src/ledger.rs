@@ -86,12 +86,19 @@ pub(crate) async fn transfer(
     created_at: &str,
 ) -> Result<()> {
     debug_assert!(amount > 0, "a movement moves a positive amount");
-    for (delta, account) in [(-amount, from), (amount, to)] {
-        sqlx::query(&db.sql.add_balance)
-            .bind(delta)
-            .bind(account)
-            .execute(&mut **tx)
-            .await?;
+    let moved = sqlx::query(&db.sql.move_between)
+        .bind(from)
+        .bind(-amount)
+        .bind(amount)
+        .bind(from)
+        .bind(to)
+        .execute(&mut **tx)
+        .await?;
+    if moved.rows_affected() != 2 {
+        return Err(crate::Error::Corrupt(format!(
+            "a transfer updated {} account rows instead of 2",
+            moved.rows_affected()
+        )));
     }
     sqlx::query(&db.sql.insert_ledger_pair)
         .bind(movement_id)

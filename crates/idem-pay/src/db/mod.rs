@@ -62,12 +62,12 @@ pub(crate) struct Sql {
     pub(crate) insert_account: String,
     pub(crate) select_account_opening: String,
     pub(crate) select_balance: String,
-    pub(crate) lock_balance: String,
+    pub(crate) lock_pair: String,
     pub(crate) insert_payment: String,
     pub(crate) select_payment_by_key: String,
     pub(crate) select_payment_by_order: String,
     pub(crate) lock_payment_by_order: String,
-    pub(crate) add_balance: String,
+    pub(crate) move_between: String,
     pub(crate) insert_ledger_pair: String,
     pub(crate) insert_refund: String,
     pub(crate) select_refund: String,
@@ -120,7 +120,12 @@ impl Sql {
                 "SELECT opening_balance, response_body FROM pay_accounts WHERE account_id = ?".into(),
             ),
             select_balance: q("SELECT balance FROM pay_accounts WHERE account_id = ?".into()),
-            lock_balance: q(format!("SELECT balance FROM pay_accounts WHERE account_id = ?{lock}")),
+            // One statement locks both accounts, in the database's own key order: every
+            // transaction takes them in the same order, so two opposite transfers cannot
+            // deadlock.
+            lock_pair: q(format!(
+                "SELECT account_id, balance FROM pay_accounts WHERE account_id IN (?, ?) ORDER BY account_id{lock}"
+            )),
             insert_payment: q(format!(
                 "INSERT {ignore} INTO pay_payments (payment_id, order_key, order_id, payer, payee, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {nothing}"
             )),
@@ -134,7 +139,10 @@ impl Sql {
             lock_payment_by_order: q(format!(
                 "SELECT {payment_cols} FROM pay_payments WHERE order_id = ? ORDER BY created_at, payment_id LIMIT 1{lock}"
             )),
-            add_balance: q("UPDATE pay_accounts SET balance = balance + ? WHERE account_id = ?".into()),
+            // Debit and credit in one statement: binds payer, -amount, amount, payer, payee.
+            move_between: q(
+                "UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END WHERE account_id IN (?, ?)".into(),
+            ),
             insert_ledger_pair: q(
                 "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) VALUES (?, ?, ?, ?), (?, ?, ?, ?)".into(),
             ),
@@ -294,7 +302,7 @@ mod tests {
         );
         let sql = Sql::new(&postgres::DIALECT);
         assert!(sql.insert_payment.contains("$9") && !sql.insert_payment.contains('?'));
-        assert!(sql.lock_balance.ends_with("FOR UPDATE"));
+        assert!(sql.lock_pair.ends_with("FOR UPDATE"));
         assert!(Sql::new(&sqlite::DIALECT)
             .insert_payment
             .contains("ON CONFLICT DO NOTHING"));
