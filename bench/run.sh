@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The payment benchmarks of docs/bench/bench.md, on a release build of `idem`:
+# The payment benchmarks of docs/BENCHMARKS.md, on a release build of `idem`:
 #  1. idem serve fresh payments against the bare SQL transaction, same run, 32 clients,
 #     on PostgreSQL, SQLite and MariaDB (RUNS runs each, medians);
 #  2. the default mix (fresh=80,replay=15,conflict=5) on PostgreSQL and SQLite;

@@ -5,7 +5,7 @@
 //! round trip with no database.
 //!
 //! Run: `cargo bench -p idem-cli --bench pay` (PostgreSQL and Redis rows need
-//! `IDEM_TEST_POSTGRES` and `IDEM_TEST_REDIS`). Figures go to docs/bench/pay.md.
+//! `IDEM_TEST_POSTGRES` and `IDEM_TEST_REDIS`). Figures: docs/BENCHMARKS.md.
 
 #[path = "../tests/common/serve_harness.rs"]
 mod harness;

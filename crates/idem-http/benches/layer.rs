@@ -4,7 +4,7 @@
 //! Each iteration sends a batch of POSTs, 32 in flight at a time, each with a fresh
 //! `Idempotency-Key` (so every guarded request claims, runs and stores). `layer_replay`
 //! resends one key, so every request is a replay. The throughput ratio of `layer` to
-//! `plain` is the figure in `docs/bench/http.md`.
+//! `plain` is the figure in `docs/BENCHMARKS.md`.
 //!
 //! Run: `cargo bench -p idem-http --bench layer`.
 

@@ -10,7 +10,7 @@
 //! Callers share one multiplexed connection per store, as the tasks of one node do; with
 //! 32 callers one iteration is 32 concurrent operations. Run with
 //! `IDEM_TEST_REDIS=redis://127.0.0.1:6379 cargo bench -p idem-redis`; without
-//! `IDEM_TEST_REDIS` it prints that it skipped. Results: `docs/bench/redis.md`.
+//! `IDEM_TEST_REDIS` it prints that it skipped. Results: `docs/BENCHMARKS.md`.
 
 // `criterion_group!` generates an undocumented public function.
 #![allow(missing_docs)]
