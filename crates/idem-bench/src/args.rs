@@ -13,56 +13,65 @@ pub struct BenchArgs {
     #[arg(long, env = "IDEM_BENCH_URL", required_unless_present = "spawn")]
     pub url: Option<String>,
     /// Start `idem serve` for the run on `--database` (a free loopback port), stop it after.
-    #[arg(long, conflicts_with = "url", requires = "database")]
+    #[arg(
+        long,
+        env = "IDEM_BENCH_SPAWN",
+        conflicts_with = "url",
+        requires = "database"
+    )]
     pub spawn: bool,
     /// Database of the spawned server and of the SQL baseline: sqlite://…, postgres://…, mysql://….
     #[arg(long, env = "IDEM_BENCH_DATABASE")]
     pub database: Option<String>,
     /// Create a fresh database (PostgreSQL, MySQL) or file (SQLite) next to `--database` for
     /// the spawned server, and drop it afterwards: runs never see each other's rows.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_BENCH_FRESH_DATABASE")]
     pub fresh_database: bool,
     /// Extra argument passed to the spawned `idem serve` (repeat for several).
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
     /// Concurrent clients, each with its own keep-alive connection.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = "IDEM_BENCH_CLIENTS", default_value_t = 32)]
     pub clients: usize,
     /// Fixed request rate (requests/s over all clients) instead of as fast as the server
     /// answers; latency is then measured from each request's scheduled time.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_BENCH_RATE")]
     pub rate: Option<f64>,
     /// How long to send requests: 10s, 500ms, 2m.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "IDEM_BENCH_DURATION", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Send this many requests instead of running for `--duration`.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_BENCH_REQUESTS")]
     pub requests: Option<u64>,
     /// Weights of the request kinds: fresh payments, replays of a completed payment, and
     /// conflicting reuses of a paid order_id (other amount).
-    #[arg(long, default_value = "fresh=80,replay=15,conflict=5")]
+    #[arg(
+        long,
+        env = "IDEM_BENCH_MIX",
+        default_value = "fresh=80,replay=15,conflict=5"
+    )]
     pub mix: Mix,
     /// Accounts opened before the run; each payment moves money between two of them.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "IDEM_BENCH_ACCOUNTS", default_value_t = 1000)]
     pub accounts: usize,
     /// Header sent with every request, as `Name: value` (repeat for several).
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
     /// Also run the same money movement as a bare SQL transaction on a fresh database
     /// beside `--database`, with the same concurrency, and report the ratio.
-    #[arg(long, requires = "database")]
+    #[arg(long, env = "IDEM_BENCH_BASELINE_SQL", requires = "database")]
     pub baseline_sql: bool,
     /// Run fresh-only and replay-only loads at each of these client counts instead of one run.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "IDEM_BENCH_SWEEP", value_delimiter = ',')]
     pub sweep: Vec<usize>,
     /// Where to write the sweep's plot (PNG) of throughput and p99 against clients.
-    #[arg(long, requires = "sweep")]
+    #[arg(long, env = "IDEM_BENCH_PLOT", requires = "sweep")]
     pub plot: Option<PathBuf>,
     /// Print the report as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_BENCH_JSON")]
     pub json: bool,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_BENCH_QUIET")]
     pub quiet: bool,
 }
 

@@ -85,71 +85,71 @@ pub struct ChaosArgs {
     #[arg(long, env = "IDEM_CHAOS_DATABASE")]
     pub database: Option<String>,
     /// Number of `idem serve` nodes [default: 3, or 1 on SQLite].
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_NODES")]
     pub nodes: Option<usize>,
     /// Concurrent clients.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "IDEM_CHAOS_CLIENTS", default_value_t = 16)]
     pub clients: usize,
     /// Accounts the clients pay between.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "IDEM_CHAOS_ACCOUNTS", default_value_t = 20)]
     pub accounts: usize,
     /// Opening balance of each account, in minor units.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "IDEM_CHAOS_BALANCE", default_value_t = 10_000)]
     pub balance: i64,
     /// Largest amount of one order (amounts are 1 to this).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, env = "IDEM_CHAOS_AMOUNT_MAX", default_value_t = 500)]
     pub amount_max: i64,
     /// How long the load runs (such as 60s, 10m) [default: 30s unless --orders is given].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "IDEM_CHAOS_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many orders.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_ORDERS")]
     pub orders: Option<u64>,
     /// How long the last orders may take to settle, faults off, after the load stops.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, env = "IDEM_CHAOS_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
     pub drain_timeout: Duration,
     /// How long a client waits for one attempt before retrying.
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, env = "IDEM_CHAOS_CLIENT_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub client_timeout: Duration,
     /// Share of requests whose answer is dropped after the node did the work.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_DROP_RESPONSE_RATE")]
     pub drop_response_rate: Option<f64>,
     /// Share of requests sent to two nodes at once.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_DUPLICATE_RATE")]
     pub duplicate_rate: Option<f64>,
     /// Share of requests delivered, or answered, past the client's timeout.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_DELAY_RATE")]
     pub delay_rate: Option<f64>,
     /// How long a delayed request is held [default: the client timeout + 500ms].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "IDEM_CHAOS_DELAY", value_parser = parse_duration)]
     pub delay: Option<Duration>,
     /// Kill a random node with SIGKILL about this often, then restart it.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "IDEM_CHAOS_KILL_EVERY", value_parser = parse_duration)]
     pub kill_every: Option<Duration>,
     /// Cut every database connection of the run about this often (not on SQLite, which
     /// has no server to cut).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "IDEM_CHAOS_CUT_DB_EVERY", value_parser = parse_duration)]
     pub cut_db_every: Option<Duration>,
     /// Turn every fault kind on at sensible rates (explicit flags still win).
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_ALL_FAULTS")]
     pub all_faults: bool,
     /// Share of paid orders re-sent later unchanged (expect the first answer replayed).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, env = "IDEM_CHAOS_REPLAY_RATE", default_value_t = 0.05)]
     pub replay_rate: f64,
     /// Share of paid orders re-sent later with another amount (expect 422).
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, env = "IDEM_CHAOS_CONFLICT_RATE", default_value_t = 0.02)]
     pub conflict_rate: f64,
     /// Seed of the fault schedule and the orders [default: from the clock; printed].
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_SEED")]
     pub seed: Option<u64>,
     /// The `idem` binary to start nodes from [default: this one].
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_IDEM_BIN")]
     pub idem_bin: Option<PathBuf>,
     /// Keep the run's database instead of dropping it.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_KEEP")]
     pub keep: bool,
     /// Print the report as JSON.
-    #[arg(long)]
+    #[arg(long, env = "IDEM_CHAOS_JSON")]
     pub json: bool,
     /// Run the nodes without idempotency, to show the checker catches double payments.
     #[arg(long, hide = true)]

@@ -5,8 +5,12 @@
 //! are 1 to [`ID_LEN_MAX`] characters of `[A-Za-z0-9._:-]`; `amount` is a JSON integer in
 //! `1..=i64::MAX` (no floats such as `5.0`, no strings, no exponents); `balance` is a JSON
 //! integer in `0..=i64::MAX`; `payer` ≠ `payee`. Unknown members are refused (400 naming
-//! the member): in a money API a misspelt `ammount` must not pass silently.
+//! the member): in a money API a misspelt `ammount` must not pass silently. So is a member
+//! given twice: parsers disagree on which copy wins, so the body has no one meaning.
 
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::{Error, Result};
@@ -126,14 +130,27 @@ struct Fields(Map<String, Value>);
 
 impl Fields {
     fn parse(body: &[u8]) -> Result<Self> {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(members)) => Ok(Self(members)),
-            Ok(_) => Err(Error::invalid("body", "the body must be a JSON object")),
-            Err(error) => Err(Error::invalid(
-                "body",
-                format!("the body is not valid JSON: {error}"),
-            )),
+        let members = match serde_json::from_slice::<Members>(body) {
+            Ok(Members(members)) => members,
+            // Not an object, or not JSON: tell which.
+            Err(error) => {
+                return Err(match serde_json::from_slice::<Value>(body) {
+                    Ok(_) => Error::invalid("body", "the body must be a JSON object"),
+                    Err(_) => {
+                        Error::invalid("body", format!("the body is not valid JSON: {error}"))
+                    }
+                })
+            }
+        };
+        let mut fields = Map::with_capacity(members.len());
+        for (name, value) in members {
+            if fields.contains_key(&name) {
+                let detail = format!("{name} is given more than once");
+                return Err(Error::invalid(name, detail));
+            }
+            fields.insert(name, value);
         }
+        Ok(Self(fields))
     }
 
     fn take(&mut self, name: &str) -> Result<Value> {
@@ -186,6 +203,37 @@ impl Fields {
             )),
             None => Ok(()),
         }
+    }
+}
+
+/// A JSON object's members in their order, a repeated name kept twice (a `Map` would keep
+/// only the last) so that [`Fields::parse`] can refuse it.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Members, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
     }
 }
 
@@ -269,6 +317,10 @@ mod tests {
         assert_eq!(
             field(r#"{"order_id":"o","payer":"a","payee":"a","amount":1}"#),
             "payee"
+        );
+        assert_eq!(
+            field(r#"{"order_id":"o","payer":"a","payee":"b","amount":1,"amount":9}"#),
+            "amount"
         );
         assert_eq!(field("[1]"), "body");
         assert_eq!(field("{"), "body");

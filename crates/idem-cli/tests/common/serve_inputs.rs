@@ -221,6 +221,14 @@ pub async fn bad_inputs_are_refused_and_change_nothing(c: &Cluster) {
         ),
         (
             "/v1/payments",
+            "application/json",
+            r#"{"order_id":"o","payer":"a1","payee":"b1","amount":1,"amount":2}"#.into(),
+            400,
+            "invalid_request",
+            Some("amount"),
+        ),
+        (
+            "/v1/payments",
             "text/plain",
             r#"{"order_id":"o","payer":"a1","payee":"b1","amount":1}"#.into(),
             415,
