@@ -145,30 +145,19 @@ pub(crate) async fn pay(
     }
 
     let mut w = db.begin_write().await?;
-    // The unique order_key: a concurrent duplicate waits here until this transaction ends.
-    let result = sqlx::query(&db.sql.insert_payment)
-        .bind(&payment_id)
-        .bind(&order_key)
-        .bind(&request.order_id)
-        .bind(&request.payer)
-        .bind(&request.payee)
-        .bind(request.amount)
-        .bind(i32::from(CREATED))
-        .bind(body.clone())
-        .bind(&created_at)
-        .execute(&mut *w.tx)
-        .await?;
-    if !inserted(&result) {
-        let row = sqlx::query(&db.sql.select_payment_by_key)
-            .bind(&order_key)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or_else(|| Error::Corrupt("payment insert skipped, yet no payment row".into()))?;
-        return answer_settled(&PaymentRow::read(&row)?, request);
-    }
-
-    let (payer_balance, payee_balance) =
-        lock_pair(db, &mut w.tx, &request.payer, &request.payee).await?;
+    let row = NewPaymentRow {
+        payment_id: &payment_id,
+        order_key: &order_key,
+        body: &body,
+        created_at: &created_at,
+    };
+    let (payer_balance, payee_balance) = match claim_and_lock(db, &mut w.tx, request, &row).await? {
+        Claim::Ours {
+            payer_balance,
+            payee_balance,
+        } => (payer_balance, payee_balance),
+        Claim::Settled(first) => return answer_settled(&first, request),
+    };
     if payer_balance < request.amount {
         return Err(Error::InsufficientFunds {
             account_id: request.payer.clone(),
@@ -192,6 +181,123 @@ pub(crate) async fn pay(
     .await?;
     w.tx.commit().await?;
     Ok(Answer::executed(CREATED, body))
+}
+
+/// The payment row a request inserts.
+struct NewPaymentRow<'a> {
+    payment_id: &'a str,
+    order_key: &'a str,
+    body: &'a [u8],
+    created_at: &'a str,
+}
+
+/// What inserting the payment row found.
+enum Claim {
+    /// The row is this transaction's, and both accounts are locked.
+    Ours {
+        payer_balance: i64,
+        payee_balance: i64,
+    },
+    /// Another request paid the order first (committed before this one could insert).
+    Settled(PaymentRow),
+}
+
+/// Inserts the payment row under its unique `order_key` (a concurrent duplicate waits on the
+/// key until the first transaction ends) and locks payer and payee: one statement where the
+/// dialect allows it (PostgreSQL), else an insert then [`lock_pair`].
+async fn claim_and_lock(
+    db: &Db,
+    tx: &mut Transaction<'static, Any>,
+    request: &NewPayment,
+    row: &NewPaymentRow<'_>,
+) -> Result<Claim> {
+    let Some(sql) = &db.sql.insert_payment_and_lock else {
+        let result = bind_payment(sqlx::query(&db.sql.insert_payment), request, row)
+            .execute(&mut **tx)
+            .await?;
+        if !inserted(&result) {
+            return settled(db, tx, row.order_key).await.map(Claim::Settled);
+        }
+        let (payer_balance, payee_balance) =
+            lock_pair(db, tx, &request.payer, &request.payee).await?;
+        return Ok(Claim::Ours {
+            payer_balance,
+            payee_balance,
+        });
+    };
+    let locked = bind_payment(sqlx::query(sql), request, row)
+        .bind(&request.payer)
+        .bind(&request.payee)
+        .fetch_all(&mut **tx)
+        .await?;
+    let (mut payer_balance, mut payee_balance, mut claimed) = (None, None, None);
+    for account in &locked {
+        let (id, balance, inserted): (String, i64, i64) = (
+            account.try_get(0)?,
+            account.try_get(1)?,
+            account.try_get(2)?,
+        );
+        claimed = Some(inserted == 1);
+        if id == request.payer {
+            payer_balance = Some(balance);
+        } else if id == request.payee {
+            payee_balance = Some(balance);
+        }
+    }
+    let claimed = match claimed {
+        Some(claimed) => claimed,
+        // Neither account exists, so no row said whether the insert happened: the row tells.
+        None => match settled(db, tx, row.order_key).await {
+            Ok(found) if found.payment_id != row.payment_id => {
+                return Ok(Claim::Settled(found));
+            }
+            Ok(_) => true,
+            Err(error) => return Err(error),
+        },
+    };
+    if !claimed {
+        return settled(db, tx, row.order_key).await.map(Claim::Settled);
+    }
+    let missing = |account: &str| Error::AccountNotFound {
+        account_id: account.to_owned(),
+    };
+    Ok(Claim::Ours {
+        payer_balance: payer_balance.ok_or_else(|| missing(&request.payer))?,
+        payee_balance: payee_balance.ok_or_else(|| missing(&request.payee))?,
+    })
+}
+
+/// Binds the payment row's nine columns, in the order of `insert_payment`.
+fn bind_payment<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    request: &'q NewPayment,
+    row: &NewPaymentRow<'_>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(row.payment_id.to_owned())
+        .bind(row.order_key.to_owned())
+        .bind(&request.order_id)
+        .bind(&request.payer)
+        .bind(&request.payee)
+        .bind(request.amount)
+        .bind(i32::from(CREATED))
+        .bind(row.body.to_vec())
+        .bind(row.created_at.to_owned())
+}
+
+/// The committed payment row of `order_key`, read inside the transaction that lost the
+/// insert.
+async fn settled(
+    db: &Db,
+    tx: &mut Transaction<'static, Any>,
+    order_key: &str,
+) -> Result<PaymentRow> {
+    let row = sqlx::query(&db.sql.select_payment_by_key)
+        .bind(order_key.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::Corrupt("payment insert skipped, yet no payment row".into()))?;
+    PaymentRow::read(&row)
 }
 
 /// The answer to a payment request whose order is already paid: the first answer replayed

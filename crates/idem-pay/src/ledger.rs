@@ -86,6 +86,22 @@ pub(crate) async fn transfer(
     created_at: &str,
 ) -> Result<()> {
     debug_assert!(amount > 0, "a movement moves a positive amount");
+    if let Some(sql) = &db.sql.move_and_record {
+        let recorded = sqlx::query(sql)
+            .bind(from)
+            .bind(-amount)
+            .bind(amount)
+            .bind(from)
+            .bind(to)
+            .bind(from)
+            .bind(-amount)
+            .bind(amount)
+            .bind(movement_id)
+            .bind(created_at)
+            .execute(&mut **tx)
+            .await?;
+        return expect_two(recorded.rows_affected(), "ledger rows");
+    }
     let moved = sqlx::query(&db.sql.move_between)
         .bind(from)
         .bind(-amount)
@@ -94,12 +110,7 @@ pub(crate) async fn transfer(
         .bind(to)
         .execute(&mut **tx)
         .await?;
-    if moved.rows_affected() != 2 {
-        return Err(crate::Error::Corrupt(format!(
-            "a transfer updated {} account rows instead of 2",
-            moved.rows_affected()
-        )));
-    }
+    expect_two(moved.rows_affected(), "account rows")?;
     sqlx::query(&db.sql.insert_ledger_pair)
         .bind(movement_id)
         .bind(from)
@@ -112,6 +123,17 @@ pub(crate) async fn transfer(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A transfer touches exactly two accounts and writes exactly two ledger rows.
+fn expect_two(rows: u64, what: &str) -> Result<()> {
+    if rows == 2 {
+        Ok(())
+    } else {
+        Err(crate::Error::Corrupt(format!(
+            "a transfer wrote {rows} {what} instead of 2"
+        )))
+    }
 }
 
 #[cfg(test)]

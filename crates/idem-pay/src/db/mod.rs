@@ -69,6 +69,14 @@ pub(crate) struct Sql {
     pub(crate) lock_payment_by_order: String,
     pub(crate) move_between: String,
     pub(crate) insert_ledger_pair: String,
+    /// Debit, credit and both ledger rows in one statement, where the dialect has
+    /// data-modifying CTEs (PostgreSQL); binds payer, -amount, amount, payer, payee,
+    /// movement id, created_at.
+    pub(crate) move_and_record: Option<String>,
+    /// The payment row's insert and the lock of both accounts in one statement, where the
+    /// dialect has data-modifying CTEs: binds the nine payment columns, payer, payee; returns
+    /// `(account_id, balance, inserted)` per account found, `inserted` 1 or 0.
+    pub(crate) insert_payment_and_lock: Option<String>,
     pub(crate) insert_refund: String,
     pub(crate) select_refund: String,
     pub(crate) add_refunded: String,
@@ -92,6 +100,8 @@ pub(crate) struct Dialect {
     pub(crate) int_type: &'static str,
     /// `$1, $2, …` instead of `?`.
     pub(crate) numbered_params: bool,
+    /// `WITH x AS (UPDATE … RETURNING …) INSERT …` is one statement.
+    pub(crate) data_modifying_cte: bool,
 }
 
 impl Sql {
@@ -146,6 +156,19 @@ impl Sql {
             insert_ledger_pair: q(
                 "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) VALUES (?, ?, ?, ?), (?, ?, ?, ?)".into(),
             ),
+            insert_payment_and_lock: d.data_modifying_cte.then(|| {
+                q(format!(
+                    "WITH claimed AS (INSERT INTO pay_payments (payment_id, order_key, order_id, payer, payee, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {nothing} RETURNING 1) \
+                     SELECT a.account_id, a.balance, (SELECT COUNT(*) FROM claimed) AS inserted FROM pay_accounts a WHERE a.account_id IN (?, ?) ORDER BY a.account_id{lock}"
+                ))
+            }),
+            move_and_record: d.data_modifying_cte.then(|| {
+                q(concat!(
+                    "WITH moved AS (UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END ",
+                    "WHERE account_id IN (?, ?) RETURNING account_id, CASE WHEN account_id = ? THEN ? ELSE ? END AS delta) ",
+                    "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) SELECT ?, account_id, delta, ? FROM moved"
+                ).into())
+            }),
             insert_refund: q(format!(
                 "INSERT {ignore} INTO pay_refunds (payment_id, refund_id, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?) {nothing}"
             )),
@@ -156,7 +179,8 @@ impl Sql {
             ledger_totals: format!(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(balance), 0) AS {int}), CAST(COALESCE(SUM(opening_balance), 0) AS {int}), CAST(COALESCE(MIN(balance), 0) AS {int}) FROM pay_accounts"
             ),
-            ledger_mismatched_accounts: "SELECT COUNT(*) FROM pay_accounts a WHERE a.balance <> a.opening_balance + COALESCE((SELECT SUM(l.delta) FROM pay_ledger l WHERE l.account_id = a.account_id), 0)".into(),
+            // One pass over the ledger (it has no index by account): sums per account, joined.
+            ledger_mismatched_accounts: "SELECT COUNT(*) FROM pay_accounts a LEFT JOIN (SELECT account_id, SUM(delta) AS total FROM pay_ledger GROUP BY account_id) l ON l.account_id = a.account_id WHERE a.balance <> a.opening_balance + COALESCE(l.total, 0)".into(),
             ledger_unbalanced_movements: "SELECT COUNT(*) FROM (SELECT movement_id FROM pay_ledger GROUP BY movement_id HAVING COUNT(*) <> 2 OR SUM(delta) <> 0) m".into(),
         }
     }

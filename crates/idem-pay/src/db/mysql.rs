@@ -15,6 +15,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     on_conflict_nothing: "",
     int_type: "SIGNED",
     numbered_params: false,
+    data_modifying_cte: false,
 };
 
 pub(super) fn migrator() -> Migrator {

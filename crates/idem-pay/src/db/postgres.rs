@@ -14,6 +14,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     on_conflict_nothing: "ON CONFLICT DO NOTHING",
     int_type: "BIGINT",
     numbered_params: true,
+    data_modifying_cte: true,
 };
 
 pub(super) fn migrator() -> Migrator {

@@ -18,6 +18,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     on_conflict_nothing: "ON CONFLICT DO NOTHING",
     int_type: "INTEGER",
     numbered_params: false,
+    data_modifying_cte: false,
 };
 
 pub(super) fn migrator() -> Migrator {
