@@ -205,11 +205,11 @@ enum Claim {
 /// Inserts the payment row under its unique `order_key` (a concurrent duplicate waits on the
 /// key until the first transaction ends) and locks payer and payee: one statement where the
 /// dialect allows it (PostgreSQL), else an insert then [`lock_pair`].
-async fn claim_and_lock(
+async fn claim_and_lock<'q>(
     db: &Db,
     tx: &mut Transaction<'static, Any>,
-    request: &NewPayment,
-    row: &NewPaymentRow<'_>,
+    request: &'q NewPayment,
+    row: &NewPaymentRow<'q>,
 ) -> Result<Claim> {
     let Some(sql) = &db.sql.insert_payment_and_lock else {
         let result = bind_payment(sqlx::query(&db.sql.insert_payment), request, row)
@@ -230,40 +230,25 @@ async fn claim_and_lock(
         .bind(&request.payee)
         .fetch_all(&mut **tx)
         .await?;
-    let (mut payer_balance, mut payee_balance, mut claimed) = (None, None, None);
-    for account in &locked {
-        let (id, balance, inserted): (String, i64, i64) = (
-            account.try_get(0)?,
-            account.try_get(1)?,
-            account.try_get(2)?,
-        );
-        claimed = Some(inserted == 1);
-        if id == request.payer {
-            payer_balance = Some(balance);
-        } else if id == request.payee {
-            payee_balance = Some(balance);
-        }
-    }
-    let claimed = match claimed {
-        Some(claimed) => claimed,
-        // Neither account exists, so no row said whether the insert happened: the row tells.
-        None => match settled(db, tx, row.order_key).await {
-            Ok(found) if found.payment_id != row.payment_id => {
+    // Every returned row carries the insert's count (column 2); with no account found, the
+    // row itself tells whether the insert was this transaction's.
+    let claimed = match locked.first() {
+        Some(account) => account.try_get::<i64, _>(2)? == 1,
+        None => {
+            let found = settled(db, tx, row.order_key).await?;
+            if found.payment_id != row.payment_id {
                 return Ok(Claim::Settled(found));
             }
-            Ok(_) => true,
-            Err(error) => return Err(error),
-        },
+            true
+        }
     };
     if !claimed {
         return settled(db, tx, row.order_key).await.map(Claim::Settled);
     }
-    let missing = |account: &str| Error::AccountNotFound {
-        account_id: account.to_owned(),
-    };
+    let (payer_balance, payee_balance) = pair_balances(&locked, &request.payer, &request.payee)?;
     Ok(Claim::Ours {
-        payer_balance: payer_balance.ok_or_else(|| missing(&request.payer))?,
-        payee_balance: payee_balance.ok_or_else(|| missing(&request.payee))?,
+        payer_balance,
+        payee_balance,
     })
 }
 
@@ -271,18 +256,18 @@ async fn claim_and_lock(
 fn bind_payment<'q>(
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     request: &'q NewPayment,
-    row: &NewPaymentRow<'_>,
+    row: &NewPaymentRow<'q>,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     query
-        .bind(row.payment_id.to_owned())
-        .bind(row.order_key.to_owned())
+        .bind(row.payment_id)
+        .bind(row.order_key)
         .bind(&request.order_id)
         .bind(&request.payer)
         .bind(&request.payee)
         .bind(request.amount)
         .bind(i32::from(CREATED))
-        .bind(row.body.to_vec())
-        .bind(row.created_at.to_owned())
+        .bind(row.body)
+        .bind(row.created_at)
 }
 
 /// The committed payment row of `order_key`, read inside the transaction that lost the
@@ -293,7 +278,7 @@ async fn settled(
     order_key: &str,
 ) -> Result<PaymentRow> {
     let row = sqlx::query(&db.sql.select_payment_by_key)
-        .bind(order_key.to_owned())
+        .bind(order_key)
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| Error::Corrupt("payment insert skipped, yet no payment row".into()))?;
@@ -419,8 +404,14 @@ async fn lock_pair(
         .bind(to)
         .fetch_all(&mut **tx)
         .await?;
+    pair_balances(&rows, from, to)
+}
+
+/// The balances of `from` and `to` among locked rows of `(account_id, balance, …)`;
+/// `account_not_found` for the first one missing.
+fn pair_balances(rows: &[AnyRow], from: &str, to: &str) -> Result<(i64, i64)> {
     let (mut from_balance, mut to_balance) = (None, None);
-    for row in &rows {
+    for row in rows {
         let account: String = row.try_get(0)?;
         let balance: i64 = row.try_get(1)?;
         if account == from {
