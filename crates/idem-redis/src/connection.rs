@@ -146,22 +146,34 @@ impl Connection {
 }
 
 /// Where one prefix's keys live: `<prefix>:{<scope>}:<key>` for a record, so every key of
-/// one scope shares a cluster hash slot, and `<prefix>:expiry` for the expiry index.
+/// one scope shares a cluster hash slot.
 ///
 /// A scope never holds a brace (see [`idem::Scope`]), so the hash tag is exactly the
 /// scope, and the first `}` ends it: no (scope, key) pair can name another's key.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyLayout {
     prefix: Arc<str>,
-    index: Arc<str>,
 }
 
 impl KeyLayout {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.into(),
-            index: format!("{prefix}:expiry").into(),
         }
+    }
+
+    /// A `SCAN MATCH` pattern for every record of the prefix (and no cache entry): the
+    /// prefix with its glob characters escaped, then `:{*`.
+    pub(crate) fn record_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 4);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":{*");
+        pattern
     }
 
     pub(crate) fn record(&self, scope: &idem::Scope, key: &idem::Key) -> String {
@@ -175,10 +187,6 @@ impl KeyLayout {
             scope.as_str(),
             key.as_str()
         )
-    }
-
-    pub(crate) fn index(&self) -> &str {
-        &self.index
     }
 
     pub(crate) fn prefix(&self) -> &str {
@@ -203,7 +211,11 @@ mod tests {
             layout.cache_entry(&scope, &key),
             "idem:cache:{tenant-1|POST /v1/payments}:order:}{-7"
         );
-        assert_eq!(layout.index(), "idem:expiry");
+        assert_eq!(layout.record_pattern(), "idem:{*");
+        assert_eq!(
+            KeyLayout::new("a*b?[c]\\").record_pattern(),
+            "a\\*b\\?\\[c\\]\\\\:{*"
+        );
         assert_eq!(
             layout.record(&idem::Scope::global(), &key),
             "idem:{}:order:}{-7"

@@ -55,32 +55,26 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<prefix>:{<scope>}:<key>` | hash | one record: `fp`, `st` (`p`/`c`), `tok`, `lease`, `exp`, `at`, `resp` |
-//! | `<prefix>:expiry` | sorted set | every record key of the prefix, scored by its expiry |
+//! | `<prefix>:{<scope>}:<key>` | string | one record: the fingerprint (32 bytes), a 33-byte header (`struct.pack('>c1dddd', state, token, lease_until, expires_at, created_at)`, state `p` or `c`), then the encoded response |
 //! | `<prefix>:cache:{<scope>}:<key>` | hash | [`TieredStore`]'s cache entry: `fp`, `exp`, `resp` |
 //!
 //! The prefix defaults to `idem`. A [`idem::Scope`] never holds a brace, so the hash tag
-//! `{<scope>}` is exactly the scope: one record's keys — and every record of one scope —
-//! share a cluster hash slot, and the scripts of `begin`, `complete`, `release` and `get`
-//! touch that slot only (plus the index, below).
+//! `{<scope>}` is exactly the scope: every record of one scope shares a cluster hash slot,
+//! and each script (`begin`, `complete`, `release`, `get`) touches one key only, so the
+//! store runs unchanged on Redis Cluster. One string per record keeps each script to three
+//! commands — `TIME`, `GET`, `SET … PXAT` — which is what a fresh key costs the server.
+//! Needs Redis 6.2 or later (`SET … PXAT`), or any Valkey.
 //!
-//! Records expire with `PEXPIREAT` at their expiry. Tests move a handle's clock forward
-//! ([`idem::TimeTravel`]) without Redis knowing, so every script also treats a record whose
-//! stored expiry is at or before its own "now" (`TIME` plus the handle's offset) as absent.
-//! A record replaced after expiry gets the old token plus one; one that Redis already
-//! evicted starts again at token 1, as after a purge in any store.
+//! Records expire with `PXAT` at their expiry: Redis removes them itself. Tests move a
+//! handle's clock forward ([`idem::TimeTravel`]) without Redis knowing, so every script also
+//! treats a record whose stored expiry is at or before its own "now" (`TIME` plus the
+//! handle's offset) as absent. A record replaced after expiry gets the old token plus one;
+//! one that Redis already evicted starts again at token 1, as after a purge in any store.
 //!
-//! ### The expiry index and clusters
-//!
-//! `purge_expired(limit)` must say exactly how many expired records it deleted and stop at
-//! `limit`, which needs an index: the sorted set `<prefix>:expiry`. It is the one key that
-//! is not slot-local — `begin` and `release` update it beside the record, and the purge
-//! script deletes records the index names rather than its declared keys. That is fine on a
-//! single server, a primary with replicas, or Sentinel. On Redis Cluster the index must be
-//! sharded with the records: one index per hash tag, `<prefix>:{<scope>}:expiry`, updated in
-//! the same script as its records (then slot-local), and a purge that walks the index keys
-//! of each primary (`SCAN MATCH <prefix>:{*}:expiry` per node) running the purge script on
-//! each until `limit` records are deleted. Nothing else changes.
+//! `purge_expired(limit)` is therefore only needed for records expired by such a clock
+//! offset: it walks the prefix's records with `SCAN` (on the server it is connected to)
+//! and deletes, one slot-local script per record, those expired by the store's clock,
+//! stopping at `limit`.
 //!
 //! ## Failures
 //!

@@ -15,15 +15,17 @@ use crate::error::{bad_reply, store_error};
 use crate::scripts::SCRIPTS;
 use crate::{Error, RedisOptions};
 
-/// The largest batch one `purge_expired` call takes on; larger limits are cut to it, so a
-/// single script never holds the server for long.
+/// The largest batch one `purge_expired` call takes on; larger limits are cut to it.
 pub const PURGE_LIMIT_MAX: usize = 10_000;
+
+/// Keys one `SCAN` step of `purge_expired` asks the server to look at.
+const PURGE_SCAN_COUNT: usize = 1_000;
 
 /// An idempotency store on Redis (or Valkey). Clones share the connection and clock offset.
 ///
-/// Each record is one hash at `<prefix>:{<scope>}:<key>` with `PEXPIREAT` at its expiry;
-/// each operation is one Lua script (see the crate docs for the layout and the cluster
-/// story). Connection failures are [`StoreError::Unavailable`].
+/// Each record is one string at `<prefix>:{<scope>}:<key>` that Redis expires (`PXAT`) at
+/// the record's expiry; each operation is one Lua script touching that key only (see the
+/// crate docs for the layout). Connection failures are [`StoreError::Unavailable`].
 #[derive(Debug, Clone)]
 pub struct RedisStore {
     connection: Connection,
@@ -78,11 +80,6 @@ impl RedisStore {
         self.keys.record(scope, key)
     }
 
-    /// The sorted set indexing this prefix's records by expiry: `<prefix>:expiry`.
-    pub fn expiry_index_key(&self) -> &str {
-        self.keys.index()
-    }
-
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         self.connection.get().await.map_err(store_error)
     }
@@ -107,7 +104,57 @@ fn decode_response(raw: &[u8]) -> Result<StoredResponse, StoreError> {
     StoredResponse::decode(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Reads `begin.lua`'s reply: `{1, token, recovered} | {2, response} | {3} | {4, ms}`.
+/// The bytes of a record before its response: the fingerprint (32), then the state, token,
+/// lease end, expiry and creation time as Lua's `struct.pack('>c1dddd', …)` writes them.
+const HEADER_LEN: usize = 65;
+
+/// One record as `begin.lua` lays it out in its string value.
+struct RawRecord<'a> {
+    fingerprint: &'a [u8],
+    completed: bool,
+    token: i64,
+    lease_until: i64,
+    expires_at: i64,
+    created_at: i64,
+    response: &'a [u8],
+}
+
+impl<'a> RawRecord<'a> {
+    fn parse(raw: &'a [u8]) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("record {what} is unreadable"));
+        if raw.len() < HEADER_LEN {
+            return Err(corrupt("header"));
+        }
+        let (header, response) = raw.split_at(HEADER_LEN);
+        // Timestamps and tokens are whole numbers far below 2^53: exact as doubles.
+        let number = |at: usize| -> Result<i64, StoreError> {
+            let bytes: [u8; 8] = header[at..at + 8]
+                .try_into()
+                .map_err(|_| corrupt("number"))?;
+            let value = f64::from_be_bytes(bytes);
+            if value.fract() != 0.0 || !(0.0..9.0e15).contains(&value) {
+                return Err(corrupt("number"));
+            }
+            Ok(value as i64)
+        };
+        let completed = match header[32] {
+            b'p' => false,
+            b'c' => true,
+            _ => return Err(corrupt("state")),
+        };
+        Ok(Self {
+            fingerprint: &header[..32],
+            completed,
+            token: number(33)?,
+            lease_until: number(41)?,
+            expires_at: number(49)?,
+            created_at: number(57)?,
+            response,
+        })
+    }
+}
+
+/// Reads `begin.lua`'s reply: `{1, token, recovered} | {2, record} | {3} | {4, ms}`.
 fn parse_outcome(reply: &Value) -> Result<Outcome, StoreError> {
     let Value::Array(items) = reply else {
         return Err(bad_reply("begin", reply));
@@ -120,9 +167,11 @@ fn parse_outcome(reply: &Value) -> Result<Outcome, StoreError> {
                 recovered: int(recovered) == Some(1),
             })
         }
-        (Some(2), Some(response), None) => {
-            let raw = bytes(response).ok_or_else(|| bad_reply("begin", reply))?;
-            Ok(Outcome::Replay(decode_response(raw)?))
+        (Some(2), Some(record), None) => {
+            let raw = bytes(record).ok_or_else(|| bad_reply("begin", reply))?;
+            Ok(Outcome::Replay(decode_response(
+                RawRecord::parse(raw)?.response,
+            )?))
         }
         (Some(3), None, None) => Ok(Outcome::Mismatch),
         (Some(4), Some(ms), None) => {
@@ -135,36 +184,34 @@ fn parse_outcome(reply: &Value) -> Result<Outcome, StoreError> {
     }
 }
 
-/// Reads `get.lua`'s reply: nil, or `{fp, state, token, lease, exp, created, response}`.
+/// Reads `get.lua`'s reply: nil, or the record's string.
 fn parse_record(scope: &Scope, key: &Key, reply: &Value) -> Result<Option<Record>, StoreError> {
-    let items = match reply {
+    let raw = match reply {
         Value::Nil => return Ok(None),
-        Value::Array(items) if items.len() == 7 => items,
+        Value::BulkString(raw) => RawRecord::parse(raw)?,
         _ => return Err(bad_reply("get", reply)),
     };
-    let corrupt = |what: &str| StoreError::Corrupt(format!("record field {what} is unreadable"));
-    let fingerprint = bytes(&items[0])
-        .and_then(Fingerprint::from_slice)
-        .ok_or_else(|| corrupt("fp"))?;
-    let token = FencingToken::from_i64(int(&items[2]).ok_or_else(|| corrupt("tok"))?);
-    let lease_until = Timestamp(int(&items[3]).ok_or_else(|| corrupt("lease"))?);
-    let expires_at = Timestamp(int(&items[4]).ok_or_else(|| corrupt("exp"))?);
-    let created_at = Timestamp(int(&items[5]).ok_or_else(|| corrupt("at"))?);
-    let state = match bytes(&items[1]) {
-        Some(b"p") => RecordState::InProgress { token, lease_until },
-        Some(b"c") => RecordState::Completed {
+    let fingerprint = Fingerprint::from_slice(raw.fingerprint)
+        .ok_or_else(|| StoreError::Corrupt("record fingerprint is unreadable".to_owned()))?;
+    let token = FencingToken::from_i64(raw.token);
+    let state = if raw.completed {
+        RecordState::Completed {
             token,
-            response: decode_response(bytes(&items[6]).ok_or_else(|| corrupt("resp"))?)?,
-        },
-        _ => return Err(corrupt("st")),
+            response: decode_response(raw.response)?,
+        }
+    } else {
+        RecordState::InProgress {
+            token,
+            lease_until: Timestamp(raw.lease_until),
+        }
     };
     Ok(Some(Record {
         scope: scope.clone(),
         key: key.clone(),
         fingerprint,
         state,
-        created_at,
-        expires_at,
+        created_at: Timestamp(raw.created_at),
+        expires_at: Timestamp(raw.expires_at),
     }))
 }
 
@@ -191,7 +238,6 @@ impl Store for RedisStore {
         let reply: Value = SCRIPTS
             .begin
             .key(self.keys.record(scope, key))
-            .key(self.keys.index())
             .arg(self.offset.millis())
             .arg(&fingerprint.as_bytes()[..])
             .arg(duration_ms(lease))
@@ -232,7 +278,6 @@ impl Store for RedisStore {
         let reply: Value = SCRIPTS
             .release
             .key(self.keys.record(scope, key))
-            .key(self.keys.index())
             .arg(self.offset.millis())
             .arg(token.as_i64())
             .invoke_async(&mut conn)
@@ -259,18 +304,52 @@ impl Store for RedisStore {
             return Ok(0);
         }
         let mut conn = self.conn().await?;
-        let reply: Value = SCRIPTS
-            .purge
-            .key(self.keys.index())
-            .arg(self.offset.millis())
-            .arg(limit)
-            .invoke_async(&mut conn)
+        let script = &SCRIPTS.purge;
+        // Loaded once here, so the pipelined calls below can go by SHA.
+        script
+            .prepare_invoke()
+            .load_async(&mut conn)
             .await
             .map_err(store_error)?;
-        let purged = int(&reply).ok_or_else(|| bad_reply("purge", &reply))?;
-        let purged = usize::try_from(purged).map_err(|_| bad_reply("purge", &reply))?;
-        debug_assert!(purged <= limit, "purge.lua deleted more than its limit");
-        Ok(purged)
+        let pattern = self.keys.record_pattern();
+        let mut cursor: u64 = 0;
+        let mut purged = 0;
+        loop {
+            let (next, candidates): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(PURGE_SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            // Each candidate deletes at most one record, so sending no more than the
+            // remaining allowance at a time keeps the total within `limit`.
+            let mut rest = candidates.as_slice();
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(rest.len().min(limit - purged));
+                rest = tail;
+                let mut pipe = redis::pipe();
+                for candidate in chunk {
+                    pipe.cmd("EVALSHA")
+                        .arg(script.get_hash())
+                        .arg(1)
+                        .arg(candidate)
+                        .arg(self.offset.millis());
+                }
+                let deleted: Vec<i64> = pipe.query_async(&mut conn).await.map_err(store_error)?;
+                purged += deleted.iter().filter(|&&d| d == 1).count();
+                debug_assert!(purged <= limit, "purge deleted more than its limit");
+                if purged == limit {
+                    return Ok(purged);
+                }
+            }
+            if next == 0 {
+                return Ok(purged);
+            }
+            cursor = next;
+        }
     }
 
     async fn now(&self) -> Result<Timestamp, StoreError> {
@@ -297,6 +376,60 @@ impl TimeTravel for RedisStore {
 mod tests {
     use super::*;
 
+    /// A record as `begin.lua` writes it.
+    fn record(state: u8, numbers: [f64; 4], response: &[u8]) -> Vec<u8> {
+        let mut raw = vec![7u8; 32];
+        raw.push(state);
+        for n in numbers {
+            raw.extend_from_slice(&n.to_be_bytes());
+        }
+        raw.extend_from_slice(response);
+        raw
+    }
+
+    #[test]
+    fn records_parse_from_their_header_and_response() {
+        let response = StoredResponse::new(201, "ok").with_header("content-type", "text/plain");
+        let raw = record(b'c', [3.0, 10.0, 20.0, 5.0], &response.encode());
+        let scope = Scope::global();
+        let key = Key::new("k").expect("key");
+        let parsed = parse_record(&scope, &key, &Value::BulkString(raw))
+            .expect("parses")
+            .expect("a record");
+        assert_eq!(parsed.expires_at, Timestamp(20));
+        assert_eq!(parsed.created_at, Timestamp(5));
+        assert_eq!(
+            parsed.state,
+            RecordState::Completed {
+                token: FencingToken(3),
+                response
+            }
+        );
+        let raw = record(b'p', [4.0, 10.0, 20.0, 5.0], b"");
+        let parsed = parse_record(&scope, &key, &Value::BulkString(raw))
+            .expect("parses")
+            .expect("a record");
+        assert_eq!(
+            parsed.state,
+            RecordState::InProgress {
+                token: FencingToken(4),
+                lease_until: Timestamp(10)
+            }
+        );
+        assert_eq!(parse_record(&scope, &key, &Value::Nil).expect("nil"), None);
+        for bad in [
+            record(b'x', [1.0, 1.0, 1.0, 1.0], b""),
+            record(b'p', [1.5, 1.0, 1.0, 1.0], b""),
+            record(b'p', [f64::NAN, 1.0, 1.0, 1.0], b""),
+            vec![0; 64],
+        ] {
+            assert!(matches!(
+                parse_record(&scope, &key, &Value::BulkString(bad)),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+    }
+
     #[test]
     fn begin_replies_parse_in_table_order() {
         let acquired = Value::Array(vec![Value::Int(1), Value::Int(7), Value::Int(1)]);
@@ -308,7 +441,8 @@ mod tests {
             }
         );
         let response = StoredResponse::new(201, "ok");
-        let replay = Value::Array(vec![Value::Int(2), Value::BulkString(response.encode())]);
+        let raw = record(b'c', [1.0, 2.0, 3.0, 4.0], &response.encode());
+        let replay = Value::Array(vec![Value::Int(2), Value::BulkString(raw)]);
         assert_eq!(
             parse_outcome(&replay).expect("replay"),
             Outcome::Replay(response)
@@ -330,10 +464,12 @@ mod tests {
 
     #[test]
     fn a_corrupt_response_is_corrupt_not_a_panic() {
-        let replay = Value::Array(vec![Value::Int(2), Value::BulkString(b"junk".to_vec())]);
-        assert!(matches!(
-            parse_outcome(&replay),
-            Err(StoreError::Corrupt(_))
-        ));
+        for junk in [b"junk".to_vec(), record(b'c', [1.0; 4], b"junk")] {
+            let replay = Value::Array(vec![Value::Int(2), Value::BulkString(junk)]);
+            assert!(matches!(
+                parse_outcome(&replay),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
     }
 }

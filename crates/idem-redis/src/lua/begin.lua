@@ -1,50 +1,53 @@
 -- begin(scope, key, fingerprint, lease, ttl): DESIGN §2 in one atomic step.
--- KEYS[1] the record (a hash), KEYS[2] the prefix's expiry index (a sorted set).
+-- KEYS[1] the record: one string, fp (32 bytes) .. struct '>c1dddd' (state 'p'/'c',
+-- token, lease_until, expires_at, created_at; 65 bytes in all) .. the encoded response.
 -- ARGV: clock offset ms, fingerprint (32 bytes), lease ms, ttl ms.
--- Returns {1, token, recovered} | {2, response} | {3} | {4, retry_after_ms}:
--- Acquired, Replay, Mismatch, InFlight. The checks run in the order of
--- idem::decide::begin_step: absent or expired; another fingerprint; completed;
--- lease running; lease ended.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local function int(x) return string.format('%.0f', x) end
+-- Returns {1, token, recovered} | {2, record} | {3} | {4, retry_after_ms}:
+-- Acquired, Replay (the whole record; the response follows its header), Mismatch,
+-- InFlight. The checks run in the order of idem::decide::begin_step: absent or
+-- expired; another fingerprint; completed; lease running; lease ended.
 
-local rec, index = KEYS[1], KEYS[2]
-local fp, lease_ms, ttl_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+-- The store's clock: Redis TIME plus the handle's offset (ARGV[1]), read only when needed.
+-- Redis drops a record at its expiry by its own clock (SET … PXAT expires_at - 1, so a
+-- key lives while TIME < expires_at), so a record it still holds is live: only a handle
+-- with a clock offset (tests) must compare the stored expiry with the clock.
+local offset = tonumber(ARGV[1])
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
+end
 
+local rec, fp = KEYS[1], ARGV[2]
 -- One read for every branch; on a replay the response comes with it.
-local cur = redis.call('HMGET', rec, 'fp', 'st', 'tok', 'lease', 'exp', 'resp')
+local cur = redis.call('GET', rec)
 local token, recovered = 1, 0
-if cur[1] then
-  local held = tonumber(cur[3])
-  if tonumber(cur[5]) <= now then
-    -- Expired but not yet evicted (a test clock offset, or PEXPIREAT not yet due):
-    -- absent, and the next generation never shares the old token.
+local now = nil
+if cur then
+  local st, held, lease, exp = struct.unpack('>c1ddd', cur, 33)
+  if offset ~= 0 then
+    now = clock()
+  end
+  if now and exp <= now then
+    -- Expired by a test clock offset but still held by Redis: absent, and the next
+    -- generation never shares the old token.
     token = held + 1
-  elseif cur[1] ~= fp then
+  elseif string.sub(cur, 1, 32) ~= fp then
     return {3}
-  elseif cur[2] == 'c' then
-    return {2, cur[6]}
-  elseif tonumber(cur[4]) > now then
-    return {4, math.max(tonumber(cur[4]) - now, 1)}
+  elseif st == 'c' then
+    return {2, cur}
   else
+    now = now or clock()
+    if lease > now then
+      return {4, math.max(lease - now, 1)}
+    end
     token, recovered = held + 1, 1
   end
 end
+now = now or clock()
 
-local lease_until = now + lease_ms
+local lease_until = now + tonumber(ARGV[3])
 -- A record never expires while its lease runs.
-local expires_at = math.max(now + ttl_ms, lease_until)
-redis.call('DEL', rec)
-redis.call('HSET', rec, 'fp', fp, 'st', 'p', 'tok', int(token),
-  'lease', int(lease_until), 'exp', int(expires_at), 'at', int(now))
-redis.call('PEXPIREAT', rec, int(expires_at))
-redis.call('ZADD', index, int(expires_at), rec)
--- The index lives as long as its longest-lived record, so an idle prefix leaves nothing
--- behind (GT needs Redis 7; a key without a TTL counts as infinite for GT).
-if redis.call('PTTL', index) == -1 then
-  redis.call('PEXPIREAT', index, int(expires_at))
-else
-  redis.call('PEXPIREAT', index, int(expires_at), 'GT')
-end
+local expires_at = math.max(now + tonumber(ARGV[4]), lease_until)
+redis.call('SET', rec, fp .. struct.pack('>c1dddd', 'p', token, lease_until, expires_at, now),
+  'PXAT', string.format('%.0f', expires_at - 1))
 return {1, token, recovered}

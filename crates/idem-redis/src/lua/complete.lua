@@ -1,14 +1,25 @@
 -- complete(scope, key, token, response): store the response if the record is in
 -- progress under `token` and live, as idem::decide::holds says.
--- KEYS[1] the record. ARGV: clock offset ms, token (decimal), encoded response.
--- Returns 1 when stored, 0 when fenced.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+-- KEYS[1] the record (layout in begin.lua). ARGV: clock offset ms, token (decimal),
+-- encoded response. Returns 1 when stored, 0 when fenced.
+
+-- The store's clock, read only when needed (see begin.lua: a record Redis still holds is
+-- live unless the handle has a clock offset).
+local offset = tonumber(ARGV[1])
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
+end
 
 local rec = KEYS[1]
-local cur = redis.call('HMGET', rec, 'st', 'tok', 'exp')
-if cur[1] ~= 'p' or cur[2] ~= ARGV[2] or tonumber(cur[3]) <= now then
+local cur = redis.call('GET', rec)
+if not cur then
   return 0
 end
-redis.call('HSET', rec, 'st', 'c', 'resp', ARGV[3])
+local st, held, lease, exp, at = struct.unpack('>c1dddd', cur, 33)
+if st ~= 'p' or held ~= tonumber(ARGV[2]) or (offset ~= 0 and exp <= clock()) then
+  return 0
+end
+redis.call('SET', rec, string.sub(cur, 1, 32) .. struct.pack('>c1dddd', 'c', held, lease, exp, at)
+  .. ARGV[3], 'KEEPTTL')
 return 1

@@ -1,11 +1,20 @@
--- get(scope, key): the live record, or nil when absent or expired.
+-- get(scope, key): the live record (layout in begin.lua), or nil when absent or expired.
 -- KEYS[1] the record. ARGV: clock offset ms.
--- Returns {fp, state, token, lease_until, expires_at, created_at, response|false}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 
-local cur = redis.call('HMGET', KEYS[1], 'fp', 'st', 'tok', 'lease', 'exp', 'at', 'resp')
-if not cur[1] or tonumber(cur[5]) <= now then
+-- The store's clock, read only when needed (see begin.lua: a record Redis still holds is
+-- live unless the handle has a clock offset).
+local offset = tonumber(ARGV[1])
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
+end
+
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  return false
+end
+local _, _, _, exp = struct.unpack('>c1ddd', cur, 33)
+if offset ~= 0 and exp <= clock() then
   return false
 end
 return cur

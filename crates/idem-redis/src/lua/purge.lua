@@ -1,37 +1,22 @@
--- purge_expired(limit): delete at most `limit` expired records and return how many
--- this call deleted.
--- KEYS[1] the prefix's expiry index: member = record key, score = expires_at.
--- ARGV: clock offset ms, limit.
---
--- The records are named by the index, not by KEYS: this script is the one operation
--- that is not slot-local (see the crate docs for how a cluster shards the index).
--- Index entries whose record is already gone (evicted by PEXPIREAT, or released)
--- are dropped without being counted; each is examined once, so the work per call
--- is `limit` deletions plus the stale entries it clears, in batches of at most 256.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local function int(x) return string.format('%.0f', x) end
+-- purge_one(scope, key): delete the record if it has expired by the store's clock.
+-- KEYS[1] a record (layout in begin.lua). ARGV: clock offset ms.
+-- Returns 1 when deleted, 0 otherwise (absent, live, or not a record).
 
-local index, limit = KEYS[1], tonumber(ARGV[2])
-local deleted = 0
-while deleted < limit do
-  local batch = redis.call('ZRANGEBYSCORE', index, '-inf', int(now),
-    'LIMIT', 0, math.min(limit - deleted, 256))
-  if #batch == 0 then
-    break
-  end
-  for _, rec in ipairs(batch) do
-    local exp = redis.call('HGET', rec, 'exp')
-    if not exp then
-      redis.call('ZREM', index, rec)
-    elseif tonumber(exp) <= now then
-      redis.call('DEL', rec)
-      redis.call('ZREM', index, rec)
-      deleted = deleted + 1
-    else
-      -- A stale score: move it to the record's real expiry so it is not seen again.
-      redis.call('ZADD', index, exp, rec)
-    end
-  end
+-- The store's clock: Redis TIME plus the handle's offset.
+local offset = tonumber(ARGV[1])
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
 end
-return deleted
+
+-- pcall: a key of another type under the prefix is skipped, not an error.
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) ~= 'string' or #cur < 65 then
+  return 0
+end
+local _, _, _, exp = struct.unpack('>c1ddd', cur, 33)
+if exp > clock() then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1

@@ -1,15 +1,23 @@
 -- release(scope, key, token): remove the record if it is in progress under `token`
 -- and live, as idem::decide::holds says.
--- KEYS[1] the record, KEYS[2] the prefix's expiry index. ARGV: clock offset ms, token.
+-- KEYS[1] the record (layout in begin.lua). ARGV: clock offset ms, token.
 -- Returns 1 when removed, 0 when fenced.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 
-local rec = KEYS[1]
-local cur = redis.call('HMGET', rec, 'st', 'tok', 'exp')
-if cur[1] ~= 'p' or cur[2] ~= ARGV[2] or tonumber(cur[3]) <= now then
+-- The store's clock, read only when needed (see begin.lua: a record Redis still holds is
+-- live unless the handle has a clock offset).
+local offset = tonumber(ARGV[1])
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
+end
+
+local cur = redis.call('GET', KEYS[1])
+if not cur then
   return 0
 end
-redis.call('DEL', rec)
-redis.call('ZREM', KEYS[2], rec)
+local st, held, lease, exp = struct.unpack('>c1ddd', cur, 33)
+if st ~= 'p' or held ~= tonumber(ARGV[2]) or (offset ~= 0 and exp <= clock()) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
 return 1
