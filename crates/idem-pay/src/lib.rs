@@ -54,6 +54,7 @@ mod db;
 mod error;
 mod flows;
 mod ledger;
+mod memory;
 pub mod metrics;
 mod model;
 pub mod openapi;

@@ -76,6 +76,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, Outcome), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     retries: AtomicU64,
+    memory_hits: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     cache_errors: AtomicU64,
@@ -113,6 +114,10 @@ impl Metrics {
     /// Retries counted so far.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn memory_hit(&self) {
+        self.memory_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn cache_hit(&self) {
@@ -181,6 +186,11 @@ impl Metrics {
                 "idem_pay_db_retries_total",
                 "Transactions retried after a serialization failure, deadlock or busy database.",
                 &self.retries,
+            ),
+            (
+                "idem_pay_memory_hits_total",
+                "Replays served from this node's memory of settled answers.",
+                &self.memory_hits,
             ),
             (
                 "idem_pay_cache_hits_total",

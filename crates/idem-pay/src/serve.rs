@@ -21,6 +21,10 @@ pub const DEFAULT_DATABASE: &str = "sqlite://./idem-data/idem.db";
 /// The address used when none is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Settled answers a node remembers unless `--replay-memory` says otherwise (about 300
+/// bytes each).
+pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
+
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -48,6 +52,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "IDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Settled payments (and as many refunds) each node remembers, so that their replays
+    /// skip the database; 0 remembers none. A settled answer never changes, so this is
+    /// safe on any number of nodes.
+    #[arg(long, env = "IDEM_REPLAY_MEMORY", default_value_t = DEFAULT_REPLAY_MEMORY)]
+    pub replay_memory: usize,
     /// Database connections per node.
     #[arg(long, env = "IDEM_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
@@ -93,6 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("--unsafe-disable-idempotency: orders may be paid twice (test guard)");
     }
     let service = Service::new(db.clone(), cache, metrics)
+        .with_replay_memory(args.replay_memory)
         .with_unsafe_disable_idempotency(args.unsafe_disable_idempotency);
     let listener = TcpListener::bind(&args.listen)
         .await

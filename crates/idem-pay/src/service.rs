@@ -1,7 +1,7 @@
 //! The payment service as a library: validated requests in, [`Answer`]s or [`Error`]s out.
 //! Each call is one database transaction (see `flows`), retried here, bounded and with
-//! jittered backoff, when the database reports a transient failure; completed answers are
-//! served from and written to the Redis cache when one is configured.
+//! jittered backoff, when the database reports a transient failure; settled answers are
+//! served from this node's memory ([`Recent`]) and from the Redis cache when configured.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use rand::Rng;
 use crate::cache::{Cache, CachedPayment, CachedRefund};
 use crate::db::Db;
 use crate::flows;
+use crate::memory::Recent;
 use crate::metrics::Metrics;
 use crate::model::Answer;
 use crate::validate::{NewAccount, NewPayment, NewRefund};
@@ -29,8 +30,25 @@ const BACKOFF_CAP_MS: u64 = 250;
 pub struct Service {
     db: Db,
     cache: Option<Cache>,
+    recent: Arc<RecentAnswers>,
     metrics: Arc<Metrics>,
     unsafe_disable_idempotency: bool,
+}
+
+/// Settled answers this node remembers: payments by order id, refunds by (order, refund).
+#[derive(Debug)]
+struct RecentAnswers {
+    payments: Recent<String, CachedPayment>,
+    refunds: Recent<(String, String), CachedRefund>,
+}
+
+impl RecentAnswers {
+    fn new(capacity: usize) -> Self {
+        Self {
+            payments: Recent::new(capacity),
+            refunds: Recent::new(capacity),
+        }
+    }
 }
 
 impl Service {
@@ -39,9 +57,19 @@ impl Service {
         Self {
             db,
             cache,
+            recent: Arc::new(RecentAnswers::new(0)),
             metrics,
             unsafe_disable_idempotency: false,
         }
+    }
+
+    /// Remembers up to `entries` settled payments and as many refunds in this process, so
+    /// their replays skip the database (0, the default, remembers none). Safe on any number
+    /// of nodes: a settled answer never changes, and a request whose parameters differ from
+    /// the remembered ones still goes to the database.
+    pub fn with_replay_memory(mut self, entries: usize) -> Self {
+        self.recent = Arc::new(RecentAnswers::new(entries));
+        self
     }
 
     /// TEST GUARD ONLY: pay every execution again, ignoring the order's uniqueness, so that
@@ -83,6 +111,14 @@ impl Service {
     /// [`Error::OrderIdConflict`], [`Error::AccountNotFound`], [`Error::InsufficientFunds`],
     /// or a database failure.
     pub async fn pay(&self, request: &NewPayment) -> Result<Answer> {
+        if !self.unsafe_disable_idempotency {
+            if let Some(hit) = self.recent.payments.get(request.order_id.as_str()) {
+                if hit.answers(request) {
+                    self.metrics.memory_hit();
+                    return Ok(Answer::replayed(hit.status, hit.body.clone().into_bytes()));
+                }
+            }
+        }
         let cache = self
             .cache
             .as_ref()
@@ -92,7 +128,9 @@ impl Service {
             match cache.get::<CachedPayment>(key).await {
                 Some(hit) if hit.answers(request) => {
                     self.metrics.cache_hit();
-                    return Ok(Answer::replayed(hit.status, hit.body.into_bytes()));
+                    let answer = Answer::replayed(hit.status, hit.body.clone().into_bytes());
+                    self.recent.payments.insert(request.order_id.clone(), hit);
+                    return Ok(answer);
                 }
                 _ => self.metrics.cache_miss(),
             }
@@ -100,17 +138,23 @@ impl Service {
         let answer = self
             .retry(|| flows::pay(&self.db, request, self.unsafe_disable_idempotency))
             .await?;
-        if let (Some(cache), Some(key), Ok(body)) = (cache, key, std::str::from_utf8(&answer.body))
-        {
-            let entry = CachedPayment {
-                payer: request.payer.clone(),
-                payee: request.payee.clone(),
-                amount: request.amount,
-                status: answer.status,
-                body: body.to_owned(),
-            };
-            let cache = cache.clone();
+        // `flows::pay` answers Ok only for a committed payment: final, safe to remember.
+        let Ok(body) = std::str::from_utf8(&answer.body) else {
+            return Ok(answer);
+        };
+        let entry = CachedPayment {
+            payer: request.payer.clone(),
+            payee: request.payee.clone(),
+            amount: request.amount,
+            status: answer.status,
+            body: body.to_owned(),
+        };
+        if let (Some(cache), Some(key)) = (cache, key) {
+            let (cache, entry) = (cache.clone(), entry.clone());
             tokio::spawn(async move { cache.put(&key, &entry).await });
+        }
+        if !self.unsafe_disable_idempotency {
+            self.recent.payments.insert(request.order_id.clone(), entry);
         }
         Ok(answer)
     }
@@ -129,6 +173,13 @@ impl Service {
     /// [`Error::PaymentNotFound`], [`Error::RefundIdConflict`],
     /// [`Error::RefundExceedsPayment`], [`Error::InsufficientFunds`], or a database failure.
     pub async fn refund(&self, order_id: &str, request: &NewRefund) -> Result<Answer> {
+        let memory_key = (order_id.to_owned(), request.refund_id.clone());
+        if let Some(hit) = self.recent.refunds.get(&memory_key) {
+            if hit.answers(request) {
+                self.metrics.memory_hit();
+                return Ok(Answer::replayed(hit.status, hit.body.clone().into_bytes()));
+            }
+        }
         let key = self
             .cache
             .as_ref()
@@ -137,7 +188,9 @@ impl Service {
             match cache.get::<CachedRefund>(key).await {
                 Some(hit) if hit.answers(request) => {
                     self.metrics.cache_hit();
-                    return Ok(Answer::replayed(hit.status, hit.body.into_bytes()));
+                    let answer = Answer::replayed(hit.status, hit.body.clone().into_bytes());
+                    self.recent.refunds.insert(memory_key, hit);
+                    return Ok(answer);
                 }
                 _ => self.metrics.cache_miss(),
             }
@@ -145,17 +198,20 @@ impl Service {
         let answer = self
             .retry(|| flows::refund(&self.db, order_id, request))
             .await?;
-        if let (Some(cache), Some(key), Ok(body)) =
-            (&self.cache, key, std::str::from_utf8(&answer.body))
-        {
-            let entry = CachedRefund {
-                amount: request.amount,
-                status: answer.status,
-                body: body.to_owned(),
-            };
-            let cache = cache.clone();
+        // `flows::refund` answers Ok only for a committed refund: final, safe to remember.
+        let Ok(body) = std::str::from_utf8(&answer.body) else {
+            return Ok(answer);
+        };
+        let entry = CachedRefund {
+            amount: request.amount,
+            status: answer.status,
+            body: body.to_owned(),
+        };
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            let (cache, entry) = (cache.clone(), entry.clone());
             tokio::spawn(async move { cache.put(&key, &entry).await });
         }
+        self.recent.refunds.insert(memory_key, entry);
         Ok(answer)
     }
 

@@ -132,6 +132,57 @@ async fn concurrent_duplicates_execute_once(backend: &str) {
     assert_eq!(&b.body[..], br#"{"account_id":"b","balance":60}"#);
 }
 
+/// With replay memory on, a settled payment and refund are replayed with the database
+/// closed; a request with other parameters is not answered from memory (it reaches the
+/// closed database and fails), and a payment refused for funds is not remembered.
+async fn replay_memory_serves_only_equal_requests(backend: &str) {
+    let Some(url) = fresh(backend).await else {
+        return;
+    };
+    let db = Db::connect(&url, 4).await.expect("connect and migrate");
+    let service =
+        Service::new(db.clone(), None, Arc::new(Metrics::default())).with_replay_memory(16);
+    open(&service, "a", 100).await;
+    open(&service, "b", 0).await;
+    let first = service.pay(&pay("m-1", "a", "b", 40)).await.expect("paid");
+    assert!(!first.replayed);
+    let refund = idem_pay::validate::NewRefund {
+        refund_id: "r-1".into(),
+        amount: 10,
+    };
+    let refunded = service.refund("m-1", &refund).await.expect("refunded");
+    let short = service.pay(&pay("m-2", "a", "b", 1_000)).await;
+    assert!(matches!(
+        short,
+        Err(idem_pay::Error::InsufficientFunds { .. })
+    ));
+
+    db.close().await;
+    let again = service
+        .pay(&pay("m-1", "a", "b", 40))
+        .await
+        .expect("from memory");
+    assert!(again.replayed && again.body == first.body && again.status == 201);
+    let again = service.refund("m-1", &refund).await.expect("from memory");
+    assert!(again.replayed && again.body == refunded.body);
+    assert!(service
+        .metrics()
+        .render()
+        .contains("idem_pay_memory_hits_total 2"));
+    // Other parameters, or an order that was refused, go to the (closed) database.
+    assert!(service.pay(&pay("m-1", "a", "b", 41)).await.is_err());
+    assert!(service.pay(&pay("m-2", "a", "b", 1_000)).await.is_err());
+    let other = idem_pay::validate::NewRefund {
+        refund_id: "r-1".into(),
+        amount: 11,
+    };
+    assert!(service.refund("m-1", &other).await.is_err());
+    assert!(service
+        .metrics()
+        .render()
+        .contains("idem_pay_memory_hits_total 2"));
+}
+
 macro_rules! backend_tests {
     ($($backend:ident),+) => {
         $(
@@ -144,6 +195,11 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn concurrent_duplicates_execute_once() {
                     super::concurrent_duplicates_execute_once(stringify!($backend)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn replay_memory_serves_only_equal_requests() {
+                    super::replay_memory_serves_only_equal_requests(stringify!($backend)).await;
                 }
             }
         )+
