@@ -10,6 +10,7 @@ pub mod key;
 mod layer;
 pub mod problem;
 pub mod proxy;
+mod purge;
 mod service;
 
 pub use config::{
@@ -23,6 +24,7 @@ pub use future::ResponseFuture;
 pub use key::IDEMPOTENCY_KEY;
 pub use layer::IdempotencyLayer;
 pub use problem::Problem;
+pub use purge::{spawn_purger, PURGE_BATCH};
 pub use service::Idempotency;
 
 /// `Result` with this crate's [`Error`].

@@ -71,6 +71,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "IDEM_TTL_SECS", default_value_t = 86_400)]
     pub ttl_secs: u64,
 
+    /// How often expired records are deleted from the store (0: never; Redis also expires
+    /// them by itself).
+    #[arg(long, env = "IDEM_PURGE_EVERY_SECS", default_value_t = 60)]
+    pub purge_every_secs: u64,
+
     /// The largest guarded request body; larger ones get 413.
     #[arg(long, env = "IDEM_BODY_LIMIT_BYTES", default_value_t = crate::BODY_LIMIT_BYTES_DEFAULT)]
     pub body_limit_bytes: usize,

@@ -40,10 +40,14 @@ pub async fn serve(
     let config = args.layer_config()?;
     let forwarder = Forwarder::new(&args.upstream)?;
     let store = open_store(&args).await?;
-    let app = Router::new()
-        .fallback(forward)
-        .with_state(forwarder)
-        .layer(IdempotencyLayer::from_arc(store, config));
+    let app =
+        Router::new()
+            .fallback(forward)
+            .with_state(forwarder)
+            .layer(IdempotencyLayer::from_arc(
+                std::sync::Arc::clone(&store),
+                config,
+            ));
 
     let addr = listener.local_addr().map_err(|source| Error::Io {
         what: format!("bind {}", args.listen),
@@ -56,13 +60,18 @@ pub async fn serve(
     let _ = stdout.flush();
 
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    let purger = (args.purge_every_secs > 0)
+        .then(|| crate::spawn_purger(store, std::time::Duration::from_secs(args.purge_every_secs)));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Io {
-            what: format!("serve on {addr}"),
-            source,
-        })?;
+        .await;
+    if let Some(purger) = purger {
+        purger.abort();
+    }
+    served.map_err(|source| Error::Io {
+        what: format!("serve on {addr}"),
+        source,
+    })?;
     tracing::info!("idem proxy stopped");
     Ok(())
 }
