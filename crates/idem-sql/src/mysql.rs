@@ -25,69 +25,74 @@ use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
 use crate::{Error, StoreOptions};
 
-/// A one-row derived table `c(now_ms)`: the server's clock in Unix milliseconds plus the
-/// handle's offset (the first `?` of every statement that uses it).
-macro_rules! clock {
+/// The server's clock in Unix milliseconds plus the handle's offset (one `?` each time).
+/// `NOW(3)` is fixed for the whole statement, so every use in one statement agrees. It is
+/// written inline rather than as a joined one-row table: InnoDB runs a single-table
+/// `INSERT … VALUES`, `UPDATE` or `DELETE` on its fast path, and a multi-table one (or an
+/// `INSERT … SELECT`) costs far more per statement.
+macro_rules! now {
     () => {
-        "(SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED) AS now_ms) AS c"
+        "(CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED) + ?)"
     };
 }
 
 /// Binds: offset, scope, key.
 const READ: &str = concat!(
-    "SELECT r.fingerprint, r.token, r.state, r.lease_until, r.response, r.created_at, r.expires_at, c.now_ms ",
-    "FROM ", clock!(), " JOIN idem_records AS r ON r.scope = ? AND r.idem_key = ?"
+    "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, ",
+    now!(),
+    " FROM idem_records WHERE scope = ? AND idem_key = ?"
 );
 
 /// [`READ`] with a shared lock, for the transactional mode: it sees the latest committed
 /// row (not the transaction's snapshot) and keeps it until the caller's commit.
 const READ_LOCKED: &str = concat!(
-    "SELECT r.fingerprint, r.token, r.state, r.lease_until, r.response, r.created_at, r.expires_at, c.now_ms ",
-    "FROM ", clock!(), " JOIN idem_records AS r ON r.scope = ? AND r.idem_key = ? LOCK IN SHARE MODE"
+    "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, ",
+    now!(),
+    " FROM idem_records WHERE scope = ? AND idem_key = ? LOCK IN SHARE MODE"
 );
 
-/// Binds: scope, key, fingerprint, lease, ttl, lease, offset.
+/// Binds: scope, key, fingerprint, offset, lease, offset, offset, lifetime
+/// (the longer of TTL and lease: a record never expires while its lease runs).
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "SELECT ?, ?, ?, 1, 0, c.now_ms + ?, NULL, c.now_ms, GREATEST(c.now_ms + ?, c.now_ms + ?) FROM ",
-    clock!()
+    "VALUES (?, ?, ?, 1, 0, ", now!(), " + ?, NULL, ", now!(), ", ", now!(), " + ?)"
 );
 
-/// Binds: offset, fingerprint, new token, lease, ttl, lease, scope, key, old token, then
-/// the condition's.
+/// Binds: fingerprint, new token, offset, lease, offset, offset, lifetime, scope, key,
+/// old token, then the condition's.
 macro_rules! replace_set {
     () => {
         concat!(
-            "UPDATE idem_records AS r CROSS JOIN ",
-            clock!(),
-            " ",
-            "SET r.fingerprint = ?, r.token = ?, r.state = 0, r.lease_until = c.now_ms + ?, ",
-            "r.response = NULL, r.created_at = c.now_ms, ",
-            "r.expires_at = GREATEST(c.now_ms + ?, c.now_ms + ?) ",
-            "WHERE r.scope = ? AND r.idem_key = ? AND r.token = ? AND "
+            "UPDATE idem_records ",
+            "SET fingerprint = ?, token = ?, state = 0, lease_until = ", now!(), " + ?, ",
+            "response = NULL, created_at = ", now!(), ", expires_at = ", now!(), " + ? ",
+            "WHERE scope = ? AND idem_key = ? AND token = ? AND "
         )
     };
 }
 
-/// Takes over an abandoned lease of the same request (binds the fingerprint once more).
+/// Takes over an abandoned lease of the same request. Condition binds: fingerprint,
+/// offset, offset.
 const TAKEOVER: &str = concat!(
     replace_set!(),
-    "r.state = 0 AND r.fingerprint = ? AND r.lease_until <= c.now_ms AND r.expires_at > c.now_ms"
+    "state = 0 AND fingerprint = ? AND lease_until <= ", now!(), " AND expires_at > ", now!()
 );
 
-/// Replaces an expired record.
-const REPLACE_EXPIRED: &str = concat!(replace_set!(), "r.expires_at <= c.now_ms");
+/// Replaces an expired record. Condition binds: offset.
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "expires_at <= ", now!());
 
-/// Binds: offset, response, scope, key, token.
+/// Binds: response, scope, key, token, offset.
 const COMPLETE: &str = concat!(
-    "UPDATE idem_records AS r CROSS JOIN ", clock!(), " SET r.state = 1, r.response = ? ",
-    "WHERE r.scope = ? AND r.idem_key = ? AND r.token = ? AND r.state = 0 AND r.expires_at > c.now_ms"
+    "UPDATE idem_records SET state = 1, response = ? ",
+    "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
+    now!()
 );
 
-/// Binds: offset, scope, key, token.
+/// Binds: scope, key, token, offset.
 const RELEASE: &str = concat!(
-    "DELETE r FROM idem_records AS r CROSS JOIN ", clock!(), " ",
-    "WHERE r.scope = ? AND r.idem_key = ? AND r.token = ? AND r.state = 0 AND r.expires_at > c.now_ms"
+    "DELETE FROM idem_records ",
+    "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
+    now!()
 );
 
 /// Binds: offset, limit.
@@ -339,10 +344,11 @@ async fn insert<'e, E: Executor<'e, Database = MySql>>(
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(&fingerprint.as_bytes()[..])
-        .bind(ms(lease))
-        .bind(ms(ttl))
+        .bind(offset)
         .bind(ms(lease))
         .bind(offset)
+        .bind(offset)
+        .bind(ms(ttl.max(lease)))
         .execute(ex)
         .await?;
     Ok(())
@@ -363,18 +369,24 @@ async fn replace<'e, E: Executor<'e, Database = MySql>>(
 ) -> Result<bool, sqlx::Error> {
     let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
     let mut query = sqlx::query(sql)
-        .bind(offset)
         .bind(&fingerprint.as_bytes()[..])
         .bind(new.as_i64())
+        .bind(offset)
         .bind(ms(lease))
-        .bind(ms(ttl))
-        .bind(ms(lease))
+        .bind(offset)
+        .bind(offset)
+        .bind(ms(ttl.max(lease)))
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(old.as_i64());
-    if recovered {
-        query = query.bind(&fingerprint.as_bytes()[..]);
-    }
+    query = if recovered {
+        query
+            .bind(&fingerprint.as_bytes()[..])
+            .bind(offset)
+            .bind(offset)
+    } else {
+        query.bind(offset)
+    };
     // The connection reports matched rows (CLIENT_FOUND_ROWS), and the token changes.
     Ok(query.execute(ex).await?.rows_affected() == 1)
 }
@@ -388,11 +400,11 @@ async fn complete<'e, E: Executor<'e, Database = MySql>>(
     offset: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(COMPLETE)
-        .bind(offset)
         .bind(response.encode())
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(token.as_i64())
+        .bind(offset)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -501,10 +513,10 @@ impl Store for MySqlStore {
         let done = retry_contention!(
             self.retries,
             sqlx::query(RELEASE)
-                .bind(offset)
                 .bind(scope.as_str())
                 .bind(key.as_str())
                 .bind(token.as_i64())
+                .bind(offset)
                 .execute(&self.pool)
                 .await
         )
