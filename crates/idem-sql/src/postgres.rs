@@ -72,13 +72,15 @@ const TAKEOVER: &str = concat!(
 const REPLACE_EXPIRED: &str = concat!(replace_set!(), "r.expires_at <= c.now_ms");
 
 const COMPLETE: &str = concat!(
-    "UPDATE idem_records AS r SET state = 1, response = $4 FROM (SELECT ", now!("5"), " AS now_ms) AS c ",
-    "WHERE r.scope = $1 AND r.idem_key = $2 AND r.token = $3 AND r.state = 0 AND r.expires_at > c.now_ms"
+    "UPDATE idem_records SET state = 1, response = $4 ",
+    "WHERE scope = $1 AND idem_key = $2 AND token = $3 AND state = 0 AND expires_at > ",
+    now!("5")
 );
 
 const RELEASE: &str = concat!(
-    "DELETE FROM idem_records AS r USING (SELECT ", now!("4"), " AS now_ms) AS c ",
-    "WHERE r.scope = $1 AND r.idem_key = $2 AND r.token = $3 AND r.state = 0 AND r.expires_at > c.now_ms"
+    "DELETE FROM idem_records ",
+    "WHERE scope = $1 AND idem_key = $2 AND token = $3 AND state = 0 AND expires_at > ",
+    now!("4")
 );
 
 const GET: &str =
