@@ -43,8 +43,7 @@ const READ: &str = concat!(
 
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "SELECT ?1, ?2, ?3, 1, 0, c.now_ms + ?4, NULL, c.now_ms, MAX(c.now_ms + ?5, c.now_ms + ?4) ",
-    "FROM (SELECT ", now!("6"), " AS now_ms) AS c WHERE true ",
+    "VALUES (?1, ?2, ?3, 1, 0, ", now!("6"), " + ?4, NULL, ", now!("6"), ", ", now!("6"), " + MAX(?5, ?4)) ",
     "ON CONFLICT (scope, idem_key) DO NOTHING RETURNING token"
 );
 
