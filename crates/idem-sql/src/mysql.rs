@@ -64,8 +64,14 @@ macro_rules! replace_set {
     () => {
         concat!(
             "UPDATE idem_records ",
-            "SET fingerprint = ?, token = ?, state = 0, lease_until = ", now!(), " + ?, ",
-            "response = NULL, created_at = ", now!(), ", expires_at = ", now!(), " + ? ",
+            "SET fingerprint = ?, token = ?, state = 0, lease_until = ",
+            now!(),
+            " + ?, ",
+            "response = NULL, created_at = ",
+            now!(),
+            ", expires_at = ",
+            now!(),
+            " + ? ",
             "WHERE scope = ? AND idem_key = ? AND token = ? AND "
         )
     };
@@ -75,7 +81,10 @@ macro_rules! replace_set {
 /// offset, offset.
 const TAKEOVER: &str = concat!(
     replace_set!(),
-    "state = 0 AND fingerprint = ? AND lease_until <= ", now!(), " AND expires_at > ", now!()
+    "state = 0 AND fingerprint = ? AND lease_until <= ",
+    now!(),
+    " AND expires_at > ",
+    now!()
 );
 
 /// Replaces an expired record. Condition binds: offset.

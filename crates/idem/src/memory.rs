@@ -24,6 +24,10 @@ type Shard = HashMap<(Scope, Key), Record>;
 /// Each `begin` holds the lock of one shard for its whole decision, so it is atomic across
 /// tasks and threads; the clock is this process's, which is the one clock every caller of
 /// an in-process store shares.
+///
+/// Records stay in memory until [`Store::purge_expired`] removes them after their TTL: a
+/// long-running service calls it now and then (`idem_http::spawn_purger` does), or the
+/// store grows by one record per request for as long as the TTL.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
