@@ -83,7 +83,8 @@ async fn variables_configure_database_and_log_format() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let cluster = Cluster::sqlite(&[]).await.expect("sqlite always runs");
-    cluster.open("x", 10).await;
+    // Enough for all 20 payments: any answer but 201 would be a request cut short.
+    cluster.open("x", 20).await;
     cluster.open("y", 0).await;
     // Requests in flight when SIGTERM lands are finished, not cut.
     let sends: Vec<_> = (0..20)
@@ -115,7 +116,7 @@ async fn sigterm_drains_and_exits_zero() {
         }
     }
     let report = cluster.assert_books_balance().await;
-    assert_eq!(report.total_balance, 10);
+    assert_eq!(report.total_balance, 20);
     let _ = answered;
 }
 

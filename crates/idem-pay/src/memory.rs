@@ -40,6 +40,11 @@ impl<K: Hash + Eq, V> Recent<K, V> {
         }
     }
 
+    /// How many entries it can hold (0: it remembers nothing).
+    pub(crate) fn capacity(&self) -> usize {
+        self.half * 2
+    }
+
     /// The value under `key`, if remembered; a hit in the old generation moves it to the
     /// young one, so entries in use survive the next turnover.
     pub(crate) fn get<Q>(&self, key: &Q) -> Option<Arc<V>>

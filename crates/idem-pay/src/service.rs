@@ -49,6 +49,11 @@ impl RecentAnswers {
             refunds: Recent::new(capacity),
         }
     }
+
+    /// True when answers are remembered at all.
+    fn remembers(&self) -> bool {
+        self.payments.capacity() > 0
+    }
 }
 
 impl Service {
@@ -136,7 +141,14 @@ impl Service {
             }
         }
         let answer = self
-            .retry(|| flows::pay(&self.db, request, self.unsafe_disable_idempotency))
+            .retry(|| {
+                flows::pay(
+                    &self.db,
+                    request,
+                    !self.recent.remembers(),
+                    self.unsafe_disable_idempotency,
+                )
+            })
             .await?;
         // `flows::pay` answers Ok only for a committed payment: final, safe to remember.
         let Ok(body) = std::str::from_utf8(&answer.body) else {

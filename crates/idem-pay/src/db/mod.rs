@@ -159,7 +159,7 @@ impl Sql {
             insert_payment_and_lock: d.data_modifying_cte.then(|| {
                 q(format!(
                     "WITH claimed AS (INSERT INTO pay_payments (payment_id, order_key, order_id, payer, payee, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {nothing} RETURNING 1) \
-                     SELECT a.account_id, a.balance, (SELECT COUNT(*) FROM claimed) AS inserted FROM pay_accounts a WHERE a.account_id IN (?, ?) ORDER BY a.account_id{lock}"
+                     SELECT a.account_id, a.balance, (SELECT COUNT(*) FROM claimed) AS inserted FROM pay_accounts a WHERE a.account_id IN (?, ?) AND EXISTS (SELECT 1 FROM claimed) ORDER BY a.account_id{lock}"
                 ))
             }),
             move_and_record: d.data_modifying_cte.then(|| {
