@@ -1,8 +1,8 @@
 //! [`PostgresStore`]: records in a PostgreSQL table shared by any number of nodes.
 //!
-//! `begin` is one statement in the common cases: a CTE reads the row and, only when there is
-//! none, inserts one with `ON CONFLICT DO NOTHING` (so a replay takes no lock and writes
-//! nothing). Replacing an expired record or taking over an abandoned lease is a second,
+//! `begin` is one call in the common cases: the function `idem_begin` (a migration) reads
+//! the row and, only when there is none, inserts one with `ON CONFLICT DO NOTHING` (so a
+//! replay is one indexed read: no lock, no write). Replacing an expired record or taking over an abandoned lease is a second,
 //! conditional `UPDATE … WHERE token = <the token read>`, so it applies to exactly the row
 //! that was decided on. Time is `clock_timestamp()` of the server.
 
@@ -34,19 +34,10 @@ macro_rules! now {
 }
 
 /// `$1` scope, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` offset.
-/// One row `(inserted, columns…, now_ms)`, or none when a concurrent insert won.
-const BEGIN: &str = concat!(
-    "WITH clock AS (SELECT ", now!("6"), " AS now_ms), ",
-    "existing AS (SELECT fingerprint, token, state, lease_until, response, created_at, expires_at ",
-    "FROM idem_records WHERE scope = $1 AND idem_key = $2), ",
-    "inserted AS (INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "SELECT $1, $2, $3, 1, 0, c.now_ms + $4, NULL, c.now_ms, greatest(c.now_ms + $5, c.now_ms + $4) ",
-    "FROM clock c WHERE NOT EXISTS (SELECT 1 FROM existing) ",
-    "ON CONFLICT (scope, idem_key) DO NOTHING ",
-    "RETURNING fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "SELECT true AS inserted, i.*, c.now_ms FROM inserted i CROSS JOIN clock c ",
-    "UNION ALL SELECT false, e.*, c.now_ms FROM existing e CROSS JOIN clock c"
-);
+/// One row `(inserted, columns…, now_ms)`, or none when a concurrent insert won (see the
+/// migration that creates `idem_begin`).
+const BEGIN: &str = "SELECT inserted, fingerprint, token, state, lease_until, response, \
+    created_at, expires_at, now_ms FROM idem_begin($1, $2, $3, $4, $5, $6)";
 
 macro_rules! replace_set {
     () => {
