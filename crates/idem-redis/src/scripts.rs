@@ -2,10 +2,10 @@
 //!
 //! [`redis::Script`] hashes each script once and calls it by SHA (`EVALSHA`); when the
 //! server answers `NOSCRIPT` (restarted, failed over, `SCRIPT FLUSH`), it loads the script
-//! and calls it again. Every script reads the time with `TIME` and adds the handle's clock
-//! offset (its first argument), so the store's clock is Redis's, never a node's. Redis 5+
-//! replicates script effects, not scripts, so reading `TIME` in a writing script is safe
-//! without `redis.replicate_commands()`.
+//! and calls it again. Every script starts with `lua/clock.lua`: the time is `TIME` plus
+//! the handle's clock offset (its first argument), so the store's clock is Redis's, never a
+//! node's. Redis 5+ replicates script effects, not scripts, so reading `TIME` in a writing
+//! script is safe without `redis.replicate_commands()`.
 
 use std::sync::LazyLock;
 
@@ -23,14 +23,25 @@ pub(crate) struct Scripts {
     pub(crate) cache_put: Script,
 }
 
+/// `src/lua/<name>.lua` after the prelude `clock.lua`, which defines the store's clock once
+/// for every script (Redis has no way for one script to include another).
+macro_rules! script {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("lua/clock.lua"),
+            include_str!(concat!("lua/", $name, ".lua"))
+        ))
+    };
+}
+
 /// The scripts, hashed once per process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    begin: Script::new(include_str!("lua/begin.lua")),
-    complete: Script::new(include_str!("lua/complete.lua")),
-    release: Script::new(include_str!("lua/release.lua")),
-    get: Script::new(include_str!("lua/get.lua")),
-    purge: Script::new(include_str!("lua/purge.lua")),
-    now: Script::new(include_str!("lua/now.lua")),
-    cache_get: Script::new(include_str!("lua/cache_get.lua")),
-    cache_put: Script::new(include_str!("lua/cache_put.lua")),
+    begin: script!("begin"),
+    complete: script!("complete"),
+    release: script!("release"),
+    get: script!("get"),
+    purge: script!("purge"),
+    now: script!("now"),
+    cache_get: script!("cache_get"),
+    cache_put: script!("cache_put"),
 });

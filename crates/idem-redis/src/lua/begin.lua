@@ -7,15 +7,10 @@
 -- InFlight. The checks run in the order of idem::decide::begin_step: absent or
 -- expired; another fingerprint; completed; lease running; lease ended.
 
--- The store's clock: Redis TIME plus the handle's offset (ARGV[1]), read only when needed.
--- Redis drops a record at its expiry by its own clock (SET … PXAT expires_at - 1, so a
--- key lives while TIME < expires_at), so a record it still holds is live: only a handle
--- with a clock offset (tests) must compare the stored expiry with the clock.
-local offset = tonumber(ARGV[1])
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
-end
+-- The clock (clock.lua) is read only when needed. Redis drops a record at its expiry by
+-- its own clock (SET … PXAT expires_at - 1, so a key lives while TIME < expires_at), so a
+-- record it still holds is live: only a handle with a clock offset (tests) must compare
+-- the stored expiry with the clock.
 
 local rec, fp = KEYS[1], ARGV[2]
 -- One read for every branch; on a replay the response comes with it.

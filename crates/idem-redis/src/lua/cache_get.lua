@@ -2,8 +2,7 @@
 -- the entry is live and its fingerprint is the caller's; nil otherwise (the caller
 -- then asks the truth store).
 -- KEYS[1] the cache entry (a hash). ARGV: clock offset ms, fingerprint.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local now = clock()
 
 local e = redis.call('HMGET', KEYS[1], 'fp', 'exp', 'resp')
 if not e[1] or not e[3] or e[1] ~= ARGV[2] or tonumber(e[2]) <= now then

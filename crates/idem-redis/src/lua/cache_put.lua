@@ -3,8 +3,7 @@
 -- valid until `expires_at`; an entry already past it is not written.
 -- KEYS[1] the cache entry. ARGV: clock offset ms, fingerprint, expires_at ms, response.
 -- Returns 1 when written, 0 when already expired.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local now = clock()
 
 local expires_at = tonumber(ARGV[3])
 if expires_at <= now then

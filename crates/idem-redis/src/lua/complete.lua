@@ -3,14 +3,8 @@
 -- KEYS[1] the record (layout in begin.lua). ARGV: clock offset ms, token (decimal),
 -- encoded response. Returns 1 when stored, 0 when fenced.
 
--- The store's clock, read only when needed (see begin.lua: a record Redis still holds is
--- live unless the handle has a clock offset).
-local offset = tonumber(ARGV[1])
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
-end
-
+-- clock() (clock.lua) only with a clock offset: a record Redis still holds is live
+-- (see begin.lua).
 local rec = KEYS[1]
 local cur = redis.call('GET', rec)
 if not cur then

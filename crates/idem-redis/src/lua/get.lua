@@ -1,14 +1,8 @@
 -- get(scope, key): the live record (layout in begin.lua), or nil when absent or expired.
 -- KEYS[1] the record. ARGV: clock offset ms.
 
--- The store's clock, read only when needed (see begin.lua: a record Redis still holds is
--- live unless the handle has a clock offset).
-local offset = tonumber(ARGV[1])
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
-end
-
+-- clock() (clock.lua) only with a clock offset: a record Redis still holds is live
+-- (see begin.lua).
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   return false

@@ -2,13 +2,6 @@
 -- KEYS[1] a record (layout in begin.lua). ARGV: clock offset ms.
 -- Returns 1 when deleted, 0 otherwise (absent, live, or not a record).
 
--- The store's clock: Redis TIME plus the handle's offset.
-local offset = tonumber(ARGV[1])
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
-end
-
 -- pcall: a key of another type under the prefix is skipped, not an error.
 local cur = redis.pcall('GET', KEYS[1])
 if type(cur) ~= 'string' or #cur < 65 then

@@ -3,14 +3,8 @@
 -- KEYS[1] the record (layout in begin.lua). ARGV: clock offset ms, token.
 -- Returns 1 when removed, 0 when fenced.
 
--- The store's clock, read only when needed (see begin.lua: a record Redis still holds is
--- live unless the handle has a clock offset).
-local offset = tonumber(ARGV[1])
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + offset
-end
-
+-- clock() (clock.lua) only with a clock offset: a record Redis still holds is live
+-- (see begin.lua).
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   return 0
