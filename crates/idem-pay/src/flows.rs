@@ -234,20 +234,14 @@ async fn claim_and_lock<'q>(
         .fetch_all(&mut **tx)
         .await?;
     // Accounts come back (locked) only when this statement inserted the payment, so a
-    // settled order takes no account lock; with no row back, the payment row tells whether
-    // the order was settled before or the accounts do not exist.
-    let claimed = match locked.first() {
-        Some(account) => account.try_get::<i64, _>(2)? == 1,
-        None => {
-            let found = settled(db, tx, row.order_key).await?;
-            if found.payment_id != row.payment_id {
-                return Ok(Claim::Settled(found));
-            }
-            true
+    // settled order takes no account lock. With none back, the payment row tells whether
+    // the order was settled before or is ours with accounts that do not exist (then
+    // `pair_balances` names the missing one).
+    if locked.is_empty() {
+        let found = settled(db, tx, row.order_key).await?;
+        if found.payment_id != row.payment_id {
+            return Ok(Claim::Settled(found));
         }
-    };
-    if !claimed {
-        return settled(db, tx, row.order_key).await.map(Claim::Settled);
     }
     let (payer_balance, payee_balance) = pair_balances(&locked, &request.payer, &request.payee)?;
     Ok(Claim::Ours {

@@ -86,13 +86,18 @@ pub(crate) async fn transfer(
     created_at: &str,
 ) -> Result<()> {
     debug_assert!(amount > 0, "a movement moves a positive amount");
-    if let Some(sql) = &db.sql.move_and_record {
-        let recorded = sqlx::query(sql)
+    // Both statements start with `move_between`'s binds: payer, its delta, the payee's,
+    // then the pair.
+    let moving = |sql| {
+        sqlx::query(sql)
             .bind(from)
             .bind(-amount)
             .bind(amount)
             .bind(from)
             .bind(to)
+    };
+    if let Some(sql) = &db.sql.move_and_record {
+        let recorded = moving(sql)
             .bind(from)
             .bind(-amount)
             .bind(amount)
@@ -102,14 +107,7 @@ pub(crate) async fn transfer(
             .await?;
         return expect_two(recorded.rows_affected(), "ledger rows");
     }
-    let moved = sqlx::query(&db.sql.move_between)
-        .bind(from)
-        .bind(-amount)
-        .bind(amount)
-        .bind(from)
-        .bind(to)
-        .execute(&mut **tx)
-        .await?;
+    let moved = moving(&db.sql.move_between).execute(&mut **tx).await?;
     expect_two(moved.rows_affected(), "account rows")?;
     sqlx::query(&db.sql.insert_ledger_pair)
         .bind(movement_id)

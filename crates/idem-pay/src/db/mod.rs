@@ -70,12 +70,12 @@ pub(crate) struct Sql {
     pub(crate) move_between: String,
     pub(crate) insert_ledger_pair: String,
     /// Debit, credit and both ledger rows in one statement, where the dialect has
-    /// data-modifying CTEs (PostgreSQL); binds payer, -amount, amount, payer, payee,
-    /// movement id, created_at.
+    /// data-modifying CTEs (PostgreSQL); binds `move_between`'s five, then payer, -amount,
+    /// amount (each row's delta), movement id, created_at.
     pub(crate) move_and_record: Option<String>,
     /// The payment row's insert and the lock of both accounts in one statement, where the
     /// dialect has data-modifying CTEs: binds the nine payment columns, payer, payee; returns
-    /// `(account_id, balance, inserted)` per account found, `inserted` 1 or 0.
+    /// `(account_id, balance)` per account found, and no row unless the payment was inserted.
     pub(crate) insert_payment_and_lock: Option<String>,
     pub(crate) insert_refund: String,
     pub(crate) select_refund: String,
@@ -159,7 +159,7 @@ impl Sql {
             insert_payment_and_lock: d.data_modifying_cte.then(|| {
                 q(format!(
                     "WITH claimed AS (INSERT INTO pay_payments (payment_id, order_key, order_id, payer, payee, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {nothing} RETURNING 1) \
-                     SELECT a.account_id, a.balance, (SELECT COUNT(*) FROM claimed) AS inserted FROM pay_accounts a WHERE a.account_id IN (?, ?) AND EXISTS (SELECT 1 FROM claimed) ORDER BY a.account_id{lock}"
+                     SELECT a.account_id, a.balance FROM pay_accounts a WHERE a.account_id IN (?, ?) AND EXISTS (SELECT 1 FROM claimed) ORDER BY a.account_id{lock}"
                 ))
             }),
             move_and_record: d.data_modifying_cte.then(|| {
