@@ -2,8 +2,8 @@
 //!
 //! `begin` is one call in the common cases: the function `idem_begin` (a migration) reads
 //! the row and, only when there is none, inserts one with `ON CONFLICT DO NOTHING` (so a
-//! replay is one indexed read: no lock, no write). Replacing an expired record or taking over an abandoned lease is a second,
-//! conditional `UPDATE … WHERE token = <the token read>`, so it applies to exactly the row
+//! replay is one indexed read: no lock, no write). Replacing an expired record or taking
+//! over an abandoned lease is a second, conditional `UPDATE … WHERE token = <the token read>`, so it applies to exactly the row
 //! that was decided on. Time is `clock_timestamp()` of the server.
 
 use std::str::FromStr;
@@ -23,6 +23,8 @@ use crate::options::checked_identifier;
 use crate::{Error, StoreOptions};
 
 /// The server's clock in Unix milliseconds, plus the handle's offset (`$N`).
+/// `clock_timestamp()` moves within a statement, so a statement that uses one instant
+/// several times (the replacing `UPDATE`s) reads it once, from a one-row subquery.
 macro_rules! now {
     ($offset:literal) => {
         concat!(
