@@ -4,7 +4,8 @@
 //! the row and, only when there is none, inserts one with `ON CONFLICT DO NOTHING` (so a
 //! replay is one indexed read: no lock, no write). Replacing an expired record or taking
 //! over an abandoned lease is a second, conditional `UPDATE … WHERE token = <the token
-//! read>`, so it applies to exactly the row that was decided on. Time is `clock_timestamp()` of the server.
+//! read>`, so it applies to exactly the row that was decided on. Time is
+//! `clock_timestamp()` of the server.
 
 use std::str::FromStr;
 use std::time::Duration;
