@@ -176,8 +176,16 @@ impl KeyLayout {
         pattern
     }
 
-    pub(crate) fn record(&self, scope: &idem::Scope, key: &idem::Key) -> String {
-        format!("{}:{{{}}}:{}", self.prefix, scope.as_str(), key.as_str())
+    pub(crate) fn record<'a>(
+        &'a self,
+        scope: &'a idem::Scope,
+        key: &'a idem::Key,
+    ) -> RecordName<'a> {
+        RecordName {
+            prefix: &self.prefix,
+            scope,
+            key,
+        }
     }
 
     pub(crate) fn cache_entry(&self, scope: &idem::Scope, key: &idem::Key) -> String {
@@ -194,6 +202,33 @@ impl KeyLayout {
     }
 }
 
+/// A record's key, `<prefix>:{<scope>}:<key>`: a command writes it straight into its
+/// buffer, with no string of its own on the way (every `begin` names one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordName<'a> {
+    prefix: &'a str,
+    scope: &'a idem::Scope,
+    key: &'a idem::Key,
+}
+
+impl std::fmt::Display for RecordName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{{{}}}:{}",
+            self.prefix,
+            self.scope.as_str(),
+            self.key.as_str()
+        )
+    }
+}
+
+impl redis::ToRedisArgs for RecordName<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.write_arg_fmt(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,9 +239,16 @@ mod tests {
         let scope = idem::Scope::new("tenant-1|POST /v1/payments").expect("scope");
         let key = idem::Key::new("order:}{-7").expect("key");
         assert_eq!(
-            layout.record(&scope, &key),
+            layout.record(&scope, &key).to_string(),
             "idem:{tenant-1|POST /v1/payments}:order:}{-7"
         );
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(layout.record(&scope, &key));
+        let written = match cmd.args_iter().nth(1) {
+            Some(redis::Arg::Simple(bytes)) => bytes.to_vec(),
+            _ => Vec::new(),
+        };
+        assert_eq!(written, b"idem:{tenant-1|POST /v1/payments}:order:}{-7");
         assert_eq!(
             layout.cache_entry(&scope, &key),
             "idem:cache:{tenant-1|POST /v1/payments}:order:}{-7"
@@ -217,7 +259,7 @@ mod tests {
             "a\\*b\\?\\[c\\]\\\\:{*"
         );
         assert_eq!(
-            layout.record(&idem::Scope::global(), &key),
+            layout.record(&idem::Scope::global(), &key).to_string(),
             "idem:{}:order:}{-7"
         );
     }

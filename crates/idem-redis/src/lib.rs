@@ -2,10 +2,10 @@
 //!
 //! Two [`idem::Store`]s for services whose nodes share one Redis (or Valkey):
 //!
-//! - [`RedisStore`] keeps the records themselves in Redis. Every operation (`begin`,
-//!   `complete`, `release`, `get`, `purge_expired`, `now`) is one Lua script, so each is
-//!   one atomic step of the server: no check-then-act across round trips. Time is Redis's
-//!   `TIME`, never a node's clock.
+//! - [`RedisStore`] keeps the records themselves in Redis. Every operation is one atomic
+//!   step of the server: `begin` on a fresh key or a finished one is one native
+//!   `SET … NX GET`, everything else one Lua script — no check-then-act across round
+//!   trips. Time is Redis's clock, never a node's.
 //! - [`TieredStore`] puts a [`ReplayCache`] in Redis in front of any other store (SQL),
 //!   which stays the truth: replays are answered from Redis when it has them, everything
 //!   else goes to the truth store first. Losing Redis loses nothing and changes no answer;
@@ -55,26 +55,40 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<prefix>:{<scope>}:<key>` | string | one record: the fingerprint (32 bytes), a 33-byte header (`struct.pack('>c1dddd', state, token, lease_until, expires_at, created_at)`, state `p` or `c`), then the encoded response |
+//! | `<prefix>:{<scope>}:<key>` | string | one record: the fingerprint (32 bytes), a 25-byte header (`struct.pack('>c1ddd', state, token, lease, life)`, state `P` running or `C` completed, lease and life in ms from the record's creation), then the encoded response |
 //! | `<prefix>:cache:{<scope>}:<key>` | hash | [`TieredStore`]'s cache entry: `fp`, `exp`, `resp` |
 //!
 //! The prefix defaults to `idem`. A [`idem::Scope`] never holds a brace, so the hash tag
 //! `{<scope>}` is exactly the scope: every record of one scope shares a cluster hash slot,
-//! and each script (`begin`, `complete`, `release`, `get`) touches one key only, so the
-//! store runs unchanged on Redis Cluster. One string per record keeps each script to three
-//! commands — `TIME`, `GET`, `SET … PXAT` — which is what a fresh key costs the server.
-//! Needs Redis 6.2 or later (`SET … PXAT`), or any Valkey.
+//! and every command and script touches one key only, so the store runs unchanged on Redis
+//! Cluster. Needs Redis 7.0 or later (`SET … NX GET`, `PEXPIRETIME`), or Valkey 7.2+.
 //!
-//! Records expire with `PXAT` at their expiry: Redis removes them itself. Tests move a
-//! handle's clock forward ([`idem::TimeTravel`]) without Redis knowing, so every script also
-//! treats a record whose stored expiry is at or before its own "now" (`TIME` plus the
-//! handle's offset) as absent. A record replaced after expiry gets the old token plus one;
-//! one that Redis already evicted starts again at token 1, as after a purge in any store.
+//! ## Time, and why `begin` is mostly not a script
+//!
+//! Redis expires a record itself, at its expiry: the key's expiry is `created + life − 1`
+//! ms by Redis's clock (`PX` or `PXAT`), so a key lives while Redis's time is below the
+//! record's expiry, and a record Redis still holds is live. The header keeps the lease and
+//! the life relative to the record's creation, which the key's expiry pins
+//! (`PEXPIRETIME + 1 − life`). So a fresh record needs no clock reading: `begin` sends the
+//! record a fresh key gets (token 1) as `SET key record NX GET PX life−1`. Redis either
+//! stores it (Acquired) or hands back the record that is there, which answers a replay and
+//! a mismatch at once. A Lua script costs the server about three times a plain command, so
+//! this makes a fresh claim and a replay about as cheap as the raw commands. Only a record
+//! in progress needs the clock (running lease or ended), and then the `begin` script
+//! decides from scratch, atomically. `complete` and `release` compare the fencing token
+//! first, which takes a script: Redis 7 has no compare-and-set on a string.
+//!
+//! Tests move a handle's clock forward ([`idem::TimeTravel`]) without Redis knowing, so a
+//! handle with a clock offset always runs the scripts, and they treat a record whose
+//! expiry is at or before their "now" (`TIME` plus the offset) as absent. A record replaced
+//! after expiry gets the old token plus one; one that Redis already evicted starts again
+//! at token 1, as after a purge in any store.
 //!
 //! `purge_expired(limit)` is therefore only needed for records expired by such a clock
-//! offset: it walks the prefix's records with `SCAN` (on the server it is connected to)
-//! and deletes, one slot-local script per record, those expired by the store's clock,
-//! stopping at `limit`.
+//! offset: it walks the prefix's records with `SCAN` (on the server it is connected to;
+//! the walk covers the server's whole keyspace, so it is slow on a server holding millions
+//! of other keys) and deletes, one slot-local script per record, those expired by the
+//! store's clock, stopping at `limit`.
 //!
 //! ## Failures
 //!
@@ -82,6 +96,8 @@
 //! [`idem::StoreError::Unavailable`] (the script may or may not have run; a retry sees the
 //! truth). The connection is a [`redis::aio::ConnectionManager`], which reconnects on the
 //! next call. Scripts are called by SHA and reloaded when the server answers `NOSCRIPT`.
+//! A record in the store's earlier layout (absolute times, lower-case state) reads as
+//! [`idem::StoreError::Corrupt`], never as another record.
 
 mod cache;
 mod connection;

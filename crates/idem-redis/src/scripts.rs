@@ -1,8 +1,8 @@
-//! The Lua scripts, one per operation, kept in `src/lua/*.lua` and compiled in.
+//! The Lua scripts, one per operation that needs one, kept in `src/lua/*.lua` and compiled in.
 //!
 //! [`redis::Script`] hashes each script once and calls it by SHA (`EVALSHA`); when the
 //! server answers `NOSCRIPT` (restarted, failed over, `SCRIPT FLUSH`), it loads the script
-//! and calls it again. Every script starts with `lua/clock.lua`: the time is `TIME` plus
+//! and calls it again. Every script starts with `lua/prelude.lua`: the time is `TIME` plus
 //! the handle's clock offset (its first argument), so the store's clock is Redis's, never a
 //! node's. Redis 5+ replicates script effects, not scripts, so reading `TIME` in a writing
 //! script is safe without `redis.replicate_commands()`.
@@ -23,12 +23,12 @@ pub(crate) struct Scripts {
     pub(crate) cache_put: Script,
 }
 
-/// `src/lua/<name>.lua` after the prelude `clock.lua`, which defines the store's clock once
-/// for every script (Redis has no way for one script to include another).
+/// `src/lua/<name>.lua` after `prelude.lua`, which defines the store's clock and a record's
+/// expiry once for every script (Redis has no way for one script to include another).
 macro_rules! script {
     ($name:literal) => {
         Script::new(concat!(
-            include_str!("lua/clock.lua"),
+            include_str!("lua/prelude.lua"),
             include_str!(concat!("lua/", $name, ".lua"))
         ))
     };

@@ -26,7 +26,7 @@ async fn acquire(store: &RedisStore, s: &Scope, k: &Key, ttl: Duration) -> idem:
     }
 }
 
-/// The record's string: `(state, token, expires_at)` read from its 65-byte header.
+/// The record's string: `(state, token, life)` read from its 57-byte header.
 async fn header(
     conn: &mut redis::aio::MultiplexedConnection,
     name: &str,
@@ -37,7 +37,7 @@ async fn header(
         .await
         .expect("GET");
     let raw = raw?;
-    assert!(raw.len() >= 65, "a record has a 65-byte header");
+    assert!(raw.len() >= 57, "a record has a 57-byte header");
     let number = |at: usize| f64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
     Some((raw[32], number(33) as u64, number(49) as i64))
 }
@@ -61,9 +61,11 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
         name,
         format!("{}:{{tenant-1|POST /v1/payments}}:order:42", store.prefix())
     );
-    let (state, tok, exp) = header(&mut conn, &name).await.expect("the record");
-    assert_eq!((state, tok), (b'p', token.0));
-    assert_eq!(exp, record.expires_at.as_millis());
+    let (state, tok, life) = header(&mut conn, &name).await.expect("the record");
+    assert_eq!((state, tok), (b'P', token.0));
+    let exp = record.expires_at.as_millis();
+    assert_eq!(life, exp - record.created_at.as_millis());
+    assert_eq!(life, i64::try_from(TTL.as_millis()).expect("ttl"));
     let expire_time: i64 = redis::cmd("PEXPIRETIME")
         .arg(&name)
         .query_async(&mut conn)
@@ -80,7 +82,7 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
         .await
         .expect("complete");
     let (state, _, _) = header(&mut conn, &name).await.expect("the record");
-    assert_eq!(state, b'c');
+    assert_eq!(state, b'C');
     let expire_time: i64 = redis::cmd("PEXPIRETIME")
         .arg(&name)
         .query_async(&mut conn)

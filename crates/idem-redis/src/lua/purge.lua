@@ -4,11 +4,12 @@
 
 -- pcall: a key of another type under the prefix is skipped, not an error.
 local cur = redis.pcall('GET', KEYS[1])
-if type(cur) ~= 'string' or #cur < 65 then
+if type(cur) ~= 'string' or #cur < 57 then
   return 0
 end
-local _, _, _, exp = struct.unpack('>c1ddd', cur, 33)
-if exp > clock() then
+-- A key without an expiry (expiry() = 0) was not written by this store.
+local exp = expiry(KEYS[1])
+if exp <= 0 or exp > clock() then
   return 0
 end
 redis.call('DEL', KEYS[1])
