@@ -251,3 +251,35 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_record_of_the_earlier_layout_is_corrupt_not_misread() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let store = RedisStore::connect(common::fresh_options(&url))
+        .await
+        .expect("connect");
+    let mut conn = common::raw(&url).await;
+    let s = Scope::new("t").expect("scope");
+    let k = key("old");
+    // fp, state 'c', then token, lease_until, expires_at, created_at as absolute times.
+    let mut old = fp().as_bytes().to_vec();
+    old.push(b'c');
+    for n in [1.0f64, 1.0e12, 2.0e12, 1.0e12] {
+        old.extend_from_slice(&n.to_be_bytes());
+    }
+    old.extend_from_slice(&StoredResponse::new(201, "ok").encode());
+    let () = redis::cmd("SET")
+        .arg(store.record_key(&s, &k))
+        .arg(old)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let got = store.begin(&s, &k, &fp(), LEASE, TTL).await;
+    assert!(matches!(got, Err(StoreError::Corrupt(_))), "got {got:?}");
+    let got = store.get(&s, &k).await;
+    assert!(matches!(got, Err(StoreError::Corrupt(_))), "got {got:?}");
+}
