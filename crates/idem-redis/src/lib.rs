@@ -73,7 +73,7 @@
 //! record a fresh key gets (token 1) as `SET key record NX GET PX life−1`. Redis either
 //! stores it (Acquired) or hands back the record that is there, which answers a replay and
 //! a mismatch at once. A Lua script costs the server about three times a plain command, so
-//! this makes a fresh claim and a replay about as cheap as the raw commands. Only a record
+//! a fresh claim and a replay now cost it one plain command each. Only a record
 //! in progress needs the clock (running lease or ended), and then the `begin` script
 //! decides from scratch, atomically. `complete` and `release` compare the fencing token
 //! first, which takes a script: Redis 7 has no compare-and-set on a string.
