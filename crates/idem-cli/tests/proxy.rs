@@ -218,6 +218,59 @@ async fn default_store_is_a_sqlite_file_that_survives_a_restart() {
     );
 }
 
+/// An upstream that answers in HTTP/1.0 does not make the proxy answer its own client in
+/// HTTP/1.0 (which would also end keep-alive): each hop speaks its own version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_answers_in_its_own_http_version() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the upstream");
+    let upstream_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 16 * 1024];
+                let mut read = 0;
+                // Read until the end of the request's head and its 2-byte body.
+                while read < request.len() {
+                    match socket.read(&mut request[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                    if let Some(at) = request[..read].windows(4).position(|w| w == b"\r\n\r\n") {
+                        if read >= at + 4 + 2 {
+                            break;
+                        }
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.0 201 Created\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let dir = TempDir::new();
+    let (_proxy, proxy_url) = spawn_proxy_in(&dir.0, &upstream_url, &["--memory".to_owned()]);
+    let key = unique_key("version");
+    for replayed in [false, true] {
+        let response = reqwest::Client::new()
+            .post(format!("{proxy_url}/orders"))
+            .header("idempotency-key", format!("\"{key}\""))
+            .body("{}")
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.version(), reqwest::Version::HTTP_11);
+        assert_eq!(
+            response.headers().contains_key("idempotent-replayed"),
+            replayed
+        );
+        assert_eq!(response.bytes().await.expect("body"), "ok");
+    }
+}
+
 /// Not a test: the upstream process the tests above start. Does nothing unless started
 /// by them.
 #[test]

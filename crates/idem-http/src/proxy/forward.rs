@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri};
+use http::{Request, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -61,6 +61,9 @@ impl Forwarder {
                 .headers
                 .insert(HeaderName::from_static("x-forwarded-host"), host);
         }
+        // Each hop speaks its own HTTP version: the client's (HTTP/1.0, or HTTP/2 over
+        // cleartext) is not the one the proxy speaks to the upstream, HTTP/1.1.
+        parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         append_forwarded_for(&mut parts.headers, peer);
         if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
@@ -72,6 +75,9 @@ impl Forwarder {
             .await
             .map_err(|e| Error::Upstream(e.into()))?;
         let (mut parts, body) = response.into_parts();
+        // The upstream's version (an HTTP/1.0 server's, say) is not the proxy's: hyper
+        // would write it into the status line the client reads.
+        parts.version = Version::default();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
