@@ -17,6 +17,10 @@ pub enum Error {
     /// The first connection to Redis failed. Transient.
     #[error("cannot connect to Redis")]
     Connect(#[source] RedisError),
+    /// The server is older than the store needs: `SET … NX GET` and `PEXPIRETIME` came
+    /// with Redis 7.0 (Valkey has them from its first release, which reports 7.2).
+    #[error("Redis {0} is too old: idem's Redis store needs 7.0 or later")]
+    Version(String),
 }
 
 impl Error {

@@ -38,13 +38,26 @@ impl RedisStore {
     /// Opens a store and makes its first connection now, so a wrong URL or a down server
     /// shows at start-up.
     ///
+    /// It also checks the server's version, so an old one is refused here rather than
+    /// failing every `begin`.
+    ///
     /// # Errors
     /// [`Error::Url`] or [`Error::Prefix`] for bad options, [`Error::Connect`] when the
-    /// server does not answer.
+    /// server does not answer, [`Error::Version`] before Redis 7.0.
     pub async fn connect(options: RedisOptions) -> Result<Self, Error> {
         let store = Self::lazy(options)?;
-        store.connection.get().await.map_err(Error::Connect)?;
-        Ok(store)
+        let mut conn = store.connection.get().await.map_err(Error::Connect)?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::Connect)?;
+        match server_version(&info) {
+            Some(version) if version.0 < 7 => Err(Error::Version(version.1.to_owned())),
+            // A server that hides its version (a proxy, say) is given the benefit of the
+            // doubt: an old one fails each `begin` with the server's own error.
+            _ => Ok(store),
+        }
     }
 
     /// A store that connects on first use (and again after every failure), so it can be
@@ -84,6 +97,16 @@ impl RedisStore {
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         self.connection.get().await.map_err(store_error)
     }
+}
+
+/// The major version and the whole version string from an `INFO server` reply.
+fn server_version(info: &str) -> Option<(u32, &str)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?
+        .trim();
+    let major = version.split('.').next()?.parse().ok()?;
+    Some((major, version))
 }
 
 fn int(value: &Value) -> Option<i64> {
@@ -513,6 +536,18 @@ mod tests {
             ));
         }
         assert!(parse_record(&scope, &key, &Value::BulkString(vec![0; 60])).is_err());
+    }
+
+    #[test]
+    fn the_server_version_comes_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(server_version(info), Some((7, "7.0.15")));
+        assert_eq!(
+            server_version("redis_version:6.2.14\r\n"),
+            Some((6, "6.2.14"))
+        );
+        assert_eq!(server_version("# Server\r\n"), None);
+        assert_eq!(server_version("redis_version:x\r\n"), None);
     }
 
     #[test]
