@@ -398,7 +398,11 @@ impl Store for RedisStore {
 
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
         let limit = limit.min(PURGE_LIMIT_MAX);
-        if limit == 0 {
+        // By Redis's own clock (or one behind it) every expired record is already gone:
+        // Redis drops each at its expiry. Walking the keyspace would find nothing, and on a
+        // shared server it walks every other key too, each time a purger calls this. Only a
+        // handle whose clock runs ahead (tests) sees records expired that Redis still holds.
+        if limit == 0 || self.offset.millis() <= 0 {
             return Ok(0);
         }
         let mut conn = self.conn().await?;
