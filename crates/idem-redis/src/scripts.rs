@@ -24,12 +24,13 @@ pub(crate) struct Scripts {
 }
 
 /// `src/lua/<name>.lua` after `prelude.lua`, which defines the store's clock and a record's
-/// expiry once for every script (Redis has no way for one script to include another).
+/// expiry once for every script, and after any shared parts named before it (Redis has no
+/// way for one script to include another).
 macro_rules! script {
-    ($name:literal) => {
+    ($($part:literal),+) => {
         Script::new(concat!(
             include_str!("lua/prelude.lua"),
-            include_str!(concat!("lua/", $name, ".lua"))
+            $(include_str!(concat!("lua/", $part, ".lua"))),+
         ))
     };
 }
@@ -37,8 +38,8 @@ macro_rules! script {
 /// The scripts, hashed once per process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     begin: script!("begin"),
-    complete: script!("complete"),
-    release: script!("release"),
+    complete: script!("held", "complete"),
+    release: script!("held", "release"),
     get: script!("get"),
     purge: script!("purge"),
     now: script!("now"),

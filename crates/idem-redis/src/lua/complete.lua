@@ -1,18 +1,13 @@
 -- complete(scope, key, token, response): store the response if the record is in
--- progress under `token` and live, as idem::decide::holds says.
+-- progress under `token` and live (held.lua).
 -- KEYS[1] the record (layout in begin.lua). ARGV: clock offset ms, token (decimal),
 -- encoded response. Returns 1 when stored, 0 when fenced.
 
--- The clock only with a clock offset: a record Redis still holds is live (see begin.lua).
 -- The header's times are relative to the creation, so completing changes only the state
 -- and keeps the key's expiry.
 local rec = KEYS[1]
-local cur = redis.call('GET', rec)
+local cur = held(rec, ARGV[2])
 if not cur then
-  return 0
-end
-local st, held = struct.unpack('>c1d', cur, 33)
-if st ~= 'P' or held ~= tonumber(ARGV[2]) or (offset ~= 0 and expiry(rec) <= clock()) then
   return 0
 end
 redis.call('SET', rec, string.sub(cur, 1, 32) .. 'C' .. string.sub(cur, 34, 57) .. ARGV[3],
