@@ -26,6 +26,16 @@ async fn acquire(store: &RedisStore, s: &Scope, k: &Key, ttl: Duration) -> idem:
     }
 }
 
+/// A store under a fresh prefix and a plain connection to look at what it leaves in Redis,
+/// or `None` when there is no test server (skipped, with the reason printed).
+async fn store_and_raw() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
+    let url = common::redis_url()?;
+    let store = RedisStore::connect(common::fresh_options(&url))
+        .await
+        .expect("connect");
+    Some((store, common::raw(&url).await))
+}
+
 /// The record's string: `(state, token, life)` read from its 57-byte header.
 async fn header(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -44,13 +54,9 @@ async fn header(
 
 #[tokio::test]
 async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
-    let Some(url) = common::redis_url() else {
+    let Some((store, mut conn)) = store_and_raw().await else {
         return;
     };
-    let store = RedisStore::connect(common::fresh_options(&url))
-        .await
-        .expect("connect");
-    let mut conn = common::raw(&url).await;
     let s = Scope::new("tenant-1|POST /v1/payments").expect("scope");
     let k = key("order:42");
     let token = acquire(&store, &s, &k, TTL).await;
@@ -103,13 +109,9 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
 
 #[tokio::test]
 async fn purge_counts_only_the_records_it_deleted() {
-    let Some(url) = common::redis_url() else {
+    let Some((store, mut conn)) = store_and_raw().await else {
         return;
     };
-    let store = RedisStore::connect(common::fresh_options(&url))
-        .await
-        .expect("connect");
-    let mut conn = common::raw(&url).await;
     let s = Scope::new("t").expect("scope");
     let short = Duration::from_secs(60);
     for i in 0..6 {
@@ -256,13 +258,9 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
 
 #[tokio::test]
 async fn a_record_of_the_earlier_layout_is_corrupt_not_misread() {
-    let Some(url) = common::redis_url() else {
+    let Some((store, mut conn)) = store_and_raw().await else {
         return;
     };
-    let store = RedisStore::connect(common::fresh_options(&url))
-        .await
-        .expect("connect");
-    let mut conn = common::raw(&url).await;
     let s = Scope::new("t").expect("scope");
     let k = key("old");
     // fp, state 'c', then token, lease_until, expires_at, created_at as absolute times.
