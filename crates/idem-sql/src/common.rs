@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Retry;
+
 use idem::decide::{begin_step, BeginStep};
 use idem::{
     FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, StoreError,
@@ -21,8 +23,16 @@ pub(crate) const COMPLETED: i16 = 1;
 /// writers on one key that never settles.
 pub(crate) const ROUNDS_MAX: usize = 32;
 
-/// How often a statement that failed with contention (deadlock, lock wait, BUSY) is tried.
-pub(crate) const CONTENTION_TRIES_MAX: u32 = 8;
+/// The `state` a record written by `begin` starts in: in progress while its holder runs
+/// the operation, or completed at birth when the caller knew its answer before its writes
+/// (`begin_answered_in`: the record then commits or vanishes with those writes).
+pub(crate) fn birth_state(answer: Option<&[u8]>) -> i16 {
+    if answer.is_some() {
+        COMPLETED
+    } else {
+        IN_PROGRESS
+    }
+}
 
 /// One `idem_records` row as read back, before it is checked.
 #[derive(Debug)]
@@ -109,6 +119,15 @@ pub(crate) fn next_step(found: Option<&Record>, fingerprint: &Fingerprint, now: 
     }
 }
 
+/// `Ok` when a conditional `complete` or `release` changed its row, `Fenced` otherwise.
+pub(crate) fn fenced_unless(done: bool) -> Result<(), StoreError> {
+    if done {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced)
+    }
+}
+
 /// The error `begin` gives up with when it lost [`ROUNDS_MAX`] races in a row.
 pub(crate) fn rounds_exhausted() -> StoreError {
     StoreError::Contention("begin lost every round of a race on one key; retry".into())
@@ -123,16 +142,10 @@ impl RetryCounter {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Records one retry and sleeps a little longer each time (1, 2, 4 … ms, plus jitter
-    /// from the clock) so colliding callers spread out.
+    /// Records one retry and sleeps before it, as [`Retry::STATEMENT`] says.
     pub(crate) async fn backoff(&self, attempt: u32) {
         self.0.fetch_add(1, Ordering::Relaxed);
-        let jitter_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::from(d.subsec_micros()) % 1000)
-            .unwrap_or(0);
-        let base_us = 1000u64 << attempt.min(6);
-        tokio::time::sleep(Duration::from_micros(base_us + jitter_us)).await;
+        tokio::time::sleep(Retry::STATEMENT.delay(attempt)).await;
     }
 }
 
@@ -140,11 +153,13 @@ impl RetryCounter {
 /// Only for statements that change nothing when they fail.
 macro_rules! retry_contention {
     ($counter:expr, $op:expr) => {{
-        let mut attempt = 0u32;
+        let mut attempt = 1u32;
         loop {
             match $op {
+                // Contention only: it rolled the statement back. An unavailable server may
+                // have run it, and `complete` run twice would fence its own holder.
                 Err(err)
-                    if attempt + 1 < $crate::common::CONTENTION_TRIES_MAX
+                    if attempt < $crate::Retry::STATEMENT.attempts_max
                         && $crate::error::classify(&err) == $crate::error::Class::Contention =>
                 {
                     ::tracing::debug!(error = %err, attempt, "idem-sql: contention, retrying");

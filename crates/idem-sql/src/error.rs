@@ -13,6 +13,12 @@ pub enum Error {
     /// The store's schema migrations failed.
     #[error("migrating the idem schema failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// Another node held the migration lock (MySQL) longer than this node waits.
+    #[error("could not take the migration lock within {waited_s} s")]
+    MigrationLock {
+        /// How long this node waited.
+        waited_s: i64,
+    },
     /// An option or URL is invalid (such as a schema name that is not an identifier).
     #[error("invalid option: {0}")]
     InvalidOption(String),
@@ -49,11 +55,15 @@ fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Class {
     #[cfg(feature = "mysql")]
     if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         return match my.number() {
-            // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
-            1213 | 1205 => Class::Contention,
-            // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN, ER_QUERY_INTERRUPTED
-            1040 | 1053 | 1317 => Class::Unavailable,
+            // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_CHECKREAD (MariaDB's "record has
+            // changed since last read" under snapshot isolation)
+            1213 | 1205 | 1020 => Class::Contention,
+            // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN, ER_QUERY_INTERRUPTED,
+            // ER_CONNECTION_KILLED (MariaDB), ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
+            1040 | 1053 | 1317 | 1927 | 4031 => Class::Unavailable,
             _ if db.is_unique_violation() => Class::Unique,
+            // Any other serialization failure, by SQLSTATE.
+            _ if my.code() == Some("40001") => Class::Contention,
             _ => Class::Other,
         };
     }
@@ -81,6 +91,14 @@ fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Class {
         }
         _ => Class::Other,
     }
+}
+
+/// True when a retry may cure `err`: the database was unreachable or restarting (the
+/// statement may or may not have run), or it rolled back under contention (deadlock,
+/// serialization failure, lock wait timeout, SQLite BUSY). The one classifier of the SQL
+/// stores, and of any caller that retries its own transactions (see [`crate::Retry`]).
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    matches!(classify(err), Class::Unavailable | Class::Contention)
 }
 
 /// The protocol's view of a database failure.

@@ -20,26 +20,35 @@
 //!   only applies while the row still holds the token that was read. A lost write reads
 //!   again. PostgreSQL does the read and the insert in one statement.
 //! - **Contention is handled, not surfaced.** A deadlock, serialization failure, lock
-//!   wait timeout or SQLite BUSY is retried inside the store, bounded, and counted
-//!   (`retries()`); connection failures are [`idem::StoreError::Unavailable`].
+//!   wait timeout or SQLite BUSY is retried inside the store, bounded ([`Retry::STATEMENT`]),
+//!   and counted (`retries()`); connection failures and a server shutting down are
+//!   [`idem::StoreError::Unavailable`]. Both are transient ([`is_transient`]).
 //! - **Migrations run themselves.** Timestamped files embedded with `sqlx::migrate!`, one
-//!   directory per backend, run on open; PostgreSQL and MySQL take sqlx's advisory lock,
-//!   so nodes starting together do not collide.
+//!   directory per backend, run on open; PostgreSQL takes sqlx's advisory lock and MySQL
+//!   a named lock of its own (sqlx's does not lock on MariaDB), so nodes starting together
+//!   do not collide.
 //!
 //! ## Transactional mode
 //!
-//! DESIGN §2's strongest guarantee: `begin_in` and `complete_in` run inside the caller's
-//! own `sqlx::Transaction`, so the record and the business writes commit or vanish
-//! together — a payment cannot be made without its record, nor recorded without being made.
-//! A concurrent duplicate blocks on the record's primary key until the first transaction
-//! ends, then replays its answer.
+//! DESIGN §2's strongest guarantee, one trait over the three backends
+//! ([`TransactionalStore`], so code generic over the database can use it): `begin_in` and
+//! `complete_in` run inside the caller's own `sqlx::Transaction`, so the record and the
+//! business writes commit or vanish together — a payment cannot be made without its
+//! record, nor recorded without being made. A concurrent duplicate blocks on the record's
+//! primary key until the first transaction ends, then replays its answer. A caller that
+//! knows its answer before its writes claims with `begin_answered_in` instead: the record
+//! is born completed in one statement, and a rollback removes it. A business key that is
+//! unique for ever (an `order_id`) takes [`idem::TTL_FOREVER`]. The transaction's own
+//! retry on transient failures is [`Retry::TRANSACTION`], classified by [`is_transient`];
+//! the caller's own migrations run beside the store's with
+//! [`TransactionalStore::run_migrations`].
 //!
 //! ## Example
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
-//! use idem_sql::PostgresStore;
+//! use idem_sql::{PostgresStore, TransactionalStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = PostgresStore::connect("postgres://app@db/app").await?;
@@ -48,11 +57,11 @@
 //! let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(86_400));
 //!
 //! // The payment and its record in one transaction.
-//! let mut tx = store.pool().begin().await?;
+//! let mut tx = store.begin_write().await?;
 //! match store.begin_in(&mut tx, &scope, &key, &fp, lease, ttl).await? {
 //!     Outcome::Acquired { token, .. } => {
 //!         sqlx::query("UPDATE accounts SET balance = balance - 500 WHERE id = 'alice'")
-//!             .execute(&mut *tx)
+//!             .execute(&mut **tx)
 //!             .await?;
 //!         let answer = StoredResponse::new(201, r#"{"status":"succeeded"}"#);
 //!         store.complete_in(&mut tx, &scope, &key, token, &answer).await?;
@@ -80,6 +89,8 @@ mod common;
 mod error;
 mod migrate;
 mod options;
+mod retry;
+mod transactional;
 
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -88,11 +99,13 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use error::Error;
+pub use error::{is_transient, Error};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 pub use options::StoreOptions;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+pub use retry::{Retry, Transient};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+pub use transactional::{TransactionalStore, WriteTransaction};

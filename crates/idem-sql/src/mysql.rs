@@ -20,9 +20,13 @@ use idem::{
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Executor, Row as _, Transaction};
 
-use crate::common::{self, ms, next_step, retry_contention, Next, RetryCounter, Row};
+use crate::common::{
+    self, birth_state, fenced_unless, ms, next_step, retry_contention, Next, RetryCounter, Row,
+};
 use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
+use crate::transactional::impl_transactional;
+use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
 /// The server's clock in Unix milliseconds plus the handle's offset (one `?` each time).
@@ -51,23 +55,23 @@ const READ_LOCKED: &str = concat!(
     " FROM idem_records WHERE scope = ? AND idem_key = ? LOCK IN SHARE MODE"
 );
 
-/// Binds: scope, key, fingerprint, offset, lease, offset, offset, lifetime
-/// (the longer of TTL and lease: a record never expires while its lease runs).
+/// Binds: scope, key, fingerprint, state, offset, lease, response, offset, offset,
+/// lifetime (the longer of TTL and lease: a record never expires while its lease runs).
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "VALUES (?, ?, ?, 1, 0, ", now!(), " + ?, NULL, ", now!(), ", ", now!(), " + ?)"
+    "VALUES (?, ?, ?, 1, ?, ", now!(), " + ?, ?, ", now!(), ", ", now!(), " + ?)"
 );
 
-/// Binds: fingerprint, new token, offset, lease, offset, offset, lifetime, scope, key,
-/// old token, then the condition's.
+/// Binds: fingerprint, new token, state, offset, lease, response, offset, offset,
+/// lifetime, scope, key, old token, then the condition's.
 macro_rules! replace_set {
     () => {
         concat!(
             "UPDATE idem_records ",
-            "SET fingerprint = ?, token = ?, state = 0, lease_until = ",
+            "SET fingerprint = ?, token = ?, state = ?, lease_until = ",
             now!(),
             " + ?, ",
-            "response = NULL, created_at = ",
+            "response = ?, created_at = ",
             now!(),
             ", expires_at = ",
             now!(),
@@ -177,7 +181,7 @@ impl MySqlStore {
 
     async fn open(pool: MySqlPool, migrate: bool) -> Result<Self, Error> {
         if migrate {
-            crate::migrate::run(crate::migrate::mysql(), &pool).await?;
+            crate::migrate::run_mysql(crate::migrate::mysql(), &pool).await?;
         }
         Ok(Self {
             pool,
@@ -208,14 +212,19 @@ impl MySqlStore {
         self.retries.get()
     }
 
-    /// `begin` inside the caller's transaction: the record commits or vanishes with the
-    /// caller's other writes. A concurrent duplicate blocks on the primary key until this
-    /// transaction ends, then sees the record (and replays it).
-    ///
-    /// # Errors
-    /// A [`StoreError`]; on `Contention` (MySQL has rolled the whole transaction back after
-    /// a deadlock) retry the transaction whole.
-    pub async fn begin_in(
+    /// A write transaction (the session's isolation level; READ COMMITTED suits the
+    /// transactional mode, whose locked read sees the latest committed record anyway).
+    async fn open_write(&self) -> Result<WriteTransaction<MySql>, sqlx::Error> {
+        Ok(WriteTransaction::new(self.pool.begin().await?, None))
+    }
+
+    /// `begin` inside the caller's transaction (see [`crate::TransactionalStore`]), the
+    /// record in progress or born completed with `answer`. Insert first: it waits on the
+    /// key's lock while another transaction holds it, and its duplicate-key error only
+    /// rolls back this statement. On `Contention` MySQL has rolled the whole transaction
+    /// back after a deadlock: retry it whole.
+    #[allow(clippy::too_many_arguments)]
+    async fn begin_tx(
         &self,
         tx: &mut Transaction<'_, MySql>,
         scope: &Scope,
@@ -223,12 +232,24 @@ impl MySqlStore {
         fingerprint: &Fingerprint,
         lease: Duration,
         ttl: Duration,
+        answer: Option<&[u8]>,
     ) -> Result<Outcome, StoreError> {
         let offset = self.offset.millis();
         for _ in 0..common::ROUNDS_MAX {
             // Insert first: it waits on the key's lock while another transaction holds it,
             // and its duplicate-key error only rolls back this statement.
-            match insert(&mut **tx, scope, key, fingerprint, lease, ttl, offset).await {
+            match insert(
+                &mut **tx,
+                scope,
+                key,
+                fingerprint,
+                lease,
+                ttl,
+                offset,
+                answer,
+            )
+            .await
+            {
                 Ok(()) => {
                     return Ok(Outcome::Acquired {
                         token: FencingToken::FIRST,
@@ -264,6 +285,7 @@ impl MySqlStore {
                         new,
                         recovered,
                         offset,
+                        answer,
                     )
                     .await
                     .map_err(store_error)?;
@@ -277,33 +299,6 @@ impl MySqlStore {
             }
         }
         Err(common::rounds_exhausted())
-    }
-
-    /// `complete` inside the caller's transaction: the response is stored only if the
-    /// transaction commits.
-    ///
-    /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    pub async fn complete_in(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let done = complete(&mut **tx, scope, key, token, response, self.offset.millis())
-            .await
-            .map_err(store_error)?;
-        fenced_unless(done)
-    }
-}
-
-fn fenced_unless(done: bool) -> Result<(), StoreError> {
-    if done {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced)
     }
 }
 
@@ -340,6 +335,7 @@ async fn read<'e, E: Executor<'e, Database = MySql>>(
 
 /// Inserts a new record with the first token; a duplicate key is an `Err` of class
 /// [`Class::Unique`].
+#[allow(clippy::too_many_arguments)]
 async fn insert<'e, E: Executor<'e, Database = MySql>>(
     ex: E,
     scope: &Scope,
@@ -348,13 +344,16 @@ async fn insert<'e, E: Executor<'e, Database = MySql>>(
     lease: Duration,
     ttl: Duration,
     offset: i64,
+    answer: Option<&[u8]>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(INSERT)
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(&fingerprint.as_bytes()[..])
+        .bind(birth_state(answer))
         .bind(offset)
         .bind(ms(lease))
+        .bind(answer)
         .bind(offset)
         .bind(offset)
         .bind(ms(ttl.max(lease)))
@@ -375,13 +374,16 @@ async fn replace<'e, E: Executor<'e, Database = MySql>>(
     new: FencingToken,
     recovered: bool,
     offset: i64,
+    answer: Option<&[u8]>,
 ) -> Result<bool, sqlx::Error> {
     let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
     let mut query = sqlx::query(sql)
         .bind(&fingerprint.as_bytes()[..])
         .bind(new.as_i64())
+        .bind(birth_state(answer))
         .bind(offset)
         .bind(ms(lease))
+        .bind(answer)
         .bind(offset)
         .bind(offset)
         .bind(ms(ttl.max(lease)))
@@ -449,7 +451,17 @@ impl Store for MySqlStore {
                 Next::Insert => {
                     let inserted = retry_contention!(
                         self.retries,
-                        insert(&self.pool, scope, key, fingerprint, lease, ttl, offset).await
+                        insert(
+                            &self.pool,
+                            scope,
+                            key,
+                            fingerprint,
+                            lease,
+                            ttl,
+                            offset,
+                            None
+                        )
+                        .await
                     );
                     match inserted {
                         Ok(()) => {
@@ -479,7 +491,8 @@ impl Store for MySqlStore {
                             old,
                             new,
                             recovered,
-                            offset
+                            offset,
+                            None
                         )
                         .await
                     )
@@ -572,6 +585,8 @@ impl Store for MySqlStore {
         Ok(Timestamp(now))
     }
 }
+
+impl_transactional!(MySqlStore, MySql, run_mysql);
 
 impl TimeTravel for MySqlStore {
     fn advance_clock(&self, by: Duration) {

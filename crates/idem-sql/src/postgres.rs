@@ -18,9 +18,13 @@ use idem::{
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, Row as _, Transaction};
 
-use crate::common::{self, ms, next_step, retry_contention, Next, RetryCounter, Row};
+use crate::common::{
+    self, birth_state, fenced_unless, ms, next_step, retry_contention, Next, RetryCounter, Row,
+};
 use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
+use crate::transactional::impl_transactional;
+use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
 /// The server's clock in Unix milliseconds, plus the handle's offset (`$N`).
@@ -36,17 +40,18 @@ macro_rules! now {
     };
 }
 
-/// `$1` scope, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` offset.
+/// `$1` scope, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` offset,
+/// `$7` the answer of a record born completed (NULL: in progress).
 /// One row `(inserted, columns…, now_ms)`, or none when a concurrent insert won (see the
 /// migration that creates `idem_begin`).
 const BEGIN: &str = "SELECT inserted, fingerprint, token, state, lease_until, response, \
-    created_at, expires_at, now_ms FROM idem_begin($1, $2, $3, $4, $5, $6)";
+    created_at, expires_at, now_ms FROM idem_begin($1, $2, $3, $4, $5, $6, $7)";
 
 macro_rules! replace_set {
     () => {
         concat!(
-            "UPDATE idem_records AS r SET fingerprint = $3, token = $4, state = 0, ",
-            "lease_until = c.now_ms + $5, response = NULL, created_at = c.now_ms, ",
+            "UPDATE idem_records AS r SET fingerprint = $3, token = $4, state = $9, ",
+            "lease_until = c.now_ms + $5, response = $10, created_at = c.now_ms, ",
             "expires_at = greatest(c.now_ms + $6, c.now_ms + $5) ",
             "FROM (SELECT ",
             now!("7"),
@@ -192,13 +197,16 @@ impl PostgresStore {
         self.retries.get()
     }
 
-    /// `begin` inside the caller's transaction (READ COMMITTED): the record commits or
-    /// vanishes with the caller's other writes. A concurrent duplicate blocks on the
-    /// primary key until this transaction ends, then sees the record (and replays it).
-    ///
-    /// # Errors
-    /// A [`StoreError`]; on `Contention` roll the transaction back and retry it whole.
-    pub async fn begin_in(
+    /// A write transaction (READ COMMITTED, the server's default).
+    async fn open_write(&self) -> Result<WriteTransaction<Postgres>, sqlx::Error> {
+        Ok(WriteTransaction::new(self.pool.begin().await?, None))
+    }
+
+    /// `begin` inside the caller's transaction (see [`crate::TransactionalStore`]), the
+    /// record in progress or born completed with `answer`. `idem_begin` reads first; a
+    /// concurrent duplicate's insert waits on the primary key until this transaction ends.
+    #[allow(clippy::too_many_arguments)]
+    async fn begin_tx(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         scope: &Scope,
@@ -206,12 +214,22 @@ impl PostgresStore {
         fingerprint: &Fingerprint,
         lease: Duration,
         ttl: Duration,
+        answer: Option<&[u8]>,
     ) -> Result<Outcome, StoreError> {
         let offset = self.offset.millis();
         for _ in 0..common::ROUNDS_MAX {
-            let found = begin_once(&mut **tx, scope, key, fingerprint, lease, ttl, offset)
-                .await
-                .map_err(store_error)?;
+            let found = begin_once(
+                &mut **tx,
+                scope,
+                key,
+                fingerprint,
+                lease,
+                ttl,
+                offset,
+                answer,
+            )
+            .await
+            .map_err(store_error)?;
             match decide(found, scope, key, fingerprint)? {
                 Decided::Done(outcome) => return Ok(outcome),
                 Decided::Again => continue,
@@ -231,6 +249,7 @@ impl PostgresStore {
                         new,
                         recovered,
                         offset,
+                        answer,
                     )
                     .await
                     .map_err(store_error)?;
@@ -245,25 +264,6 @@ impl PostgresStore {
         }
         Err(common::rounds_exhausted())
     }
-
-    /// `complete` inside the caller's transaction: the response is stored only if the
-    /// transaction commits.
-    ///
-    /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    pub async fn complete_in(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let done = complete(&mut **tx, scope, key, token, response, self.offset.millis())
-            .await
-            .map_err(store_error)?;
-        fenced_unless(done)
-    }
 }
 
 async fn create_schema(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), Error> {
@@ -274,14 +274,6 @@ async fn create_schema(conn: &mut sqlx::PgConnection, schema: &str) -> Result<()
         Ok(_) => Ok(()),
         Err(err) if crate::error::classify(&err) == crate::error::Class::Unique => Ok(()),
         Err(err) => Err(open_error(err)),
-    }
-}
-
-fn fenced_unless(done: bool) -> Result<(), StoreError> {
-    if done {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced)
     }
 }
 
@@ -345,6 +337,7 @@ fn decode(row: &PgRow, first: usize) -> Result<(Row, Timestamp), sqlx::Error> {
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn begin_once<'e, E: Executor<'e, Database = Postgres>>(
     ex: E,
     scope: &Scope,
@@ -353,6 +346,7 @@ async fn begin_once<'e, E: Executor<'e, Database = Postgres>>(
     lease: Duration,
     ttl: Duration,
     offset: i64,
+    answer: Option<&[u8]>,
 ) -> Result<Option<(bool, Row, Timestamp)>, sqlx::Error> {
     let row = sqlx::query(BEGIN)
         .bind(scope.as_str())
@@ -361,6 +355,7 @@ async fn begin_once<'e, E: Executor<'e, Database = Postgres>>(
         .bind(ms(lease))
         .bind(ms(ttl))
         .bind(offset)
+        .bind(answer)
         .fetch_optional(ex)
         .await?;
     match row {
@@ -385,6 +380,7 @@ async fn replace<'e, E: Executor<'e, Database = Postgres>>(
     new: FencingToken,
     recovered: bool,
     offset: i64,
+    answer: Option<&[u8]>,
 ) -> Result<bool, sqlx::Error> {
     let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
     let done = sqlx::query(sql)
@@ -396,6 +392,8 @@ async fn replace<'e, E: Executor<'e, Database = Postgres>>(
         .bind(ms(ttl))
         .bind(offset)
         .bind(old.as_i64())
+        .bind(birth_state(answer))
+        .bind(answer)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -434,7 +432,17 @@ impl Store for PostgresStore {
         for _ in 0..common::ROUNDS_MAX {
             let found = retry_contention!(
                 self.retries,
-                begin_once(&self.pool, scope, key, fingerprint, lease, ttl, offset).await
+                begin_once(
+                    &self.pool,
+                    scope,
+                    key,
+                    fingerprint,
+                    lease,
+                    ttl,
+                    offset,
+                    None
+                )
+                .await
             )
             .map_err(store_error)?;
             match decide(found, scope, key, fingerprint)? {
@@ -457,7 +465,8 @@ impl Store for PostgresStore {
                             old,
                             new,
                             recovered,
-                            offset
+                            offset,
+                            None
                         )
                         .await
                     )
@@ -555,6 +564,8 @@ impl Store for PostgresStore {
         Ok(Timestamp(now))
     }
 }
+
+impl_transactional!(PostgresStore, Postgres, run);
 
 impl TimeTravel for PostgresStore {
     fn advance_clock(&self, by: Duration) {

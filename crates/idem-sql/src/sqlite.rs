@@ -6,6 +6,7 @@
 //! so a reader never decides on a row another connection has changed since.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,9 +19,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Executor, Row as _, Sqlite, Transaction};
+use tokio::sync::Mutex;
 
-use crate::common::{self, ms, next_step, retry_contention, Next, RetryCounter, Row};
+use crate::common::{
+    self, birth_state, fenced_unless, ms, next_step, retry_contention, Next, RetryCounter, Row,
+};
 use crate::error::{open_error, store_error};
+use crate::transactional::impl_transactional;
+use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
 /// The database's clock in Unix milliseconds plus the handle's offset (`?N`). SQLite keeps
@@ -43,16 +49,16 @@ const READ: &str = concat!(
 
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "VALUES (?1, ?2, ?3, 1, 0, ", now!("6"), " + ?4, NULL, ", now!("6"), ", ", now!("6"), " + MAX(?5, ?4)) ",
+    "VALUES (?1, ?2, ?3, 1, ?7, ", now!("6"), " + ?4, ?8, ", now!("6"), ", ", now!("6"), " + MAX(?5, ?4)) ",
     "ON CONFLICT (scope, idem_key) DO NOTHING RETURNING token"
 );
 
 macro_rules! replace_set {
     () => {
         concat!(
-            "UPDATE idem_records SET fingerprint = ?3, token = ?4, state = 0, lease_until = ",
+            "UPDATE idem_records SET fingerprint = ?3, token = ?4, state = ?9, lease_until = ",
             now!("7"),
-            " + ?5, response = NULL, created_at = ",
+            " + ?5, response = ?10, created_at = ",
             now!("7"),
             ", expires_at = MAX(",
             now!("7"),
@@ -111,6 +117,10 @@ pub struct SqliteStore {
     pool: SqlitePool,
     offset: ClockOffset,
     retries: RetryCounter,
+    // SQLite has one writer per file; queueing this process's writers here is cheaper
+    // than letting them spin in SQLite's busy handler. Other processes are still kept
+    // out by `BEGIN IMMEDIATE`.
+    writer: Arc<Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -165,6 +175,7 @@ impl SqliteStore {
             pool,
             offset: ClockOffset::new(),
             retries: RetryCounter::default(),
+            writer: Arc::default(),
         })
     }
 
@@ -189,17 +200,19 @@ impl SqliteStore {
         self.retries.get()
     }
 
-    /// `begin` inside the caller's transaction: the record is written with the caller's
-    /// other writes and vanishes with them on rollback. A concurrent duplicate waits for
-    /// the database lock (up to the busy timeout) and then sees this record.
-    ///
-    /// Start the transaction with `BEGIN IMMEDIATE` (`pool.begin_with("BEGIN IMMEDIATE")`)
-    /// when it reads before calling this: a deferred transaction that read an older
-    /// snapshot cannot become a writer and fails with `Contention`.
-    ///
-    /// # Errors
-    /// A [`StoreError`]; on `Contention` roll the transaction back and retry it whole.
-    pub async fn begin_in(
+    /// A write transaction: this process's writer slot, then `BEGIN IMMEDIATE`.
+    async fn open_write(&self) -> Result<WriteTransaction<Sqlite>, sqlx::Error> {
+        let writer = Arc::clone(&self.writer).lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTransaction::new(tx, Some(writer)))
+    }
+
+    /// `begin` inside the caller's transaction (see [`crate::TransactionalStore`]): the
+    /// record, in progress or born completed with `answer`, is written with the caller's
+    /// other writes and vanishes with them on rollback. Write first: the insert takes the
+    /// database's write lock, after which the read sees the latest record.
+    #[allow(clippy::too_many_arguments)]
+    async fn begin_tx(
         &self,
         tx: &mut Transaction<'_, Sqlite>,
         scope: &Scope,
@@ -207,13 +220,23 @@ impl SqliteStore {
         fingerprint: &Fingerprint,
         lease: Duration,
         ttl: Duration,
+        answer: Option<&[u8]>,
     ) -> Result<Outcome, StoreError> {
         let offset = self.offset.millis();
         for _ in 0..common::ROUNDS_MAX {
             // Write first: it takes the write lock, after which the read is the latest.
-            let inserted = insert(&mut **tx, scope, key, fingerprint, lease, ttl, offset)
-                .await
-                .map_err(store_error)?;
+            let inserted = insert(
+                &mut **tx,
+                scope,
+                key,
+                fingerprint,
+                lease,
+                ttl,
+                offset,
+                answer,
+            )
+            .await
+            .map_err(store_error)?;
             if let Some(token) = inserted {
                 return Ok(Outcome::Acquired {
                     token,
@@ -246,6 +269,7 @@ impl SqliteStore {
                         new,
                         recovered,
                         offset,
+                        answer,
                     )
                     .await
                     .map_err(store_error)?;
@@ -259,33 +283,6 @@ impl SqliteStore {
             }
         }
         Err(common::rounds_exhausted())
-    }
-
-    /// `complete` inside the caller's transaction: the response is stored only if the
-    /// transaction commits.
-    ///
-    /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    pub async fn complete_in(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let done = complete(&mut **tx, scope, key, token, response, self.offset.millis())
-            .await
-            .map_err(store_error)?;
-        fenced_unless(done)
-    }
-}
-
-fn fenced_unless(done: bool) -> Result<(), StoreError> {
-    if done {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced)
     }
 }
 
@@ -319,6 +316,7 @@ async fn read<'e, E: Executor<'e, Database = Sqlite>>(
     row.as_ref().map(decode).transpose()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn insert<'e, E: Executor<'e, Database = Sqlite>>(
     ex: E,
     scope: &Scope,
@@ -327,6 +325,7 @@ async fn insert<'e, E: Executor<'e, Database = Sqlite>>(
     lease: Duration,
     ttl: Duration,
     offset: i64,
+    answer: Option<&[u8]>,
 ) -> Result<Option<FencingToken>, sqlx::Error> {
     let row = sqlx::query(INSERT)
         .bind(scope.as_str())
@@ -335,6 +334,8 @@ async fn insert<'e, E: Executor<'e, Database = Sqlite>>(
         .bind(ms(lease))
         .bind(ms(ttl))
         .bind(offset)
+        .bind(birth_state(answer))
+        .bind(answer)
         .fetch_optional(ex)
         .await?;
     row.map(|r| r.try_get::<i64, _>(0).map(FencingToken::from_i64))
@@ -353,6 +354,7 @@ async fn replace<'e, E: Executor<'e, Database = Sqlite>>(
     new: FencingToken,
     recovered: bool,
     offset: i64,
+    answer: Option<&[u8]>,
 ) -> Result<bool, sqlx::Error> {
     let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
     let done = sqlx::query(sql)
@@ -364,6 +366,8 @@ async fn replace<'e, E: Executor<'e, Database = Sqlite>>(
         .bind(ms(ttl))
         .bind(offset)
         .bind(old.as_i64())
+        .bind(birth_state(answer))
+        .bind(answer)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -415,7 +419,17 @@ impl Store for SqliteStore {
                 Next::Insert => {
                     let inserted = retry_contention!(
                         self.retries,
-                        insert(&self.pool, scope, key, fingerprint, lease, ttl, offset).await
+                        insert(
+                            &self.pool,
+                            scope,
+                            key,
+                            fingerprint,
+                            lease,
+                            ttl,
+                            offset,
+                            None
+                        )
+                        .await
                     )
                     .map_err(store_error)?;
                     if let Some(token) = inserted {
@@ -442,7 +456,8 @@ impl Store for SqliteStore {
                             old,
                             new,
                             recovered,
-                            offset
+                            offset,
+                            None
                         )
                         .await
                     )
@@ -535,6 +550,8 @@ impl Store for SqliteStore {
         Ok(Timestamp(now))
     }
 }
+
+impl_transactional!(SqliteStore, Sqlite, run);
 
 impl TimeTravel for SqliteStore {
     fn advance_clock(&self, by: Duration) {

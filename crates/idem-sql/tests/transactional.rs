@@ -4,7 +4,10 @@
 //! - a rolled-back transaction leaves no record and no business row (and frees the key);
 //! - a committed one leaves both, and a retry replays;
 //! - a concurrent duplicate in another transaction blocks until the first commits, then
-//!   sees `Replay` — and the business row exists once.
+//!   sees `Replay` — and the business row exists once;
+//! - an answered claim (`begin_answered_in`) is born completed, vanishes on rollback, and
+//!   N racers on one key in N transactions see one `Acquired` and N − 1 replays — written
+//!   once, generic over [`TransactionalStore`], and run on every backend.
 
 mod support;
 
@@ -12,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem::conformance::backend_url;
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
+use idem_sql::TransactionalStore;
 use sqlx::Executor;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -35,6 +39,136 @@ fn fp() -> Fingerprint {
 fn response() -> StoredResponse {
     StoredResponse::new(201, "{\"status\":\"succeeded\"}")
         .with_header("content-type", "application/json")
+}
+
+fn other_fp() -> Fingerprint {
+    Fingerprint::of_bytes("POST", "/v1/payments", b"{\"amount\":999}")
+}
+
+/// An answered claim is born completed, exists only once committed, and a rollback
+/// leaves the key free; afterwards the same request replays and another one mismatches.
+async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
+    let (s, k) = (scope(), key("order-answered"));
+    let mut tx = store.begin_write().await.expect("begin_write");
+    let outcome = store
+        .begin_answered_in(&mut tx, &s, &k, &fp(), &response(), TTL_FOREVER)
+        .await
+        .expect("begin_answered_in");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Acquired {
+                recovered: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    tx.rollback().await.expect("rollback");
+    assert!(
+        store.get(&s, &k).await.expect("get").is_none(),
+        "rolled back: no record"
+    );
+
+    let mut tx = store.begin_write().await.expect("begin_write");
+    let outcome = store
+        .begin_answered_in(&mut tx, &s, &k, &fp(), &response(), TTL_FOREVER)
+        .await
+        .expect("begin_answered_in");
+    assert!(
+        matches!(outcome, Outcome::Acquired { .. }),
+        "the key was free: {outcome:?}"
+    );
+    tx.commit().await.expect("commit");
+    let record = store
+        .get(&s, &k)
+        .await
+        .expect("get")
+        .expect("committed: a record");
+    assert!(
+        matches!(record.state, idem::RecordState::Completed { .. }),
+        "born completed: {record:?}"
+    );
+
+    for (fingerprint, expected) in [
+        (fp(), Outcome::Replay(response())),
+        (other_fp(), Outcome::Mismatch),
+    ] {
+        let mut tx = store.begin_write().await.expect("begin_write");
+        let outcome = store
+            .begin_answered_in(&mut tx, &s, &k, &fingerprint, &response(), TTL_FOREVER)
+            .await
+            .expect("begin_answered_in");
+        assert_eq!(outcome, expected);
+        tx.rollback().await.expect("rollback");
+        // Store::begin, outside any transaction, sees the same record.
+        assert_eq!(
+            store
+                .begin(&s, &k, &fingerprint, LEASE, TTL)
+                .await
+                .expect("begin"),
+            expected
+        );
+    }
+}
+
+/// N tasks, one key, each in its own transaction that holds its claim a moment before
+/// committing: exactly one `Acquired`, every other one replays the winner's answer.
+async fn answered_racers_have_one_winner<S: TransactionalStore>(store: S) {
+    const RACERS: usize = 8;
+    let (s, k) = (scope(), key("order-answered-race"));
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (store, s, k, barrier) = (store.clone(), s.clone(), k.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut tx = store.begin_write().await.expect("begin_write");
+                let outcome = store
+                    .begin_answered_in(&mut tx, &s, &k, &fp(), &response(), TTL_FOREVER)
+                    .await
+                    .expect("begin_answered_in");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tx.commit().await.expect("commit");
+                outcome
+            })
+        })
+        .collect();
+    let mut acquired = 0;
+    for task in tasks {
+        match task.await.expect("racer") {
+            Outcome::Acquired { .. } => acquired += 1,
+            Outcome::Replay(answer) => assert_eq!(answer, response()),
+            other => panic!("a racer got {other:?}"),
+        }
+    }
+    assert_eq!(acquired, 1, "exactly one racer claims the key");
+}
+
+/// Runs the generic cases against one backend.
+macro_rules! generic_tests {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn answered_claim_commits_or_vanishes() {
+                let Some(store) = $open().await else { return };
+                super::answered_claim_commits_or_vanishes(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn answered_racers_have_one_winner() {
+                let Some(store) = $open().await else { return };
+                super::answered_racers_have_one_winner(store).await;
+            }
+        }
+    };
+}
+
+mod generic {
+    use super::*;
+    generic_tests!(sqlite, crate::open_sqlite);
+    generic_tests!(postgres, crate::open_postgres);
+    generic_tests!(mysql, crate::open_mysql);
 }
 
 /// Expands the three cases for one backend.

@@ -55,6 +55,8 @@ pub mod conformance;
 pub use fingerprint::{canonical_json, FieldSelection, Fingerprint};
 pub use key::{Key, KeyError, Scope, KEY_LEN_MAX, SCOPE_LEN_MAX};
 pub use memory::MemoryStore;
-pub use record::{duration_ms, FencingToken, Record, RecordState, Timestamp};
+pub use record::{
+    duration_ms, FencingToken, Record, RecordState, Timestamp, DURATION_MS_MAX, TTL_FOREVER,
+};
 pub use response::{DecodeError, StoredResponse};
 pub use store::{BoxError, ClockOffset, Outcome, Store, StoreError, TimeTravel};

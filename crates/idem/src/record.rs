@@ -26,9 +26,19 @@ impl Timestamp {
     }
 }
 
-/// A duration in whole milliseconds as stores keep it, saturating at `i64::MAX`.
+/// The longest duration a store keeps, in milliseconds: 2^52 ms, about 142 000 years.
+/// Durations saturate here, so a store adding one to its clock never overflows: an SQL
+/// `BIGINT` has room to spare, and a Lua number (a double) still holds the sum exactly.
+pub const DURATION_MS_MAX: i64 = 1 << 52;
+
+/// The TTL of a record that never expires: a business key such as an `order_id` is
+/// unique for ever, unlike a 24-hour `Idempotency-Key`. Every store keeps such a record
+/// until it is released, and `purge_expired` never removes it once completed.
+pub const TTL_FOREVER: Duration = Duration::from_millis(1 << 52);
+
+/// A duration in whole milliseconds as stores keep it, saturating at [`DURATION_MS_MAX`].
 pub fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis()).map_or(DURATION_MS_MAX, |ms| ms.min(DURATION_MS_MAX))
 }
 
 /// The number that proves who holds a record. It grows on every take-over, and a store

@@ -428,6 +428,33 @@ pub async fn expired_record_is_absent<H: Harness>(h: &H) {
     );
 }
 
+/// A record begun with [`crate::TTL_FOREVER`] (a business key) outlives any clock: a
+/// thousand years on it is still replayed, and `purge_expired` leaves it.
+pub async fn forever_record_never_expires<H: Harness>(h: &H) {
+    let store = h.fresh().await;
+    let (s, k) = (scope("t"), key("order-forever"));
+    let token = match store
+        .begin(&s, &k, &fp("a"), LEASE, crate::TTL_FOREVER)
+        .await
+        .expect("begin")
+    {
+        Outcome::Acquired { token, .. } => token,
+        other => panic!("a fresh key with TTL_FOREVER must be Acquired, got {other:?}"),
+    };
+    store
+        .complete(&s, &k, token, &response("forever"))
+        .await
+        .expect("complete");
+    store.advance_clock(Duration::from_secs(1000 * 365 * 24 * 3600));
+    assert_eq!(store.purge_expired(100).await.expect("purge"), 0, "nothing expired");
+    assert_eq!(
+        begin(&store, &s, &k, &fp("a")).await,
+        Outcome::Replay(response("forever")),
+        "a forever record is replayed a thousand years on"
+    );
+    assert_eq!(begin(&store, &s, &k, &fp("b")).await, Outcome::Mismatch);
+}
+
 /// `purge_expired(limit)` deletes expired records in batches of at most `limit`, and never
 /// a live one.
 pub async fn purge_expired_in_bounded_batches<H: Harness>(h: &H) {

@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
             release_after_complete_is_fenced,
             complete_without_holding_is_fenced,
             expired_record_is_absent,
+            forever_record_never_expires,
             purge_expired_in_bounded_batches,
             scopes_are_isolated,
             racers_on_one_key_have_one_winner,

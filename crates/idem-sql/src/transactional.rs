@@ -1,0 +1,245 @@
+//! [`TransactionalStore`]: DESIGN §2's transactional mode, one trait over the three SQL
+//! stores, so code generic over the backend can claim, replay and refuse inside its own
+//! database transaction.
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idem::{FencingToken, Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse};
+use sqlx::{Database, Pool, Transaction};
+use tokio::sync::OwnedMutexGuard;
+
+/// The transactional mode: the record is written inside the caller's `sqlx::Transaction`,
+/// so it and the caller's business writes commit or vanish together. A concurrent
+/// duplicate blocks on the record's primary key until the first transaction ends, then
+/// sees the record and replays it (or is refused when its fingerprint differs).
+///
+/// Two ways to claim:
+///
+/// - [`begin_in`](Self::begin_in) then [`complete_in`](Self::complete_in): the record is
+///   in progress while the caller works, and completed with the answer it computed.
+/// - [`begin_answered_in`](Self::begin_answered_in): the caller knows its answer before
+///   its writes (a payment's body names the payment id it is about to insert), so the
+///   record is born completed in one statement. If a business rule then refuses (no
+///   funds), rolling the transaction back removes the record: the key stays free.
+///
+/// On a [`StoreError`] whose [`StoreError::is_transient`] is true, roll the whole
+/// transaction back and run it again ([`crate::Retry::TRANSACTION`]): it kept nothing, and
+/// if its commit was lost in flight, the retry finds the record and replays.
+///
+/// # Example
+///
+/// ```no_run
+/// use idem::{Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
+/// use idem_sql::{PostgresStore, TransactionalStore};
+///
+/// # async fn run(store: PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-42")?);
+/// let fp = Fingerprint::of_bytes("POST", "/v1/payments", br#"{"amount":500}"#);
+/// let answer = StoredResponse::new(201, r#"{"status":"succeeded"}"#);
+/// let mut tx = store.begin_write().await?;
+/// match store.begin_answered_in(&mut tx, &scope, &key, &fp, &answer, TTL_FOREVER).await? {
+///     Outcome::Acquired { .. } => {
+///         sqlx::query("UPDATE accounts SET balance = balance - 500 WHERE id = 'alice'")
+///             .execute(&mut **tx)
+///             .await?;
+///         tx.commit().await?; // the record and the debit, together
+///     }
+///     Outcome::Replay(first) => println!("already paid: {}", first.status),
+///     Outcome::Mismatch => println!("order-42 was used for another payment"),
+///     Outcome::InFlight { retry_after } => println!("still running, retry in {retry_after:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait TransactionalStore: Store + Clone + 'static {
+    /// The sqlx database the records live in.
+    type Database: Database;
+
+    /// The pool, for the caller's own queries and transactions.
+    fn pool(&self) -> &Pool<Self::Database>;
+
+    /// Runs the caller's own migrations (its business tables, beside the records) the way
+    /// the store runs its own: safe when several nodes start at once (on MySQL and
+    /// MariaDB under a named lock, which sqlx's own locking does not take on MariaDB), and
+    /// blind to the store's migration versions in the same database.
+    ///
+    /// # Errors
+    /// [`crate::Error::Migrate`] when a migration fails, [`crate::Error::MigrationLock`]
+    /// when another node held the lock too long.
+    async fn run_migrations(&self, migrator: sqlx::migrate::Migrator) -> Result<(), crate::Error>;
+
+    /// Opens a transaction that will write: `BEGIN IMMEDIATE` on SQLite (the file's one
+    /// write lock taken up front, queued behind this process's other writers, so a
+    /// transaction that reads first never fails to upgrade), `BEGIN` elsewhere.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when no connection could be had or the database refused.
+    async fn begin_write(&self) -> Result<WriteTransaction<Self::Database>, StoreError>;
+
+    /// [`Store::begin`] inside `tx`: an acquired record is in progress under the returned
+    /// token, leased for `lease`, and exists only if `tx` commits.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; when transient, roll `tx` back and run the transaction again.
+    async fn begin_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError>;
+
+    /// Claims `(scope, key)` with its answer already known: on `Acquired` the record holds
+    /// `answer` as completed, and exists only if `tx` commits. Every other outcome is
+    /// [`Store::begin`]'s, decided by the same rules.
+    ///
+    /// # Errors
+    /// As [`TransactionalStore::begin_in`].
+    async fn begin_answered_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        answer: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError>;
+
+    /// [`Store::complete`] inside `tx`: the response is stored only if `tx` commits.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    async fn complete_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        scope: &Scope,
+        key: &Key,
+        token: FencingToken,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+}
+
+/// A transaction from [`TransactionalStore::begin_write`]: derefs to the
+/// `sqlx::Transaction` (`&mut **tx` is its connection), and on SQLite also holds this
+/// process's writer slot until it commits or drops. Dropped without a commit, it rolls back.
+#[derive(Debug)]
+pub struct WriteTransaction<DB: Database> {
+    tx: Transaction<'static, DB>,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl<DB: Database> WriteTransaction<DB> {
+    pub(crate) fn new(tx: Transaction<'static, DB>, writer: Option<OwnedMutexGuard<()>>) -> Self {
+        Self {
+            tx,
+            _writer: writer,
+        }
+    }
+
+    /// Commits, then frees the writer slot.
+    ///
+    /// # Errors
+    /// The database's error; a transient one (see [`crate::is_transient`]) leaves the
+    /// outcome unknown, which a retry that claims its record first resolves.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back, then frees the writer slot.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl<DB: Database> Deref for WriteTransaction<DB> {
+    type Target = Transaction<'static, DB>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<DB: Database> DerefMut for WriteTransaction<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// Implements [`TransactionalStore`] for a store with the inherent `open_write`, `begin_tx`
+/// and `complete_tx` every backend has: the trait's surface is written once, each backend
+/// keeps only its SQL.
+macro_rules! impl_transactional {
+    ($store:ty, $db:ty, $migrate:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::TransactionalStore for $store {
+            type Database = $db;
+
+            fn pool(&self) -> &sqlx::Pool<$db> {
+                &self.pool
+            }
+
+            async fn run_migrations(
+                &self,
+                migrator: sqlx::migrate::Migrator,
+            ) -> Result<(), $crate::Error> {
+                $crate::migrate::$migrate(migrator, &self.pool).await
+            }
+
+            async fn begin_write(&self) -> Result<$crate::WriteTransaction<$db>, idem::StoreError> {
+                self.open_write().await.map_err($crate::error::store_error)
+            }
+
+            async fn begin_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                scope: &idem::Scope,
+                key: &idem::Key,
+                fingerprint: &idem::Fingerprint,
+                lease: std::time::Duration,
+                ttl: std::time::Duration,
+            ) -> Result<idem::Outcome, idem::StoreError> {
+                self.begin_tx(tx, scope, key, fingerprint, lease, ttl, None)
+                    .await
+            }
+
+            async fn begin_answered_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                scope: &idem::Scope,
+                key: &idem::Key,
+                fingerprint: &idem::Fingerprint,
+                answer: &idem::StoredResponse,
+                ttl: std::time::Duration,
+            ) -> Result<idem::Outcome, idem::StoreError> {
+                // Born completed: no lease to run.
+                let encoded = answer.encode();
+                let lease = std::time::Duration::ZERO;
+                self.begin_tx(tx, scope, key, fingerprint, lease, ttl, Some(&encoded))
+                    .await
+            }
+
+            async fn complete_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                scope: &idem::Scope,
+                key: &idem::Key,
+                token: idem::FencingToken,
+                response: &idem::StoredResponse,
+            ) -> Result<(), idem::StoreError> {
+                let offset = self.offset.millis();
+                let done = complete(&mut **tx, scope, key, token, response, offset)
+                    .await
+                    .map_err($crate::error::store_error)?;
+                $crate::common::fenced_unless(done)
+            }
+        }
+    };
+}
+pub(crate) use impl_transactional;
