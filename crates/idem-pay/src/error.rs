@@ -80,9 +80,13 @@ pub enum Error {
     /// The database failed; transient when [`Error::transient`] says so (503, else 500).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The schema could not be brought up to date at start.
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The idempotency store failed; transient when [`Error::transient`] says so (503,
+    /// else 500).
+    #[error("idempotency store: {0}")]
+    Store(#[from] idem::StoreError),
+    /// The store could not be opened or the schema brought up to date at start.
+    #[error("opening the database: {0}")]
+    Open(#[from] idem_sql::Error),
     /// A stored row does not read back as written (500).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
@@ -98,10 +102,11 @@ impl Error {
     /// Whether running the same transaction again may succeed: serialization failures,
     /// deadlocks, lock timeouts, a busy SQLite file, a lost connection. A transaction that
     /// failed this way kept nothing, and a retry of a payment whose commit was lost finds
-    /// the order's row and replays, so retrying is always safe.
+    /// the order's record and replays, so retrying is always safe.
     pub fn transient(&self) -> bool {
         match self {
-            Error::Database(error) => crate::db::is_transient(error),
+            Error::Database(error) => idem_sql::is_transient(error),
+            Error::Store(error) => error.is_transient(),
             _ => false,
         }
     }
@@ -112,6 +117,12 @@ impl Error {
             field: field.into(),
             detail: detail.into(),
         }
+    }
+}
+
+impl idem_sql::Transient for Error {
+    fn is_transient(&self) -> bool {
+        self.transient()
     }
 }
 

@@ -1,13 +1,19 @@
-//! The transactions of the service, each one database transaction: the business key's row
-//! is inserted first (or found, and then replayed or refused), the accounts are locked in
-//! account-id order, the money moves with its ledger rows, and the exact answer is stored in
-//! the same row, all committed at once. Any early return drops the transaction, which rolls
-//! it back: nothing is kept from a refused call.
+//! The transactions of the service, each one database transaction on idem-sql's
+//! transactional mode, written once for every backend ([`Business`]).
+//!
+//! A call claims its business key first — the order's `order_id`, the refund's `refund_id`
+//! within its payment, the account's id — with `begin_answered_in`: the answer is known
+//! before the writes (it names the payment id about to be inserted), so the record is born
+//! completed, and the library decides replay (same parameters), refusal (422: other
+//! parameters) or, for a concurrent duplicate, waits on the key until the first commits.
+//! Then the accounts are locked in account-id order, the money moves with its ledger rows,
+//! and everything commits at once. Any early return drops the transaction, which rolls it
+//! back, record included: nothing is kept from a refused call, and the key stays free.
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use idem::{Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
+use idem_sql::TransactionalStore;
 
-use crate::db::{inserted, Db};
+use crate::db::{Arg, Business, PaymentRow, Sql};
 use crate::ledger;
 use crate::model::{new_id, now_rfc3339, to_json, AccountBody, Answer, PaymentBody, RefundBody};
 use crate::validate::{NewAccount, NewPayment, NewRefund};
@@ -15,104 +21,151 @@ use crate::{Error, Result};
 
 const CREATED: u16 = 201;
 
-/// A payment row as read back.
-#[derive(Debug)]
-struct PaymentRow {
-    payment_id: String,
-    payer: String,
-    payee: String,
-    amount: i64,
-    refunded: i64,
-    status: u16,
-    body: Vec<u8>,
+/// The built-in tenant every key belongs to (DESIGN §5a `none`).
+const TENANT: &str = "default";
+
+/// What a call claims: its scope, its key and the fingerprint of what it asks.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub(crate) scope: Scope,
+    pub(crate) key: Key,
+    pub(crate) fingerprint: Fingerprint,
 }
 
-impl PaymentRow {
-    fn read(row: &AnyRow) -> Result<Self> {
+impl Claim {
+    fn new(scope: String, key: &str, parameters: &impl serde::Serialize) -> Result<Self> {
+        let scope = Scope::new(scope).map_err(|e| Error::Internal(format!("scope: {e}")))?;
+        let key = Key::new(key).map_err(|e| Error::Internal(format!("key: {e}")))?;
+        let path = scope.as_str().split_once('|').map_or("", |(_, op)| op);
+        let fingerprint = Fingerprint::of_bytes("POST", path, &to_json(parameters));
         Ok(Self {
-            payment_id: row.try_get(0)?,
-            payer: row.try_get(1)?,
-            payee: row.try_get(2)?,
-            amount: row.try_get(3)?,
-            refunded: row.try_get(4)?,
-            status: status(row.try_get(5)?)?,
-            body: row.try_get(6)?,
+            scope,
+            key,
+            fingerprint,
         })
     }
 
-    /// The first parameter that differs, compared in a fixed order: payer, payee, amount.
-    fn differs_from(&self, request: &NewPayment) -> Option<&'static str> {
-        if self.payer != request.payer {
-            Some("payer")
-        } else if self.payee != request.payee {
-            Some("payee")
-        } else if self.amount != request.amount {
-            Some("amount")
-        } else {
-            None
-        }
+    /// An account's: its id, and the opening balance.
+    pub(crate) fn account(request: &NewAccount) -> Result<Self> {
+        Self::new(
+            format!("{TENANT}|POST /v1/accounts"),
+            &request.account_id,
+            &request.balance,
+        )
+    }
+
+    /// A payment's: its `order_id`, and payer, payee and amount.
+    pub(crate) fn payment(request: &NewPayment) -> Result<Self> {
+        Self::payment_under(request, &request.order_id)
+    }
+
+    fn payment_under(request: &NewPayment, key: &str) -> Result<Self> {
+        Self::new(
+            format!("{TENANT}|POST /v1/payments"),
+            key,
+            &(&request.payer, &request.payee, request.amount),
+        )
+    }
+
+    /// A refund's: its `refund_id` within the payment of `order_id`, and the amount.
+    pub(crate) fn refund(order_id: &str, request: &NewRefund) -> Result<Self> {
+        Self::new(
+            format!("{TENANT}|POST /v1/payments/{order_id}/refunds"),
+            &request.refund_id,
+            &request.amount,
+        )
+    }
+
+    /// Claims the key inside `tx`, the record born completed with `answer`.
+    async fn begin<S: TransactionalStore>(
+        &self,
+        store: &S,
+        tx: &mut sqlx::Transaction<'_, S::Database>,
+        answer: &StoredResponse,
+    ) -> Result<Outcome> {
+        Ok(store
+            .begin_answered_in(
+                tx,
+                &self.scope,
+                &self.key,
+                &self.fingerprint,
+                answer,
+                TTL_FOREVER,
+            )
+            .await?)
     }
 }
 
-fn status(value: i64) -> Result<u16> {
-    u16::try_from(value).map_err(|_| Error::Corrupt(format!("stored status {value}")))
+/// The answer of a record that is there already: its replay, or `conflict` for a request
+/// with other parameters. A record in flight cannot be: every record here is born
+/// completed, and a duplicate waits for the first transaction to end.
+fn settled(outcome: Outcome, conflict: impl FnOnce() -> Error) -> Result<Answer> {
+    match outcome {
+        Outcome::Replay(first) => Ok(Answer::replayed(first.status, first.body)),
+        Outcome::Mismatch => Err(conflict()),
+        Outcome::InFlight { .. } | Outcome::Acquired { .. } => Err(Error::Internal(format!(
+            "a claim born completed came back as {outcome:?}"
+        ))),
+    }
 }
 
 /// `POST /v1/accounts`.
-pub(crate) async fn open_account(db: &Db, request: &NewAccount) -> Result<Answer> {
+pub(crate) async fn open_account<S: Business>(
+    store: &S,
+    sql: &Sql,
+    request: &NewAccount,
+) -> Result<Answer> {
     let body = to_json(&AccountBody {
         account_id: &request.account_id,
         balance: request.balance,
     });
-    let mut w = db.begin_write().await?;
-    let result = sqlx::query(&db.sql.insert_account)
-        .bind(&request.account_id)
-        .bind(request.balance)
-        .bind(request.balance)
-        .bind(body.clone())
-        .bind(now_rfc3339())
-        .execute(&mut *w.tx)
-        .await?;
-    if inserted(&result) {
-        w.tx.commit().await?;
-        return Ok(Answer::executed(CREATED, body));
-    }
-    let row = sqlx::query(&db.sql.select_account_opening)
-        .bind(&request.account_id)
-        .fetch_optional(&mut *w.tx)
-        .await?
-        .ok_or_else(|| Error::Corrupt("account insert skipped, yet no account row".into()))?;
-    let opening: i64 = row.try_get(0)?;
-    if opening != request.balance {
-        return Err(Error::AccountConflict {
+    let answer = StoredResponse::new(CREATED, body.clone());
+    let claim = Claim::account(request)?;
+    let mut tx = store.begin_write().await?;
+    let outcome = claim.begin(store, &mut tx, &answer).await?;
+    if !matches!(outcome, Outcome::Acquired { .. }) {
+        return settled(outcome, || Error::AccountConflict {
             account_id: request.account_id.clone(),
         });
     }
-    Ok(Answer::replayed(CREATED, row.try_get(1)?))
+    store
+        .execute_in(
+            &mut tx,
+            &sql.insert_account,
+            &[
+                Arg::Str(&request.account_id),
+                Arg::Int(request.balance),
+                Arg::Int(request.balance),
+                Arg::Str(&now_rfc3339()),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Answer::executed(CREATED, body))
 }
 
 /// `GET /v1/accounts/{id}`.
-pub(crate) async fn account(db: &Db, account_id: &str) -> Result<Answer> {
-    let row = sqlx::query(&db.sql.select_balance)
-        .bind(account_id)
-        .fetch_optional(&db.pool)
+pub(crate) async fn account<S: Business>(store: &S, sql: &Sql, account_id: &str) -> Result<Answer> {
+    let balance = store
+        .integers(&sql.select_balance, &[Arg::Str(account_id)])
         .await?
+        .and_then(|row| row.first().copied())
         .ok_or_else(|| Error::AccountNotFound {
             account_id: account_id.to_owned(),
         })?;
     let body = to_json(&AccountBody {
         account_id,
-        balance: row.try_get(0)?,
+        balance,
     });
     Ok(Answer::executed(200, body))
 }
 
-/// `POST /v1/payments`. With `unsafe_disable_idempotency` the row goes in under a fresh
-/// internal key, so nothing stops a second execution: a test guard, see `ServeArgs`.
-pub(crate) async fn pay(
-    db: &Db,
+/// `POST /v1/payments`. With `unsafe_disable_idempotency` the claim's key is fresh every
+/// time, so nothing stops a second execution: a test guard, see `ServeArgs`.
+pub(crate) async fn pay<S: Business>(
+    store: &S,
+    sql: &Sql,
     request: &NewPayment,
-    read_first: bool,
     unsafe_disable_idempotency: bool,
 ) -> Result<Answer> {
     let payment_id = new_id("pay");
@@ -126,41 +179,49 @@ pub(crate) async fn pay(
         status: "succeeded",
         created_at: &created_at,
     });
-    let order_key = if unsafe_disable_idempotency {
-        format!("{}#{payment_id}", request.order_id)
+    let answer = StoredResponse::new(CREATED, body.clone());
+    let claim = if unsafe_disable_idempotency {
+        Claim::payment_under(request, &format!("{}#{payment_id}", request.order_id))?
     } else {
-        request.order_id.clone()
+        Claim::payment(request)?
     };
 
-    if read_first && !unsafe_disable_idempotency {
-        // A settled order is answered from one indexed read, without a write transaction:
-        // its row is committed with its final answer, so it can only be replayed or refused.
-        // A miss falls through to the transaction, which settles any race on the unique key.
-        // Skipped when the service remembers settled answers: then most replays never get
-        // here, and a fresh payment (the common case) saves a round trip.
-        if let Some(row) = sqlx::query(&db.sql.select_payment_by_key)
-            .bind(&request.order_id)
-            .fetch_optional(&db.pool)
-            .await?
-        {
-            return answer_settled(&PaymentRow::read(&row)?, request);
+    let mut tx = store.begin_write().await?;
+    let outcome = claim.begin(store, &mut tx, &answer).await?;
+    match outcome {
+        Outcome::Acquired { .. } => {}
+        Outcome::Mismatch => {
+            drop(tx);
+            return Err(conflict(store, sql, request).await);
         }
+        other => return settled(other, || unreachable_conflict(request)),
     }
-
-    let mut w = db.begin_write().await?;
-    let row = NewPaymentRow {
-        payment_id: &payment_id,
-        order_key: &order_key,
-        body: &body,
-        created_at: &created_at,
+    let row = [
+        Arg::Str(&payment_id),
+        Arg::Str(&request.order_id),
+        Arg::Str(&request.payer),
+        Arg::Str(&request.payee),
+        Arg::Int(request.amount),
+        Arg::Bytes(&body),
+        Arg::Str(&created_at),
+    ];
+    // One statement inserts the payment row and locks both accounts where the dialect
+    // allows it (PostgreSQL), else an insert then the lock.
+    let locked = match &sql.insert_payment_and_lock {
+        Some(both) => {
+            let args = [
+                &row[..],
+                &[Arg::Str(&request.payer), Arg::Str(&request.payee)],
+            ]
+            .concat();
+            store.balances_in(&mut tx, both, &args).await?
+        }
+        None => {
+            store.execute_in(&mut tx, &sql.insert_payment, &row).await?;
+            lock_pair(store, sql, &mut tx, &request.payer, &request.payee).await?
+        }
     };
-    let (payer_balance, payee_balance) = match claim_and_lock(db, &mut w.tx, request, &row).await? {
-        Claim::Ours {
-            payer_balance,
-            payee_balance,
-        } => (payer_balance, payee_balance),
-        Claim::Settled(first) => return answer_settled(&first, request),
-    };
+    let (payer_balance, payee_balance) = pair_balances(&locked, &request.payer, &request.payee)?;
     if payer_balance < request.amount {
         return Err(Error::InsufficientFunds {
             account_id: request.payer.clone(),
@@ -172,154 +233,69 @@ pub(crate) async fn pay(
             "the payee's balance would pass the largest integer",
         ));
     }
-    ledger::transfer(
-        db,
-        &mut w.tx,
-        &payment_id,
-        &request.payer,
-        &request.payee,
-        request.amount,
-        &created_at,
-    )
-    .await?;
-    w.tx.commit().await?;
+    let movement = ledger::Movement {
+        id: &payment_id,
+        from: &request.payer,
+        to: &request.payee,
+        amount: request.amount,
+        created_at: &created_at,
+    };
+    ledger::transfer(store, sql, &mut tx, &movement).await?;
+    tx.commit().await?;
     Ok(Answer::executed(CREATED, body))
 }
 
-/// The payment row a request inserts.
-struct NewPaymentRow<'a> {
-    payment_id: &'a str,
-    order_key: &'a str,
-    body: &'a [u8],
-    created_at: &'a str,
+/// The conflict [`settled`] would give for a `Mismatch`, which `pay` answers itself.
+fn unreachable_conflict(request: &NewPayment) -> Error {
+    Error::OrderIdConflict {
+        order_id: request.order_id.clone(),
+        differs: "amount",
+    }
 }
 
-/// What inserting the payment row found.
-enum Claim {
-    /// The row is this transaction's, and both accounts are locked.
-    Ours {
-        payer_balance: i64,
-        payee_balance: i64,
-    },
-    /// Another request paid the order first (committed before this one could insert).
-    Settled(PaymentRow),
-}
-
-/// Inserts the payment row under its unique `order_key` (a concurrent duplicate waits on the
-/// key until the first transaction ends) and locks payer and payee: one statement where the
-/// dialect allows it (PostgreSQL), else an insert then [`lock_pair`].
-async fn claim_and_lock<'q>(
-    db: &Db,
-    tx: &mut Transaction<'static, Any>,
-    request: &'q NewPayment,
-    row: &NewPaymentRow<'q>,
-) -> Result<Claim> {
-    let Some(sql) = &db.sql.insert_payment_and_lock else {
-        let result = bind_payment(sqlx::query(&db.sql.insert_payment), request, row)
-            .execute(&mut **tx)
-            .await?;
-        if !inserted(&result) {
-            return settled(db, tx, row.order_key).await.map(Claim::Settled);
-        }
-        let (payer_balance, payee_balance) =
-            lock_pair(db, tx, &request.payer, &request.payee).await?;
-        return Ok(Claim::Ours {
-            payer_balance,
-            payee_balance,
-        });
+/// `order_id_conflict` for a payment request whose order was paid with other parameters,
+/// naming the first that differs (payer, payee, amount) as the stored payment shows.
+async fn conflict<S: Business>(store: &S, sql: &Sql, request: &NewPayment) -> Error {
+    let paid = store
+        .payment(&sql.select_payment_by_order, &[Arg::Str(&request.order_id)])
+        .await;
+    let differs = match &paid {
+        Ok(Some(first)) if first.payer != request.payer => "payer",
+        Ok(Some(first)) if first.payee != request.payee => "payee",
+        _ => "amount",
     };
-    let locked = bind_payment(sqlx::query(sql), request, row)
-        .bind(&request.payer)
-        .bind(&request.payee)
-        .fetch_all(&mut **tx)
-        .await?;
-    // Accounts come back (locked) only when this statement inserted the payment, so a
-    // settled order takes no account lock. With none back, the payment row tells whether
-    // the order was settled before or is ours with accounts that do not exist (then
-    // `pair_balances` names the missing one).
-    if locked.is_empty() {
-        let found = settled(db, tx, row.order_key).await?;
-        if found.payment_id != row.payment_id {
-            return Ok(Claim::Settled(found));
-        }
+    Error::OrderIdConflict {
+        order_id: request.order_id.clone(),
+        differs,
     }
-    let (payer_balance, payee_balance) = pair_balances(&locked, &request.payer, &request.payee)?;
-    Ok(Claim::Ours {
-        payer_balance,
-        payee_balance,
-    })
 }
 
-/// Binds the payment row's nine columns, in the order of `insert_payment`.
-fn bind_payment<'q>(
-    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    request: &'q NewPayment,
-    row: &NewPaymentRow<'q>,
-) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
-    query
-        .bind(row.payment_id)
-        .bind(row.order_key)
-        .bind(&request.order_id)
-        .bind(&request.payer)
-        .bind(&request.payee)
-        .bind(request.amount)
-        .bind(i32::from(CREATED))
-        .bind(row.body)
-        .bind(row.created_at)
-}
-
-/// The committed payment row of `order_key`, read inside the transaction that lost the
-/// insert.
-async fn settled(
-    db: &Db,
-    tx: &mut Transaction<'static, Any>,
-    order_key: &str,
-) -> Result<PaymentRow> {
-    let row = sqlx::query(&db.sql.select_payment_by_key)
-        .bind(order_key)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| Error::Corrupt("payment insert skipped, yet no payment row".into()))?;
-    PaymentRow::read(&row)
-}
-
-/// The answer to a payment request whose order is already paid: the first answer replayed
-/// when payer, payee and amount are the same, `order_id_conflict` otherwise.
-fn answer_settled(first: &PaymentRow, request: &NewPayment) -> Result<Answer> {
-    if let Some(differs) = first.differs_from(request) {
-        return Err(Error::OrderIdConflict {
-            order_id: request.order_id.clone(),
-            differs,
-        });
-    }
-    Ok(Answer::replayed(first.status, first.body.clone()))
-}
-
-/// `GET /v1/payments/{order_id}`: the stored body of the payment.
-pub(crate) async fn payment(db: &Db, order_id: &str) -> Result<Answer> {
-    let row = sqlx::query(&db.sql.select_payment_by_order)
-        .bind(order_id)
-        .fetch_optional(&db.pool)
+/// `GET /v1/payments/{order_id}`: the payment as first answered.
+pub(crate) async fn payment<S: Business>(store: &S, sql: &Sql, order_id: &str) -> Result<Answer> {
+    let payment = store
+        .payment(&sql.select_payment_by_order, &[Arg::Str(order_id)])
         .await?
         .ok_or_else(|| Error::PaymentNotFound {
             order_id: order_id.to_owned(),
         })?;
-    let payment = PaymentRow::read(&row)?;
     Ok(Answer::executed(200, payment.body))
 }
 
 /// `POST /v1/payments/{order_id}/refunds`. The payment row is locked first, so refunds of
 /// one payment run one at a time and their total is checked against what they saw.
-pub(crate) async fn refund(db: &Db, order_id: &str, request: &NewRefund) -> Result<Answer> {
-    let mut w = db.begin_write().await?;
-    let row = sqlx::query(&db.sql.lock_payment_by_order)
-        .bind(order_id)
-        .fetch_optional(&mut *w.tx)
+pub(crate) async fn refund<S: Business>(
+    store: &S,
+    sql: &Sql,
+    order_id: &str,
+    request: &NewRefund,
+) -> Result<Answer> {
+    let mut tx = store.begin_write().await?;
+    let payment: PaymentRow = store
+        .payment_in(&mut tx, &sql.lock_payment_by_order, &[Arg::Str(order_id)])
         .await?
         .ok_or_else(|| Error::PaymentNotFound {
             order_id: order_id.to_owned(),
         })?;
-    let payment = PaymentRow::read(&row)?;
 
     let created_at = now_rfc3339();
     let body = to_json(&RefundBody {
@@ -330,29 +306,14 @@ pub(crate) async fn refund(db: &Db, order_id: &str, request: &NewRefund) -> Resu
         status: "succeeded",
         created_at: &created_at,
     });
-    let result = sqlx::query(&db.sql.insert_refund)
-        .bind(&payment.payment_id)
-        .bind(&request.refund_id)
-        .bind(request.amount)
-        .bind(i32::from(CREATED))
-        .bind(body.clone())
-        .bind(&created_at)
-        .execute(&mut *w.tx)
+    let answer = StoredResponse::new(CREATED, body.clone());
+    let outcome = Claim::refund(order_id, request)?
+        .begin(store, &mut tx, &answer)
         .await?;
-    if !inserted(&result) {
-        let row = sqlx::query(&db.sql.select_refund)
-            .bind(&payment.payment_id)
-            .bind(&request.refund_id)
-            .fetch_optional(&mut *w.tx)
-            .await?
-            .ok_or_else(|| Error::Corrupt("refund insert skipped, yet no refund row".into()))?;
-        let amount: i64 = row.try_get(0)?;
-        if amount != request.amount {
-            return Err(Error::RefundIdConflict {
-                refund_id: request.refund_id.clone(),
-            });
-        }
-        return Ok(Answer::replayed(status(row.try_get(1)?)?, row.try_get(2)?));
+    if !matches!(outcome, Outcome::Acquired { .. }) {
+        return settled(outcome, || Error::RefundIdConflict {
+            refund_id: request.refund_id.clone(),
+        });
     }
 
     let refundable = payment.amount - payment.refunded;
@@ -362,67 +323,70 @@ pub(crate) async fn refund(db: &Db, order_id: &str, request: &NewRefund) -> Resu
             refundable,
         });
     }
-    let (payee_balance, _) = lock_pair(db, &mut w.tx, &payment.payee, &payment.payer).await?;
+    let locked = lock_pair(store, sql, &mut tx, &payment.payee, &payment.payer).await?;
+    let (payee_balance, _) = pair_balances(&locked, &payment.payee, &payment.payer)?;
     if payee_balance < request.amount {
         return Err(Error::InsufficientFunds {
             account_id: payment.payee.clone(),
         });
     }
-    sqlx::query(&db.sql.add_refunded)
-        .bind(request.amount)
-        .bind(&payment.payment_id)
-        .execute(&mut *w.tx)
+    store
+        .execute_in(
+            &mut tx,
+            &sql.insert_refund,
+            &[
+                Arg::Str(&payment.payment_id),
+                Arg::Str(&request.refund_id),
+                Arg::Int(request.amount),
+                Arg::Str(&created_at),
+            ],
+        )
+        .await?;
+    store
+        .execute_in(
+            &mut tx,
+            &sql.add_refunded,
+            &[Arg::Int(request.amount), Arg::Str(&payment.payment_id)],
+        )
         .await?;
     let movement_id = format!("{}/{}", payment.payment_id, request.refund_id);
-    ledger::transfer(
-        db,
-        &mut w.tx,
-        &movement_id,
-        &payment.payee,
-        &payment.payer,
-        request.amount,
-        &created_at,
-    )
-    .await?;
-    w.tx.commit().await?;
+    let movement = ledger::Movement {
+        id: &movement_id,
+        from: &payment.payee,
+        to: &payment.payer,
+        amount: request.amount,
+        created_at: &created_at,
+    };
+    ledger::transfer(store, sql, &mut tx, &movement).await?;
+    tx.commit().await?;
     Ok(Answer::executed(CREATED, body))
 }
 
 /// Locks two accounts in account-id order (so two opposite transfers never wait on each
-/// other in a cycle) and returns their balances as `(from, to)`.
-async fn lock_pair(
-    db: &Db,
-    tx: &mut Transaction<'static, Any>,
+/// other in a cycle) and returns their rows.
+async fn lock_pair<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tx: &mut sqlx::Transaction<'_, S::Database>,
     from: &str,
     to: &str,
-) -> Result<(i64, i64)> {
+) -> Result<Vec<(String, i64)>> {
     debug_assert_ne!(from, to, "validation refuses payer == payee");
-    let rows = sqlx::query(&db.sql.lock_pair)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut **tx)
-        .await?;
-    pair_balances(&rows, from, to)
+    Ok(store
+        .balances_in(tx, &sql.lock_pair, &[Arg::Str(from), Arg::Str(to)])
+        .await?)
 }
 
-/// The balances of `from` and `to` among locked rows of `(account_id, balance, …)`;
+/// The balances of `from` and `to` among locked `(account_id, balance)` rows;
 /// `account_not_found` for the first one missing.
-fn pair_balances(rows: &[AnyRow], from: &str, to: &str) -> Result<(i64, i64)> {
-    let (mut from_balance, mut to_balance) = (None, None);
-    for row in rows {
-        let account: String = row.try_get(0)?;
-        let balance: i64 = row.try_get(1)?;
-        if account == from {
-            from_balance = Some(balance);
-        } else if account == to {
-            to_balance = Some(balance);
-        }
-    }
-    let missing = |account: &str| Error::AccountNotFound {
-        account_id: account.to_owned(),
+fn pair_balances(rows: &[(String, i64)], from: &str, to: &str) -> Result<(i64, i64)> {
+    let balance = |account: &str| {
+        rows.iter()
+            .find(|(id, _)| id == account)
+            .map(|(_, balance)| *balance)
+            .ok_or_else(|| Error::AccountNotFound {
+                account_id: account.to_owned(),
+            })
     };
-    Ok((
-        from_balance.ok_or_else(|| missing(from))?,
-        to_balance.ok_or_else(|| missing(to))?,
-    ))
+    Ok((balance(from)?, balance(to)?))
 }

@@ -3,9 +3,7 @@
 //! paid. An account's balance is kept in its row for cheap locking and reading, and is always
 //! its opening balance plus its ledger rows: [`Db::ledger_check`] proves it.
 
-use sqlx::{Any, Row, Transaction};
-
-use crate::db::Db;
+use crate::db::{on_engine, Arg, Business, Db, Sql};
 use crate::Result;
 
 /// What [`Db::ledger_check`] found.
@@ -43,24 +41,24 @@ impl Db {
     /// # Errors
     /// [`crate::Error::Database`] when the queries fail.
     pub async fn ledger_check(&self) -> Result<LedgerReport> {
-        let totals = sqlx::query(&self.sql.ledger_totals)
-            .fetch_one(&self.pool)
-            .await?;
-        let mismatched: i64 = sqlx::query(&self.sql.ledger_mismatched_accounts)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        let unbalanced: i64 = sqlx::query(&self.sql.ledger_unbalanced_movements)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+        let sql = &self.sql;
+        let (totals, mismatched, unbalanced) = on_engine!(&self.engine, store => (
+            store.integers(&sql.ledger_totals, &[]).await?,
+            store.integers(&sql.ledger_mismatched_accounts, &[]).await?,
+            store.integers(&sql.ledger_unbalanced_movements, &[]).await?,
+        ));
+        let column = |row: &Option<Vec<i64>>, i: usize| {
+            row.as_ref()
+                .and_then(|r| r.get(i).copied())
+                .ok_or_else(|| crate::Error::Corrupt("a ledger total came back empty".into()))
+        };
         Ok(LedgerReport {
-            accounts: totals.try_get(0)?,
-            total_balance: totals.try_get(1)?,
-            total_opening_balance: totals.try_get(2)?,
-            min_balance: totals.try_get(3)?,
-            mismatched_accounts: mismatched,
-            unbalanced_movements: unbalanced,
+            accounts: column(&totals, 0)?,
+            total_balance: column(&totals, 1)?,
+            total_opening_balance: column(&totals, 2)?,
+            min_balance: column(&totals, 3)?,
+            mismatched_accounts: column(&mismatched, 0)?,
+            unbalanced_movements: column(&unbalanced, 0)?,
         })
     }
 
@@ -74,52 +72,62 @@ impl Db {
     }
 }
 
-/// Moves `amount` from `from` to `to` inside `tx`: both balances and both ledger rows.
-/// The caller has locked both accounts and checked that `from` has the funds.
-pub(crate) async fn transfer(
-    db: &Db,
-    tx: &mut Transaction<'static, Any>,
-    movement_id: &str,
-    from: &str,
-    to: &str,
-    amount: i64,
-    created_at: &str,
+/// One movement of money: `amount` from `from` to `to`, under `id`.
+#[derive(Debug)]
+pub(crate) struct Movement<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) from: &'a str,
+    pub(crate) to: &'a str,
+    pub(crate) amount: i64,
+    pub(crate) created_at: &'a str,
+}
+
+/// Moves the money of `m` inside `tx`: both balances and both ledger rows. The caller has
+/// locked both accounts and checked that `from` has the funds.
+pub(crate) async fn transfer<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tx: &mut sqlx::Transaction<'_, S::Database>,
+    m: &Movement<'_>,
 ) -> Result<()> {
-    debug_assert!(amount > 0, "a movement moves a positive amount");
+    debug_assert!(m.amount > 0, "a movement moves a positive amount");
     // Both statements start with `move_between`'s binds: payer, its delta, the payee's,
     // then the pair.
-    let moving = |sql| {
-        sqlx::query(sql)
-            .bind(from)
-            .bind(-amount)
-            .bind(amount)
-            .bind(from)
-            .bind(to)
-    };
-    if let Some(sql) = &db.sql.move_and_record {
-        let recorded = moving(sql)
-            .bind(from)
-            .bind(-amount)
-            .bind(amount)
-            .bind(movement_id)
-            .bind(created_at)
-            .execute(&mut **tx)
-            .await?;
-        return expect_two(recorded.rows_affected(), "ledger rows");
+    let moving = [
+        Arg::Str(m.from),
+        Arg::Int(-m.amount),
+        Arg::Int(m.amount),
+        Arg::Str(m.from),
+        Arg::Str(m.to),
+    ];
+    if let Some(both) = &sql.move_and_record {
+        let args = [
+            &moving[..],
+            &[
+                Arg::Str(m.from),
+                Arg::Int(-m.amount),
+                Arg::Int(m.amount),
+                Arg::Str(m.id),
+                Arg::Str(m.created_at),
+            ],
+        ]
+        .concat();
+        let recorded = store.execute_in(tx, both, &args).await?;
+        return expect_two(recorded, "ledger rows");
     }
-    let moved = moving(&db.sql.move_between).execute(&mut **tx).await?;
-    expect_two(moved.rows_affected(), "account rows")?;
-    sqlx::query(&db.sql.insert_ledger_pair)
-        .bind(movement_id)
-        .bind(from)
-        .bind(-amount)
-        .bind(created_at)
-        .bind(movement_id)
-        .bind(to)
-        .bind(amount)
-        .bind(created_at)
-        .execute(&mut **tx)
-        .await?;
+    let moved = store.execute_in(tx, &sql.move_between, &moving).await?;
+    expect_two(moved, "account rows")?;
+    let rows = [
+        Arg::Str(m.id),
+        Arg::Str(m.from),
+        Arg::Int(-m.amount),
+        Arg::Str(m.created_at),
+        Arg::Str(m.id),
+        Arg::Str(m.to),
+        Arg::Int(m.amount),
+        Arg::Str(m.created_at),
+    ];
+    store.execute_in(tx, &sql.insert_ledger_pair, &rows).await?;
     Ok(())
 }
 

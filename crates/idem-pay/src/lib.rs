@@ -6,30 +6,37 @@
 //!
 //! ## How a payment stays single
 //!
-//! A payment is one database transaction: it inserts the payment's row under the unique
-//! `order_id` first (a concurrent duplicate waits on that unique key until the first
-//! commits, then finds the row), locks payer and payee in account-id order (so two opposite
-//! transfers cannot deadlock), checks the funds, moves the money, writes two ledger rows and
-//! stores the exact answer bytes in the payment's row, then commits. A crash anywhere leaves
-//! all of it or none of it. A repeat with the same payer, payee and amount gets the stored
-//! bytes again with `Idempotent-Replayed: true`; anything else different is 422
-//! `order_id_conflict`. A payer short of funds gets 402 and nothing is kept, so the order
-//! may be paid later. Refunds work the same way under `refund_id`, which is unique within
-//! its payment (the same `refund_id` on two payments is two refunds), and never add up to
-//! more than the payment. Accounts replay their first answer for the same opening balance.
+//! The idempotency is the library's, not the service's: every call is one database
+//! transaction on `idem-sql`'s transactional mode ([`idem_sql::TransactionalStore`]). A
+//! payment first claims its `order_id` with `begin_answered_in`, the record born completed
+//! with the exact answer (which names the payment id about to be inserted) and kept for
+//! ever ([`idem::TTL_FOREVER`]); a concurrent duplicate waits on the record's key until the
+//! first commits, then replays. The claimed transaction inserts the payment row, locks payer
+//! and payee in account-id order (so two opposite transfers cannot deadlock), checks the
+//! funds, moves the money and writes two ledger rows, then commits: the record and the money
+//! together, or neither. A repeat with the same payer, payee and amount is the library's
+//! `Replay` of the stored bytes (`Idempotent-Replayed: true`); anything else different is
+//! its `Mismatch`, 422 `order_id_conflict`. A payer short of funds gets 402 and the
+//! rollback removes the record, so the order may be paid later. Refunds work the same way
+//! under `refund_id`, scoped by their payment (the same `refund_id` on two payments is two
+//! refunds), and never add up to more than the payment. Accounts replay their first answer
+//! for the same opening balance.
 //!
 //! The `Idempotency-Key` header is not needed: the business key is the record. A key that
-//! is sent must be valid (400 otherwise) and does not change which order is paid.
+//! is sent must be valid (400 otherwise, by the one parser of `idem`) and does not change
+//! which order is paid.
 //!
 //! ## Pieces
 //!
 //! - [`validate`]: requests, every field checked and named; unknown fields are refused
 //!   (400 naming the member: a misspelt `ammount` must not pass silently);
-//! - [`Service`]: the calls, retried (bounded, jittered) on serialization failures,
-//!   deadlocks and a busy database, with an optional Redis cache ([`Cache`]) that serves
-//!   replays without SQL and changes no answer when Redis is gone;
-//! - [`Db`]: SQLite (default), PostgreSQL, MySQL/MariaDB via `sqlx::Any`, schemas from
-//!   embedded migrations, and [`Db::ledger_check`], which proves balances equal the ledger;
+//! - [`Service`]: the calls, retried by [`idem_sql::Retry::TRANSACTION`] on transient
+//!   failures (a deadlock, a busy database, a lost connection, a restarting server), with
+//!   the library's [`idem::ReplayMemory`] and optional [`idem_redis::ReplayCache`] in front
+//!   for replays (losing Redis changes no answer);
+//! - [`Db`]: the SQLite (default), PostgreSQL or MySQL/MariaDB store, the business schema
+//!   from embedded migrations, and [`Db::ledger_check`], which proves balances equal the
+//!   ledger;
 //! - [`api::router`]: the axum routes, errors as problem+json ([`problem`]), `/metrics`
 //!   ([`metrics`]) and `/openapi.json` ([`openapi`]);
 //! - [`serve`]: the `idem serve` command.
@@ -49,12 +56,10 @@
 //! ```
 
 pub mod api;
-mod cache;
 mod db;
 mod error;
 mod flows;
 mod ledger;
-mod memory;
 pub mod metrics;
 mod model;
 pub mod openapi;
@@ -63,7 +68,6 @@ pub mod serve;
 mod service;
 pub mod validate;
 
-pub use cache::Cache;
 pub use db::{Backend, Db};
 pub use error::{Error, Result};
 pub use ledger::LedgerReport;

@@ -79,7 +79,8 @@ pub struct Metrics {
     memory_hits: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
-    cache_errors: AtomicU64,
+    /// The Redis front, whose own count of failed calls is exposed.
+    cache: std::sync::OnceLock<idem_redis::ReplayCache>,
 }
 
 impl Metrics {
@@ -128,8 +129,10 @@ impl Metrics {
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn cache_error(&self) {
-        self.cache_errors.fetch_add(1, Ordering::Relaxed);
+    /// Exposes `cache`'s failed calls as `idem_pay_cache_errors_total` (the first cache
+    /// given is kept).
+    pub(crate) fn watch_cache(&self, cache: idem_redis::ReplayCache) {
+        let _ = self.cache.set(cache);
     }
 
     /// The exposition text.
@@ -202,16 +205,20 @@ impl Metrics {
                 "Redis lookups that found nothing usable.",
                 &self.cache_misses,
             ),
-            (
+        ];
+        let cache_errors = self.cache.get().map_or(0, |c| c.stats().errors);
+        let counters = counters
+            .into_iter()
+            .map(|(name, help, value)| (name, help, value.load(Ordering::Relaxed)))
+            .chain([(
                 "idem_pay_cache_errors_total",
                 "Redis calls that failed (answered from SQL instead).",
-                &self.cache_errors,
-            ),
-        ];
+                cache_errors,
+            )]);
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{name} {value}");
         }
         out
     }

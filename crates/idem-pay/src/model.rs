@@ -18,7 +18,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub(crate) fn executed(status: u16, body: Vec<u8>) -> Self {
+    pub(crate) fn executed(status: u16, body: impl Into<Bytes>) -> Self {
         Self {
             status,
             body: body.into(),
@@ -26,7 +26,7 @@ impl Answer {
         }
     }
 
-    pub(crate) fn replayed(status: u16, body: Vec<u8>) -> Self {
+    pub(crate) fn replayed(status: u16, body: impl Into<Bytes>) -> Self {
         Self {
             status,
             body: body.into(),

@@ -11,10 +11,10 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cache::Cache;
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::service::Service;
+use idem_redis::{RedisOptions, ReplayCache};
 
 /// The database used when none is given: a file created on first run.
 pub const DEFAULT_DATABASE: &str = "sqlite://./idem-data/idem.db";
@@ -24,6 +24,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Settled answers a node remembers unless `--replay-memory` says otherwise (about 300
 /// bytes each).
 pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
+
+/// A Redis call slower than this is abandoned for SQL.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,7 +47,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEM_REDIS")]
     pub redis: Option<String>,
     /// Prefix of this service's Redis keys.
-    #[arg(long, env = "IDEM_REDIS_PREFIX", default_value = "idem:pay:")]
+    #[arg(long, env = "IDEM_REDIS_PREFIX", default_value = "idem:pay")]
     pub redis_prefix: String,
     /// Address to listen on; port 0 picks a free port (the log line `listening on ADDR` says which).
     #[arg(long, env = "IDEM_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -92,10 +95,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(backend = db.backend().name(), "database ready");
     let metrics = Arc::new(Metrics::default());
     let cache = match &args.redis {
-        Some(url) => Some(
-            Cache::new(url, &args.redis_prefix, metrics.clone())
-                .with_context(|| format!("parsing the Redis URL {}", redact(url)))?,
-        ),
+        Some(url) => {
+            let options = RedisOptions::new(url.as_str())
+                .prefix(args.redis_prefix.as_str())
+                .connection_timeout(REDIS_TIMEOUT)
+                .response_timeout(REDIS_TIMEOUT);
+            Some(
+                ReplayCache::lazy(options)
+                    .with_context(|| format!("the Redis URL {}", redact(url)))?,
+            )
+        }
         None => None,
     };
     if args.unsafe_disable_idempotency {

@@ -1,14 +1,16 @@
 //! The service as a library on each backend: lock ordering (opposite transfers never
-//! deadlock), concurrent duplicates (one execution), and the Redis cache (replays without
-//! SQL; an entry for other parameters is never used). One body per case, expanded per
+//! deadlock), concurrent duplicates (one execution), the replay memory, and the Redis front
+//! (replays without SQL; an entry for other parameters is never used). One body per case, expanded per
 //! backend by `backend_tests!`.
 
 use std::sync::Arc;
 
 use idem::conformance::{backend_url, unique_name};
+use idem::{Key, Scope, StoredResponse};
 use idem_pay::metrics::Metrics;
 use idem_pay::validate::{NewAccount, NewPayment};
-use idem_pay::{Cache, Db, Service};
+use idem_pay::{Db, Service};
+use idem_redis::{RedisOptions, ReplayCache};
 use sqlx::{Connection, Executor};
 
 /// A fresh database for one test: a temp SQLite file, or a PostgreSQL/MySQL database.
@@ -218,27 +220,32 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
     let url = fresh("sqlite").await.expect("sqlite");
     let db = Db::connect(&url, 4).await.expect("db");
     let metrics = Arc::new(Metrics::default());
-    let prefix = format!("{}:", unique_name("idem_pay_cache"));
-    let cache = Cache::new(&redis_url, &prefix, metrics.clone()).expect("redis url");
-    let service = Service::new(db.clone(), Some(cache), metrics);
+    let prefix = unique_name("idem_pay_cache");
+    let cache = ReplayCache::lazy(RedisOptions::new(redis_url.as_str()).prefix(prefix.as_str()))
+        .expect("redis url");
+    let service = Service::new(db.clone(), Some(cache.clone()), metrics);
     open(&service, "a", 100).await;
     open(&service, "b", 0).await;
 
-    // An entry that claims another amount for "o-2": never served for amount 5.
+    // An entry that answers another fingerprint under "o-2": never served for amount 5.
     let client = redis::Client::open(redis_url.as_str()).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let forged = r#"{"payer":"a","payee":"b","amount":99,"status":201,"body":"forged"}"#;
-    redis::cmd("SET")
-        .arg(format!("{prefix}payment:o-2"))
-        .arg(forged)
-        .arg("EX")
-        .arg(60)
+    let scope = Scope::new("default|POST /v1/payments").expect("scope");
+    let forged_key = cache.entry_key(&scope, &Key::new("o-2").expect("key"));
+    redis::cmd("HSET")
+        .arg(&forged_key)
+        .arg("fp")
+        .arg(vec![7u8; 32])
+        .arg("exp")
+        .arg(i64::MAX / 4)
+        .arg("resp")
+        .arg(StoredResponse::new(201, "forged").encode())
         .query_async::<()>(&mut conn)
         .await
-        .expect("set");
+        .expect("hset");
     let paid = service
         .pay(&pay("o-2", "a", "b", 5))
         .await
@@ -247,31 +254,33 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
 
     let first = service.pay(&pay("o-1", "a", "b", 10)).await.expect("paid");
     // The cache is written in the background; wait until it holds the answer.
-    let key = format!("{prefix}payment:o-1");
+    let key = cache.entry_key(&scope, &Key::new("o-1").expect("key"));
     for _ in 0..100 {
-        let cached: Option<String> = redis::cmd("GET")
+        let cached: bool = redis::cmd("EXISTS")
             .arg(&key)
             .query_async(&mut conn)
             .await
-            .expect("get");
-        if cached.is_some() {
+            .expect("exists");
+        if cached {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     db.close().await;
-    let again = service
+    // A second node: no memory of its own, so the replay comes from Redis.
+    let node = Service::new(db.clone(), Some(cache), Arc::new(Metrics::default()));
+    let again = node
         .pay(&pay("o-1", "a", "b", 10))
         .await
         .expect("replayed from Redis");
     assert!(again.replayed && again.body == first.body);
-    assert!(service
+    assert!(node
         .metrics()
         .render()
         .contains("idem_pay_cache_hits_total 1"));
     let _: () = redis::cmd("DEL")
         .arg(&key)
-        .arg(format!("{prefix}payment:o-2"))
+        .arg(&forged_key)
         .query_async(&mut conn)
         .await
         .expect("del");

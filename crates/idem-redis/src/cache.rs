@@ -1,11 +1,15 @@
-//! [`ReplayCache`]: the Redis tier of [`crate::TieredStore`], holding snapshots of completed
-//! records so replays need no trip to the truth store.
+//! [`ReplayCache`]: completed answers in Redis, in front of a truth store, so replays need
+//! no trip to it — the tier of [`crate::TieredStore`], and usable alone by a caller that
+//! claims in its own SQL transaction (`idem serve --redis`).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idem::{duration_ms, ClockOffset, Fingerprint, Key, Record, Scope, TimeTravel};
+use idem::{
+    duration_ms, ClockOffset, Fingerprint, Key, Record, RecordState, Scope, StoredResponse,
+    TimeTravel, DURATION_MS_MAX,
+};
 use redis::{RedisError, Value};
 
 use crate::connection::{Connection, KeyLayout};
@@ -27,7 +31,47 @@ pub struct ReplayCache {
     offset: ClockOffset,
     clock_skew: Duration,
     cooldown: Duration,
+    retention_max: Duration,
     cooling: Arc<Cooldown>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    fills: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// How a [`ReplayCache`] has served so far (since it was built; clones share the counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Lookups answered with a replay from Redis.
+    pub hits: u64,
+    /// Lookups the cache could not answer (the caller asked its truth store).
+    pub misses: u64,
+    /// Entries written to Redis.
+    pub fills: u64,
+    /// Redis failures (lookups and fills), each ignored after being logged.
+    pub errors: u64,
+}
+
+impl CacheStats {
+    /// Hits over lookups, 0 when nothing was looked up.
+    pub fn hit_ratio(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// When the cache may be tried again after a failure, in ms since `epoch`.
@@ -51,10 +95,12 @@ impl ReplayCache {
             offset: ClockOffset::new(),
             clock_skew: Duration::from_secs(5),
             cooldown: Duration::from_secs(1),
+            retention_max: Duration::from_secs(24 * 3600),
             cooling: Arc::new(Cooldown {
                 epoch: Instant::now(),
                 until_ms: AtomicI64::new(0),
             }),
+            counters: Arc::default(),
         })
     }
 
@@ -81,6 +127,107 @@ impl ReplayCache {
         self
     }
 
+    /// The longest an entry stays in Redis (default 24 h), however long its record lives:
+    /// a record that never expires ([`idem::TTL_FOREVER`]) must not hold Redis memory for
+    /// ever. A replay after that goes to the truth store, and fills the entry again.
+    pub fn retention_max(mut self, retention: Duration) -> Self {
+        self.retention_max = retention;
+        self
+    }
+
+    /// How the cache has served so far.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            fills: c.fills.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The cached answer of `(scope, key)` when a live entry answers `fingerprint`.
+    /// Best effort: a miss, a cooling-down cache, a Redis failure or a corrupt entry is
+    /// `None` (failures logged and counted), and the caller asks its truth store.
+    pub async fn lookup(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+    ) -> Option<StoredResponse> {
+        match self.replay(scope, key, fingerprint).await {
+            Ok(Some(raw)) => match StoredResponse::decode(&raw) {
+                Ok(response) => {
+                    count(&self.counters.hits);
+                    return Some(response);
+                }
+                Err(err) => {
+                    count(&self.counters.errors);
+                    tracing::warn!(target: "idem_redis::cache", error = %err, "corrupt Redis cache entry; asking the truth store");
+                }
+            },
+            Ok(None) => {}
+            Err(err) => {
+                count(&self.counters.errors);
+                tracing::warn!(target: "idem_redis::cache", error = %err, "Redis cache lookup failed; asking the truth store");
+            }
+        }
+        count(&self.counters.misses);
+        None
+    }
+
+    /// Caches a completed `record` read from the truth store. Best effort: failures are
+    /// logged and counted, never returned.
+    pub async fn remember(&self, record: &Record) {
+        let RecordState::Completed { response, .. } = &record.state else {
+            return;
+        };
+        let expires_at = record.expires_at.as_millis();
+        self.put(
+            &record.scope,
+            &record.key,
+            &record.fingerprint,
+            expires_at,
+            response,
+        )
+        .await;
+    }
+
+    /// Caches the answer of a record that never expires (begun with
+    /// [`idem::TTL_FOREVER`]), known complete by the caller (its transaction committed),
+    /// without reading the record back. Best effort, as [`ReplayCache::remember`].
+    pub async fn remember_settled(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        response: &StoredResponse,
+    ) {
+        self.put(scope, key, fingerprint, DURATION_MS_MAX, response)
+            .await;
+    }
+
+    async fn put(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        expires_at_ms: i64,
+        response: &StoredResponse,
+    ) {
+        match self
+            .fill(scope, key, fingerprint, expires_at_ms, &response.encode())
+            .await
+        {
+            Ok(true) => count(&self.counters.fills),
+            Ok(false) => {}
+            Err(err) => {
+                count(&self.counters.errors);
+                tracing::warn!(target: "idem_redis::cache", error = %err, "Redis cache write failed; ignored");
+            }
+        }
+    }
+
     /// A second handle on the same entries over a connection of its own, with a clock
     /// offset of its own starting at this one's (another node, for tests).
     pub fn peer(&self) -> Self {
@@ -90,10 +237,12 @@ impl ReplayCache {
             offset: self.offset.fork(),
             clock_skew: self.clock_skew,
             cooldown: self.cooldown,
+            retention_max: self.retention_max,
             cooling: Arc::new(Cooldown {
                 epoch: Instant::now(),
                 until_ms: AtomicI64::new(0),
             }),
+            counters: Arc::default(),
         }
     }
 
@@ -123,7 +272,7 @@ impl ReplayCache {
 
     /// The cached response bytes for `(scope, key)` when a live entry with `fingerprint`
     /// is there; `None` otherwise (including while cooling down).
-    pub(crate) async fn replay(
+    async fn replay(
         &self,
         scope: &Scope,
         key: &Key,
@@ -153,26 +302,31 @@ impl ReplayCache {
         }
     }
 
-    /// Writes a snapshot of a completed `record` read from the truth store; says whether
-    /// it was written (not when already within `clock_skew` of its expiry, or cooling
-    /// down). Callers pass only completed records.
-    pub(crate) async fn fill(&self, record: &Record, response: &[u8]) -> Result<bool, RedisError> {
+    /// Writes an entry valid until `expires_at_ms` (store time, less `clock_skew`, and
+    /// no later than `retention_max` from now); says whether it was written (not when
+    /// already within `clock_skew` of its expiry, or cooling down).
+    async fn fill(
+        &self,
+        scope: &Scope,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        expires_at_ms: i64,
+        response: &[u8],
+    ) -> Result<bool, RedisError> {
         if self.is_cooling_down() {
             return Ok(false);
         }
-        let expires_at = record
-            .expires_at
-            .as_millis()
-            .saturating_sub(duration_ms(self.clock_skew));
+        let expires_at = expires_at_ms.saturating_sub(duration_ms(self.clock_skew));
         let result = async {
             let mut conn = self.connection.get().await?;
             SCRIPTS
                 .cache_put
-                .key(self.keys.cache_entry(&record.scope, &record.key))
+                .key(self.keys.cache_entry(scope, key))
                 .arg(self.offset.millis())
-                .arg(&record.fingerprint.as_bytes()[..])
+                .arg(&fingerprint.as_bytes()[..])
                 .arg(expires_at)
                 .arg(response)
+                .arg(duration_ms(self.retention_max))
                 .invoke_async::<i64>(&mut conn)
                 .await
         }

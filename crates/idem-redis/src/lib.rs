@@ -107,8 +107,8 @@ mod scripts;
 mod store;
 mod tiered;
 
-pub use cache::ReplayCache;
+pub use cache::{CacheStats, ReplayCache};
 pub use connection::{RedisOptions, DEFAULT_PREFIX};
 pub use error::Error;
 pub use store::{RedisStore, PURGE_LIMIT_MAX};
-pub use tiered::{CacheStats, TieredStore};
+pub use tiered::TieredStore;

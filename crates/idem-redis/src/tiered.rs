@@ -1,16 +1,14 @@
 //! [`TieredStore`]: Redis in front for replays, any [`Store`] behind as the truth.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store, StoreError,
-    StoredResponse, TimeTravel, Timestamp,
+    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
+    TimeTravel, Timestamp,
 };
 
-use crate::ReplayCache;
+use crate::{CacheStats, ReplayCache};
 
 /// A two-tier store: replays come from a [`ReplayCache`] in Redis when it has them; every
 /// state change (a `begin` that acquires, `complete`, `release`) and every answer the cache
@@ -26,63 +24,17 @@ use crate::ReplayCache;
 pub struct TieredStore<S> {
     truth: S,
     cache: ReplayCache,
-    counters: Arc<Counters>,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    fills: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// How a [`TieredStore`]'s cache has served so far (since the store was built; clones
-/// share the counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// `begin` calls answered with a replay from Redis.
-    pub hits: u64,
-    /// `begin` calls the cache could not answer, which went to the truth store.
-    pub misses: u64,
-    /// Entries written to Redis after a `complete` or a replay from the truth store.
-    pub fills: u64,
-    /// Redis failures (lookups and fills), each ignored after being logged.
-    pub errors: u64,
-}
-
-impl CacheStats {
-    /// Hits over lookups, 0 when nothing was looked up.
-    pub fn hit_ratio(&self) -> f64 {
-        let lookups = self.hits + self.misses;
-        if lookups == 0 {
-            0.0
-        } else {
-            self.hits as f64 / lookups as f64
-        }
-    }
 }
 
 impl<S: Store> TieredStore<S> {
     /// `truth` behind `cache`.
     pub fn new(truth: S, cache: ReplayCache) -> Self {
-        Self {
-            truth,
-            cache,
-            counters: Arc::default(),
-        }
+        Self { truth, cache }
     }
 
     /// The cache's counts so far.
     pub fn stats(&self) -> CacheStats {
-        let c = &self.counters;
-        CacheStats {
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
-            fills: c.fills.load(Ordering::Relaxed),
-            errors: c.errors.load(Ordering::Relaxed),
-        }
+        self.cache.stats()
     }
 
     /// The truth store.
@@ -100,33 +52,17 @@ impl<S: Store> TieredStore<S> {
         (self.truth, self.cache)
     }
 
-    fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reads the record back from the truth store and, when it is completed, writes it to
-    /// the cache. Best effort: every failure is logged and counted, never returned.
+    /// Reads the record back from the truth store and caches it when completed. Best
+    /// effort: every failure is logged and counted, never returned.
     async fn fill(&self, scope: &Scope, key: &Key) {
         if self.cache.is_cooling_down() {
             return;
         }
-        let record = match self.truth.get(scope, key).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return,
+        match self.truth.get(scope, key).await {
+            Ok(Some(record)) => self.cache.remember(&record).await,
+            Ok(None) => {}
             Err(err) => {
                 tracing::debug!(target: "idem_redis::tiered", error = %err, "cannot read the record back to cache it");
-                return;
-            }
-        };
-        let RecordState::Completed { response, .. } = &record.state else {
-            return;
-        };
-        match self.cache.fill(&record, &response.encode()).await {
-            Ok(true) => Self::count(&self.counters.fills),
-            Ok(false) => {}
-            Err(err) => {
-                Self::count(&self.counters.errors);
-                tracing::warn!(target: "idem_redis::tiered", error = %err, "Redis cache write failed; ignored");
             }
         }
     }
@@ -142,24 +78,9 @@ impl<S: Store> Store for TieredStore<S> {
         lease: Duration,
         ttl: Duration,
     ) -> Result<Outcome, StoreError> {
-        match self.cache.replay(scope, key, fingerprint).await {
-            Ok(Some(raw)) => match StoredResponse::decode(&raw) {
-                Ok(response) => {
-                    Self::count(&self.counters.hits);
-                    return Ok(Outcome::Replay(response));
-                }
-                Err(err) => {
-                    Self::count(&self.counters.errors);
-                    tracing::warn!(target: "idem_redis::tiered", error = %err, "corrupt Redis cache entry; asking the truth store");
-                }
-            },
-            Ok(None) => {}
-            Err(err) => {
-                Self::count(&self.counters.errors);
-                tracing::warn!(target: "idem_redis::tiered", error = %err, "Redis cache lookup failed; asking the truth store");
-            }
+        if let Some(response) = self.cache.lookup(scope, key, fingerprint).await {
+            return Ok(Outcome::Replay(response));
         }
-        Self::count(&self.counters.misses);
         let outcome = self
             .truth
             .begin(scope, key, fingerprint, lease, ttl)

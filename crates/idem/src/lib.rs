@@ -11,6 +11,8 @@
 //!   (the key was reused for another request) or `InFlight` (still running elsewhere).
 //! - [`Store::complete`] stores the answer, refusing a holder whose [`FencingToken`] is
 //!   stale; [`Store::release`] frees the key when the operation failed before any effect.
+//! - [`ReplayMemory`] is a node's bounded memory of settled answers, for replays without
+//!   a round trip, over any store.
 //! - [`MemoryStore`] keeps records in memory; `idem-sql` and `idem-redis` keep them in
 //!   SQLite, PostgreSQL, MySQL and Redis. Every store passes [`conformance`] (feature
 //!   `conformance`).
@@ -46,6 +48,7 @@ mod fingerprint;
 mod key;
 mod memory;
 mod record;
+mod replay_memory;
 mod response;
 mod store;
 
@@ -58,5 +61,6 @@ pub use memory::MemoryStore;
 pub use record::{
     duration_ms, FencingToken, Record, RecordState, Timestamp, DURATION_MS_MAX, TTL_FOREVER,
 };
+pub use replay_memory::ReplayMemory;
 pub use response::{DecodeError, StoredResponse};
 pub use store::{BoxError, ClockOffset, Outcome, Store, StoreError, TimeTravel};

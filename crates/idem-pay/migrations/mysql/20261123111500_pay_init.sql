@@ -5,23 +5,21 @@ CREATE TABLE pay_accounts (
     account_id      VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
     balance         BIGINT NOT NULL CHECK (balance >= 0),
     opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
-    response_body   MEDIUMBLOB NOT NULL,
     created_at      VARCHAR(40) NOT NULL
 ) ENGINE = InnoDB;
 
--- order_key is order_id, unique: the row that makes an order paid at most once.
+-- One row per paid order. The order's uniqueness is its idempotency record (idem-sql's
+-- idem_records, claimed in the payment's transaction); body is the payment as first
+-- answered, which GET /v1/payments/{order_id} returns.
 CREATE TABLE pay_payments (
     payment_id      VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
-    order_key       VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     order_id        VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     payer           VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     payee           VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     amount          BIGINT NOT NULL CHECK (amount > 0),
     refunded        BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
-    response_status INT NOT NULL,
-    response_body   MEDIUMBLOB NOT NULL,
+    body            MEDIUMBLOB NOT NULL,
     created_at      VARCHAR(40) NOT NULL,
-    UNIQUE KEY pay_payments_order_key (order_key),
     KEY pay_payments_order_id (order_id)
 ) ENGINE = InnoDB;
 
@@ -29,8 +27,6 @@ CREATE TABLE pay_refunds (
     payment_id      VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     refund_id       VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     amount          BIGINT NOT NULL CHECK (amount > 0),
-    response_status INT NOT NULL,
-    response_body   MEDIUMBLOB NOT NULL,
     created_at      VARCHAR(40) NOT NULL,
     PRIMARY KEY (payment_id, refund_id)
 ) ENGINE = InnoDB;

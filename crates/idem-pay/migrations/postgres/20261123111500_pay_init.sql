@@ -4,21 +4,20 @@ CREATE TABLE pay_accounts (
     account_id      TEXT PRIMARY KEY,
     balance         BIGINT NOT NULL CHECK (balance >= 0),
     opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
-    response_body   BYTEA NOT NULL,
     created_at      TEXT NOT NULL
 );
 
--- order_key is order_id, unique: the row that makes an order paid at most once.
+-- One row per paid order. The order's uniqueness is its idempotency record (idem-sql's
+-- idem_records, claimed in the payment's transaction); body is the payment as first
+-- answered, which GET /v1/payments/{order_id} returns.
 CREATE TABLE pay_payments (
     payment_id      TEXT PRIMARY KEY,
-    order_key       TEXT NOT NULL UNIQUE,
     order_id        TEXT NOT NULL,
     payer           TEXT NOT NULL,
     payee           TEXT NOT NULL,
     amount          BIGINT NOT NULL CHECK (amount > 0),
     refunded        BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
-    response_status INTEGER NOT NULL,
-    response_body   BYTEA NOT NULL,
+    body            BYTEA NOT NULL,
     created_at      TEXT NOT NULL
 );
 CREATE INDEX pay_payments_order_id ON pay_payments (order_id);
@@ -27,8 +26,6 @@ CREATE TABLE pay_refunds (
     payment_id      TEXT NOT NULL,
     refund_id       TEXT NOT NULL,
     amount          BIGINT NOT NULL CHECK (amount > 0),
-    response_status INTEGER NOT NULL,
-    response_body   BYTEA NOT NULL,
     created_at      TEXT NOT NULL,
     PRIMARY KEY (payment_id, refund_id)
 );

@@ -1,20 +1,23 @@
-//! The database: one `sqlx::Any` pool, and per backend (`sqlite`, `postgres`, `mysql`) its
-//! dialect: how a write transaction begins, how rows are locked, how a duplicate insert is
-//! skipped, which errors a retry may cure, and its embedded migrations.
+//! The database: one of idem-sql's stores (SQLite, PostgreSQL, MySQL/MariaDB), whose
+//! transactional mode claims every order, refund and account, and beside it the payment
+//! service's business tables, created by their own embedded migrations. Per backend
+//! (`sqlite`, `postgres`, `mysql`) only its dialect differs: how rows are locked, how
+//! strings and sums are cast, how the pool is opened.
 //!
 //! Queries are runtime-checked (`sqlx::query`), written once with `?` placeholders and
-//! rewritten to `$n` for PostgreSQL when the statements are built.
+//! rewritten to `$n` for PostgreSQL when the statements are built; they run through
+//! [`Business`], implemented once for the three stores.
 
+mod business;
 mod mysql;
 mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyQueryResult};
-use sqlx::{Any, AnyPool, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use idem_sql::{MySqlStore, PostgresStore, SqliteStore};
+
+pub(crate) use business::{Arg, Business, PaymentRow};
 
 use crate::{Error, Result};
 
@@ -55,16 +58,17 @@ impl Backend {
     }
 }
 
-/// The SQL of one dialect, built once at connect.
+/// The business SQL of one dialect, built once at connect.
 #[derive(Debug)]
 pub(crate) struct Sql {
-    pub(crate) begin_write: &'static str,
     pub(crate) insert_account: String,
-    pub(crate) select_account_opening: String,
     pub(crate) select_balance: String,
     pub(crate) lock_pair: String,
     pub(crate) insert_payment: String,
-    pub(crate) select_payment_by_key: String,
+    /// The payment row's insert and the lock of both accounts in one statement, where the
+    /// dialect has data-modifying CTEs: binds the eight payment columns, payer, payee;
+    /// returns `(account_id, balance)` per account found.
+    pub(crate) insert_payment_and_lock: Option<String>,
     pub(crate) select_payment_by_order: String,
     pub(crate) lock_payment_by_order: String,
     pub(crate) move_between: String,
@@ -73,12 +77,7 @@ pub(crate) struct Sql {
     /// data-modifying CTEs (PostgreSQL); binds `move_between`'s five, then payer, -amount,
     /// amount (each row's delta), movement id, created_at.
     pub(crate) move_and_record: Option<String>,
-    /// The payment row's insert and the lock of both accounts in one statement, where the
-    /// dialect has data-modifying CTEs: binds the nine payment columns, payer, payee; returns
-    /// `(account_id, balance)` per account found, and no row unless the payment was inserted.
-    pub(crate) insert_payment_and_lock: Option<String>,
     pub(crate) insert_refund: String,
-    pub(crate) select_refund: String,
     pub(crate) add_refunded: String,
     pub(crate) ledger_totals: String,
     pub(crate) ledger_mismatched_accounts: String,
@@ -87,17 +86,14 @@ pub(crate) struct Sql {
 
 /// How one dialect spells the few things that differ.
 pub(crate) struct Dialect {
-    /// The statement that opens a write transaction.
-    pub(crate) begin_write: &'static str,
     /// Appended to a `SELECT` that must lock its rows until commit (empty on SQLite,
     /// whose `BEGIN IMMEDIATE` already holds the one write lock).
     pub(crate) for_update: &'static str,
-    /// `INSERT <this> INTO`: skips a duplicate key on MySQL.
-    pub(crate) insert_ignore: &'static str,
-    /// Appended to an insert: skips a duplicate key on SQLite and PostgreSQL.
-    pub(crate) on_conflict_nothing: &'static str,
-    /// The integer type a `SUM` is cast to, so `Any` can decode it.
+    /// The integer type a `SUM` is cast to, so it decodes as an `i64`.
     pub(crate) int_type: &'static str,
+    /// The text type an identifier is cast to when read back (MySQL reports `ascii_bin`
+    /// columns as binary).
+    pub(crate) text_type: &'static str,
     /// `$1, $2, …` instead of `?`.
     pub(crate) numbered_params: bool,
     /// `WITH x AS (UPDATE … RETURNING …) INSERT …` is one statement.
@@ -113,35 +109,29 @@ impl Sql {
                 text
             }
         };
-        let (ignore, nothing, lock, int) = (
-            d.insert_ignore,
-            d.on_conflict_nothing,
-            d.for_update,
-            d.int_type,
+        let (lock, int, text) = (d.for_update, d.int_type, d.text_type);
+        let payment_cols = format!(
+            "CAST(payment_id AS {text}), CAST(payer AS {text}), CAST(payee AS {text}), amount, refunded, body"
         );
-        let payment_cols =
-            "payment_id, payer, payee, amount, refunded, response_status, response_body";
+        let insert_payment = "INSERT INTO pay_payments (payment_id, order_id, payer, payee, amount, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+        // One statement locks both accounts, in the database's own key order: every
+        // transaction takes them in the same order, so two opposite transfers cannot
+        // deadlock.
+        let lock_pair = format!(
+            "SELECT CAST(a.account_id AS {text}), a.balance FROM pay_accounts a WHERE a.account_id IN (?, ?) ORDER BY a.account_id{lock}"
+        );
         Self {
-            begin_write: d.begin_write,
-            insert_account: q(format!(
-                "INSERT {ignore} INTO pay_accounts (account_id, balance, opening_balance, response_body, created_at) VALUES (?, ?, ?, ?, ?) {nothing}"
-            )),
-            select_account_opening: q(
-                "SELECT opening_balance, response_body FROM pay_accounts WHERE account_id = ?".into(),
+            insert_account: q(
+                "INSERT INTO pay_accounts (account_id, balance, opening_balance, created_at) VALUES (?, ?, ?, ?)".into(),
             ),
             select_balance: q("SELECT balance FROM pay_accounts WHERE account_id = ?".into()),
-            // One statement locks both accounts, in the database's own key order: every
-            // transaction takes them in the same order, so two opposite transfers cannot
-            // deadlock.
-            lock_pair: q(format!(
-                "SELECT account_id, balance FROM pay_accounts WHERE account_id IN (?, ?) ORDER BY account_id{lock}"
-            )),
-            insert_payment: q(format!(
-                "INSERT {ignore} INTO pay_payments (payment_id, order_key, order_id, payer, payee, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {nothing}"
-            )),
-            select_payment_by_key: q(format!(
-                "SELECT {payment_cols} FROM pay_payments WHERE order_key = ?"
-            )),
+            lock_pair: q(lock_pair.clone()),
+            insert_payment: q(insert_payment.into()),
+            insert_payment_and_lock: d.data_modifying_cte.then(|| {
+                q(format!(
+                    "WITH paid AS ({insert_payment} RETURNING 1) {lock_pair}"
+                ))
+            }),
             // One row per order; in the unsafe test mode the first one.
             select_payment_by_order: q(format!(
                 "SELECT {payment_cols} FROM pay_payments WHERE order_id = ? ORDER BY created_at, payment_id LIMIT 1"
@@ -156,12 +146,6 @@ impl Sql {
             insert_ledger_pair: q(
                 "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) VALUES (?, ?, ?, ?), (?, ?, ?, ?)".into(),
             ),
-            insert_payment_and_lock: d.data_modifying_cte.then(|| {
-                q(format!(
-                    "WITH claimed AS (INSERT INTO pay_payments (payment_id, order_key, order_id, payer, payee, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {nothing} RETURNING 1) \
-                     SELECT a.account_id, a.balance FROM pay_accounts a WHERE a.account_id IN (?, ?) AND EXISTS (SELECT 1 FROM claimed) ORDER BY a.account_id{lock}"
-                ))
-            }),
             move_and_record: d.data_modifying_cte.then(|| {
                 q(concat!(
                     "WITH moved AS (UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END ",
@@ -169,11 +153,8 @@ impl Sql {
                     "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) SELECT ?, account_id, delta, ? FROM moved"
                 ).into())
             }),
-            insert_refund: q(format!(
-                "INSERT {ignore} INTO pay_refunds (payment_id, refund_id, amount, response_status, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?) {nothing}"
-            )),
-            select_refund: q(
-                "SELECT amount, response_status, response_body FROM pay_refunds WHERE payment_id = ? AND refund_id = ?".into(),
+            insert_refund: q(
+                "INSERT INTO pay_refunds (payment_id, refund_id, amount, created_at) VALUES (?, ?, ?, ?)".into(),
             ),
             add_refunded: q("UPDATE pay_payments SET refunded = refunded + ? WHERE payment_id = ?".into()),
             ledger_totals: format!(
@@ -202,72 +183,68 @@ fn numbered(text: &str) -> String {
     out
 }
 
-/// A connection pool on one database, with its dialect's SQL.
+/// The store of one backend: idem-sql's, whose pool the business tables share.
 #[derive(Debug, Clone)]
-pub struct Db {
-    pub(crate) pool: AnyPool,
-    pub(crate) sql: Arc<Sql>,
-    backend: Backend,
-    // SQLite has one writer per file; queueing writers here is cheaper than letting them
-    // spin in SQLite's busy handler. Other processes are still kept out by BEGIN IMMEDIATE.
-    writer: Option<Arc<Mutex<()>>>,
+pub(crate) enum Engine {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+    MySql(MySqlStore),
 }
 
-/// A write transaction, holding the node's SQLite writer slot when there is one.
-pub(crate) struct WriteTx {
-    pub(crate) tx: Transaction<'static, Any>,
-    _writer: Option<OwnedMutexGuard<()>>,
+/// Runs `$body` with `$store` bound to the engine's store, whatever its backend: the body
+/// is written once and type-checked per backend.
+macro_rules! on_engine {
+    ($engine:expr, $store:ident => $body:expr) => {
+        match $engine {
+            $crate::db::Engine::Sqlite($store) => $body,
+            $crate::db::Engine::Postgres($store) => $body,
+            $crate::db::Engine::MySql($store) => $body,
+        }
+    };
+}
+pub(crate) use on_engine;
+
+/// A connection pool on one database: the idempotency store and the business SQL.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) engine: Engine,
+    pub(crate) sql: Arc<Sql>,
+    backend: Backend,
 }
 
 impl Db {
     /// Connects to `url` (`sqlite:PATH`, `postgres://…`, `mysql://…`) and brings the schema up
-    /// to date with the backend's embedded migrations. A SQLite file and its directory are
-    /// created when missing. Several nodes may start at once: PostgreSQL and MySQL
-    /// migrations run under an advisory lock.
+    /// to date: the store's records table and the service's tables, each from its embedded
+    /// migrations. A SQLite file and its directory are created when missing. Several nodes
+    /// may start at once: PostgreSQL and MySQL migrations run under a lock.
     ///
     /// # Errors
     /// [`Error::UnsupportedDatabase`], [`Error::Database`] when the server cannot be reached,
     /// [`Error::Migrate`] when the schema cannot be created.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
-        let options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10));
-        let (pool, dialect, mut migrator) = match backend {
-            Backend::Sqlite => {
-                let url = sqlite::prepare(url)?;
-                let pool = options
-                    .after_connect(|conn, _| Box::pin(sqlite::after_connect(conn)))
-                    .connect(&url)
-                    .await?;
-                (pool, sqlite::DIALECT, sqlite::migrator())
-            }
-            Backend::Postgres => (
-                options.connect(url).await?,
-                postgres::DIALECT,
-                postgres::migrator(),
+        let max_connections = max_connections.max(1);
+        let (engine, dialect) = match backend {
+            Backend::Sqlite => (
+                Engine::Sqlite(sqlite::open(url, max_connections).await?),
+                sqlite::DIALECT,
             ),
-            Backend::MySql => {
-                let pool = options
-                    .after_connect(|conn, _| Box::pin(mysql::after_connect(conn)))
-                    .connect(url)
-                    .await?;
-                (pool, mysql::DIALECT, mysql::migrator())
-            }
+            Backend::Postgres => (
+                Engine::Postgres(postgres::open(url, max_connections).await?),
+                postgres::DIALECT,
+            ),
+            Backend::MySql => (
+                Engine::MySql(mysql::open(url, max_connections).await?),
+                mysql::DIALECT,
+            ),
         };
-        // Other crates (idem-sql's stores) may keep their migrations in the same database.
-        migrator.set_ignore_missing(true);
-        if backend == Backend::MySql {
-            mysql::migrate(&pool, migrator).await?;
-        } else {
-            migrator.run(&pool).await?;
-        }
+        on_engine!(&engine, store => {
+            idem_sql::TransactionalStore::run_migrations(store, migrator(backend)).await?
+        });
         Ok(Self {
-            pool,
+            engine,
             sql: Arc::new(Sql::new(&dialect)),
             backend,
-            writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
         })
     }
 
@@ -278,40 +255,23 @@ impl Db {
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
-        let writer = match &self.writer {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
-        };
-        let tx = self.pool.begin_with(self.sql.begin_write).await?;
-        Ok(WriteTx {
-            tx,
-            _writer: writer,
-        })
+        on_engine!(&self.engine, store => idem_sql::TransactionalStore::pool(store).close().await);
     }
 }
 
-/// Whether an error is one a retry of the whole transaction may cure.
-pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => {
-            sqlite::is_transient(db.as_ref())
-                || postgres::is_transient(db.as_ref())
-                || mysql::is_transient(db.as_ref())
-        }
-        // A lost connection: the transaction was rolled back, or committed and then the
-        // retry finds its row and replays. Either way a retry is safe.
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-        _ => false,
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        Backend::MySql => sqlx::migrate!("migrations/mysql"),
     }
 }
 
-/// Rows a statement changed, as the insert-or-skip statements report it.
-pub(crate) fn inserted(result: &AnyQueryResult) -> bool {
-    result.rows_affected() > 0
+/// The store's options for a pool of `max_connections`.
+fn options(max_connections: u32) -> idem_sql::StoreOptions {
+    idem_sql::StoreOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
 }
 
 #[cfg(test)]
@@ -325,14 +285,14 @@ mod tests {
             "a = $1 AND b IN ($2, $3)"
         );
         let sql = Sql::new(&postgres::DIALECT);
-        assert!(sql.insert_payment.contains("$9") && !sql.insert_payment.contains('?'));
+        assert!(sql.insert_payment.contains("$7") && !sql.insert_payment.contains('?'));
         assert!(sql.lock_pair.ends_with("FOR UPDATE"));
-        assert!(Sql::new(&sqlite::DIALECT)
-            .insert_payment
-            .contains("ON CONFLICT DO NOTHING"));
-        assert!(Sql::new(&mysql::DIALECT)
-            .insert_payment
-            .starts_with("INSERT IGNORE"));
+        let locked = sql
+            .insert_payment_and_lock
+            .expect("postgres has data-modifying CTEs");
+        assert!(locked.contains("$9") && locked.contains("$8"));
+        assert!(Sql::new(&sqlite::DIALECT).insert_payment_and_lock.is_none());
+        assert!(Sql::new(&mysql::DIALECT).lock_pair.contains("AS CHAR"));
     }
 
     #[test]

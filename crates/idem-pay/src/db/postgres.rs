@@ -1,30 +1,20 @@
 //! PostgreSQL (and engines speaking its protocol): `READ COMMITTED`, rows locked with
-//! `SELECT … FOR UPDATE` in account-id order, duplicates skipped with `ON CONFLICT DO
-//! NOTHING`, which waits for a concurrent insert of the same key to commit or roll back.
+//! `SELECT … FOR UPDATE` in account-id order; the payment row's insert and the accounts'
+//! lock in one statement, and the money's move with its ledger rows in another.
 
-use sqlx::error::DatabaseError;
-use sqlx::migrate::Migrator;
+use idem_sql::PostgresStore;
 
 use super::Dialect;
+use crate::Result;
 
 pub(super) const DIALECT: Dialect = Dialect {
-    begin_write: "BEGIN",
     for_update: " FOR UPDATE",
-    insert_ignore: "",
-    on_conflict_nothing: "ON CONFLICT DO NOTHING",
     int_type: "BIGINT",
+    text_type: "TEXT",
     numbered_params: true,
     data_modifying_cte: true,
 };
 
-pub(super) fn migrator() -> Migrator {
-    sqlx::migrate!("migrations/postgres")
-}
-
-/// 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available.
-pub(super) fn is_transient(error: &dyn DatabaseError) -> bool {
-    let Some(pg) = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
-        return false;
-    };
-    matches!(pg.code(), "40001" | "40P01" | "55P03")
+pub(super) async fn open(url: &str, max_connections: u32) -> Result<PostgresStore> {
+    Ok(PostgresStore::connect_with(url, &super::options(max_connections)).await?)
 }

@@ -1,0 +1,159 @@
+//! [`Business`]: the few ways the service's own SQL runs, implemented once for the three
+//! stores of idem-sql, so the flows are written once, generic over the backend.
+
+use async_trait::async_trait;
+use idem_sql::{MySqlStore, PostgresStore, SqliteStore, TransactionalStore};
+use sqlx::{MySql, Postgres, Row, Sqlite, Transaction};
+
+/// One bound value. The business tables hold only these three kinds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bytes(&'a [u8]),
+}
+
+/// A payment row as read back: `payment_id, payer, payee, amount, refunded, body`.
+#[derive(Debug)]
+pub(crate) struct PaymentRow {
+    pub(crate) payment_id: String,
+    pub(crate) payer: String,
+    pub(crate) payee: String,
+    pub(crate) amount: i64,
+    pub(crate) refunded: i64,
+    pub(crate) body: Vec<u8>,
+}
+
+type PaymentTuple = (String, String, String, i64, i64, Vec<u8>);
+
+impl From<PaymentTuple> for PaymentRow {
+    fn from((payment_id, payer, payee, amount, refunded, body): PaymentTuple) -> Self {
+        Self {
+            payment_id,
+            payer,
+            payee,
+            amount,
+            refunded,
+            body,
+        }
+    }
+}
+
+/// Runs the service's statements on a store's pool or inside its transaction.
+#[async_trait]
+pub(crate) trait Business: TransactionalStore {
+    /// Runs `sql` in `tx`; the rows it changed.
+    async fn execute_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> sqlx::Result<u64>;
+
+    /// The `(account_id, balance)` rows `sql` returns in `tx`.
+    async fn balances_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> sqlx::Result<Vec<(String, i64)>>;
+
+    /// The payment row `sql` returns in `tx`, if any.
+    async fn payment_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> sqlx::Result<Option<PaymentRow>>;
+
+    /// The payment row `sql` returns, read on the pool.
+    async fn payment(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<Option<PaymentRow>>;
+
+    /// Every column of the first row `sql` returns, as integers, read on the pool.
+    async fn integers(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<Option<Vec<i64>>>;
+}
+
+/// Binds `args` to a query, in order.
+macro_rules! bound {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match *arg {
+                Arg::Str(value) => query.bind(value),
+                Arg::Int(value) => query.bind(value),
+                Arg::Bytes(value) => query.bind(value),
+            };
+        }
+        query
+    }};
+}
+
+macro_rules! impl_business {
+    ($store:ty, $db:ty) => {
+        #[async_trait]
+        impl Business for $store {
+            async fn execute_in(
+                &self,
+                tx: &mut Transaction<'_, $db>,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<u64> {
+                let done = bound!(sqlx::query(sql), args).execute(&mut **tx).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn balances_in(
+                &self,
+                tx: &mut Transaction<'_, $db>,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Vec<(String, i64)>> {
+                bound!(sqlx::query_as(sql), args).fetch_all(&mut **tx).await
+            }
+
+            async fn payment_in(
+                &self,
+                tx: &mut Transaction<'_, $db>,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Option<PaymentRow>> {
+                let row: Option<PaymentTuple> = bound!(sqlx::query_as(sql), args)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(row.map(PaymentRow::from))
+            }
+
+            async fn payment(
+                &self,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Option<PaymentRow>> {
+                let row: Option<PaymentTuple> = bound!(sqlx::query_as(sql), args)
+                    .fetch_optional(self.pool())
+                    .await?;
+                Ok(row.map(PaymentRow::from))
+            }
+
+            async fn integers(
+                &self,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Option<Vec<i64>>> {
+                let Some(row) = bound!(sqlx::query(sql), args)
+                    .fetch_optional(self.pool())
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                (0..row.len())
+                    .map(|i| row.try_get::<i64, _>(i))
+                    .collect::<sqlx::Result<Vec<i64>>>()
+                    .map(Some)
+            }
+        }
+    };
+}
+
+impl_business!(SqliteStore, Sqlite);
+impl_business!(PostgresStore, Postgres);
+impl_business!(MySqlStore, MySql);
