@@ -1,15 +1,14 @@
 //! `idem serve`: one node of the payment service. With no flags, 127.0.0.1:8080 on the
 //! SQLite file `./idem-data/idem.db`; any number of nodes may share one PostgreSQL or
-//! MySQL database. SIGTERM or ctrl-c stops accepting, lets in-flight requests finish, and
-//! exits 0.
+//! MySQL database. SIGTERM or ctrl-c (the shutdown future the `idem` binary passes) stops
+//! accepting, lets in-flight requests finish, and exits 0.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use crate::cache::Cache;
 use crate::db::Db;
@@ -24,15 +23,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Settled answers a node remembers unless `--replay-memory` says otherwise (about 300
 /// bytes each).
 pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
-
-/// How log lines are written to stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per event.
-    Json,
-}
 
 /// The options of `idem serve`; each has an `IDEM_*` environment variable.
 #[derive(Debug, Clone, Args)]
@@ -49,9 +39,6 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the log line `listening on ADDR` says which).
     #[arg(long, env = "IDEM_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
-    /// Log format.
-    #[arg(long, env = "IDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
     /// Settled payments (and as many refunds) each node remembers, so that their replays
     /// skip the database; 0 remembers none. A settled answer never changes, so this is
     /// safe on any number of nodes.
@@ -67,25 +54,32 @@ pub struct ServeArgs {
     pub unsafe_disable_idempotency: bool,
 }
 
-/// Runs `idem serve` to completion on its own runtime.
+/// Runs `idem serve` to completion on its own runtime, until `shutdown` resolves.
 ///
 /// # Errors
 /// When the database, the Redis URL or the listen address cannot be used.
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args))?;
+    runtime.block_on(serve(args, shutdown))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until SIGTERM or ctrl-c, then drains in-flight requests and returns.
+/// Serves until `shutdown` resolves (the `idem` binary passes SIGTERM or ctrl-c), then
+/// drains in-flight requests and returns. Logs through `tracing`; the caller installs the
+/// subscriber.
 ///
 /// # Errors
 /// When the database, the Redis URL or the listen address cannot be used.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let db = Db::connect(&args.database, args.max_connections)
         .await
         .with_context(|| format!("opening the database {}", redact(&args.database)))?;
@@ -110,48 +104,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {addr}");
     axum::serve(listener, crate::api::router(service))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stdout);
-    // A second call (tests running several servers in one process) keeps the first setup.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
 }
 
 /// A URL without its password, for logs and errors.
@@ -184,15 +142,9 @@ mod tests {
         assert_eq!(cli.serve.database, DEFAULT_DATABASE);
         assert_eq!(cli.serve.listen, DEFAULT_LISTEN);
         assert!(!cli.serve.unsafe_disable_idempotency);
-        let cli = Cli::try_parse_from([
-            "idem",
-            "--unsafe-disable-idempotency",
-            "--log-format",
-            "json",
-        ])
-        .expect("flags parse");
+        let cli =
+            Cli::try_parse_from(["idem", "--unsafe-disable-idempotency"]).expect("flags parse");
         assert!(cli.serve.unsafe_disable_idempotency);
-        assert_eq!(cli.serve.log_format, LogFormat::Json);
     }
 
     #[test]
