@@ -1,9 +1,15 @@
 //! The `idem` binary: thin by design. Each command's options and logic live in a library
-//! crate; `main` parses the command line and maps the result to an exit code.
+//! crate; the binary parses the command line, does the wiring a library must not do (the
+//! log subscriber, the shutdown signal), and maps the result to an exit code.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod logging;
+mod shutdown;
+
+use logging::LogArgs;
 
 /// idem: exactly-once writes for distributed services.
 #[derive(Debug, Parser)]
@@ -16,9 +22,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the payment service (DESIGN §5): one node; many nodes may share a database.
-    Serve(idem_pay::serve::ServeArgs),
+    Serve {
+        #[command(flatten)]
+        args: idem_pay::serve::ServeArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Put the idempotency layer in front of any HTTP service, as a reverse proxy.
-    Proxy(idem_http::proxy::ProxyArgs),
+    Proxy {
+        #[command(flatten)]
+        args: idem_http::proxy::ProxyArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Run the payment service under injected faults and check no order is paid twice.
     Chaos(idem_chaos::ChaosArgs),
     /// Load-test the payment API: fresh payments, replays and conflicts; against bare SQL.
@@ -38,9 +54,17 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => idem_pay::serve::run(args),
-        Command::Proxy(args) => {
-            tokio::runtime::Runtime::new()?.block_on(idem_http::proxy::run(args))?;
+        Command::Serve { args, log } => {
+            logging::init(&log)?;
+            tokio::runtime::Runtime::new()?
+                .block_on(async { idem_pay::serve::serve(args, shutdown::listen()?).await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy { args, log } => {
+            logging::init(&log)?;
+            tokio::runtime::Runtime::new()?.block_on(async {
+                anyhow::Ok(idem_http::proxy::run(args, shutdown::listen()?).await?)
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Chaos(args) => Ok(idem_chaos::run(args)?),
@@ -50,5 +74,43 @@ fn run() -> anyhow::Result<ExitCode> {
             // Any unexpected answer fails the command, so a smoke run in CI cannot rot.
             Ok(ExitCode::from(u8::from(summary.error_count() > 0)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logging::LogFormat;
+
+    fn log_format(argv: &[&str]) -> LogFormat {
+        match Cli::try_parse_from(argv)
+            .expect("the command line parses")
+            .command
+        {
+            Command::Serve { log, .. } | Command::Proxy { log, .. } => log.log_format,
+            other => panic!("not a serving command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_and_proxy_take_the_same_log_format_option() {
+        assert_eq!(log_format(&["idem", "serve"]), LogFormat::Text);
+        assert_eq!(
+            log_format(&["idem", "serve", "--log-format", "json"]),
+            LogFormat::Json
+        );
+        let proxy = ["idem", "proxy", "--upstream", "http://127.0.0.1:1"];
+        assert_eq!(log_format(&proxy), LogFormat::Text);
+        assert_eq!(
+            log_format(&[&proxy[..], &["--log-format", "json"]].concat()),
+            LogFormat::Json
+        );
+        assert!(Cli::try_parse_from(["idem", "serve", "--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

@@ -2,47 +2,20 @@
 //! in front of an upstream that is a separate process too — this test binary re-run as
 //! the counting app — and the layer's own scenarios run through both.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "common/proxy_harness.rs"]
+mod harness;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use harness::{announced, proxy_command, spawn_proxy_in, Process, TempDir};
 use idem_http::testing::{
-    backend_url, counting_app, serve_counting_app, unique_key, Target, BODY_LIMIT_BYTES, WAIT_MAX,
+    backend_url, counting_app, serve_counting_app, unique_key, Target, WAIT_MAX,
 };
 
 /// Set in the environment of the upstream child process.
 const UPSTREAM_ENV: &str = "IDEM_TEST_COUNTING_UPSTREAM";
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads `child`'s stdout until a line starting with `prefix`, and returns the rest of it.
-fn announced(child: &mut Child, prefix: &str) -> String {
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = lines.read_line(&mut line).expect("read the child's stdout");
-        assert!(read > 0, "the child exited before printing {prefix:?}");
-        if let Some(rest) = line.trim().strip_prefix(prefix) {
-            let rest = rest.to_owned();
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let _ = lines.read_to_end(&mut Vec::new());
-            });
-            return rest;
-        }
-    }
-}
 
 /// The counting app in a process of its own: this test binary, running only
 /// [`counting_upstream_process`].
@@ -62,42 +35,6 @@ fn spawn_upstream() -> (Process, String) {
         .expect("start the upstream process");
     let url = announced(&mut child, "UPSTREAM ");
     (Process(child), url)
-}
-
-/// `idem proxy` on a free port in front of `upstream`, with `extra` options, started in
-/// `dir` (where its default `./idem-data/` goes).
-fn spawn_proxy_in(dir: &Path, upstream: &str, extra: &[String]) -> (Process, String) {
-    let body_limit = BODY_LIMIT_BYTES.to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
-        .current_dir(dir)
-        .args(["proxy", "--upstream", upstream, "--listen", "127.0.0.1:0"])
-        .args(["--body-limit-bytes", &body_limit])
-        .args(extra)
-        .env_remove("IDEM_DATABASE")
-        .env_remove("IDEM_REDIS")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start idem proxy");
-    let url = announced(&mut child, "listening on ");
-    (Process(child), url)
-}
-
-/// A directory of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique_key("idem_proxy_test"));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Which store the proxy under test uses.
@@ -322,6 +259,59 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         .await
         .expect("join")
         .expect("wait for the proxy");
+    assert!(
+        status.success(),
+        "idem proxy exits 0 after SIGTERM: {status}"
+    );
+}
+
+/// `idem proxy` logs as `idem serve` does (the binary sets both up the same way): to
+/// stdout, at `info` when `RUST_LOG` is unset, JSON lines under `IDEM_LOG_FORMAT=json`; it
+/// still announces its address, and SIGTERM logs the drain and exits 0.
+#[cfg(unix)]
+#[test]
+fn logs_go_to_stdout_like_serve_and_sigterm_is_logged() {
+    let dir = TempDir::new();
+    let mut child = proxy_command(&dir.0, "http://127.0.0.1:1", &["--memory".to_owned()])
+        .env_remove("RUST_LOG")
+        .env("IDEM_LOG_FORMAT", "json")
+        .spawn()
+        .expect("start idem proxy");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut proxy = Process(child);
+    let mut lines = BufReader::new(stdout)
+        .lines()
+        .map(|l| l.expect("read stdout"));
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        if line.starts_with("listening on http://127.0.0.1:") {
+            break;
+        }
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        events.push(event);
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "INFO" && e["fields"]["message"] == "idem proxy listening"),
+        "an info event before the announcement: {events:?}"
+    );
+
+    let pid = proxy.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.expect("run kill").success());
+    let rest: Vec<serde_json::Value> = lines
+        .map(|line| {
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect();
+    assert!(
+        rest.iter()
+            .any(|e| e["fields"]["message"] == "shutting down: draining in-flight requests"),
+        "{rest:?}"
+    );
+    let status = proxy.0.wait().expect("wait for the proxy");
     assert!(
         status.success(),
         "idem proxy exits 0 after SIGTERM: {status}"

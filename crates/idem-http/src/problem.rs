@@ -1,6 +1,7 @@
 //! The one place where errors become HTTP responses: `application/problem+json` (RFC 9457)
-//! with a stable `type` URI, a stable `code` member and a human `detail`. Internal causes
-//! (store and upstream failures) are logged, never shown.
+//! with a stable `code` member, a `type` of `urn:idem:problem:<code>` (as `idem serve`
+//! answers, DESIGN §4) and a human `detail`. Internal causes (store and upstream failures)
+//! are logged, never shown.
 
 use std::error::Error as _;
 
@@ -14,17 +15,17 @@ use crate::Error;
 /// The media type of every error this crate answers with.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// The base of every problem `type` URI; a type never changes once published.
-pub const PROBLEM_BASE: &str = "https://idem.dev/problems/";
+/// What precedes the `code` in every problem `type` URI, on every surface of idem; a type
+/// never changes once published.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:idem:problem:";
 
-/// What a client sees of an [`Error`]: status, stable slug and code, title, detail.
+/// What a client sees of an [`Error`]: status, stable code, title, detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The HTTP status.
     pub status: StatusCode,
-    /// The last segment of the `type` URI, such as `key-reused`.
-    pub slug: &'static str,
-    /// The stable machine-readable `code` member, such as `idempotency_key_reused`.
+    /// The stable machine-readable `code` member, such as `idempotency_key_reused`; the
+    /// `type` URI ends with it.
     pub code: &'static str,
     /// A short summary that is the same for every occurrence.
     pub title: &'static str,
@@ -35,58 +36,49 @@ pub struct Problem {
 impl Problem {
     /// The problem a client is shown for `error`.
     pub fn of(error: &Error) -> Self {
-        let (status, slug, code, title) = match error {
+        let (status, code, title) = match error {
             Error::KeyMissing => (
                 StatusCode::BAD_REQUEST,
-                "key-missing",
                 "idempotency_key_missing",
                 "Idempotency-Key is missing",
             ),
             Error::KeyInvalid { .. } => (
                 StatusCode::BAD_REQUEST,
-                "key-invalid",
                 "idempotency_key_invalid",
                 "Idempotency-Key is invalid",
             ),
             Error::KeyReused => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "key-reused",
                 "idempotency_key_reused",
                 "Idempotency-Key reused with another payload",
             ),
             Error::InFlight { .. } => (
                 StatusCode::CONFLICT,
-                "in-flight",
                 "request_in_flight",
                 "A request with this Idempotency-Key is in progress",
             ),
             Error::BodyTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
                 "body_too_large",
                 "Request body too large",
             ),
             Error::BodyRead(_) => (
                 StatusCode::BAD_REQUEST,
-                "body-unreadable",
                 "body_unreadable",
                 "Request body could not be read",
             ),
             Error::Store(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
                 "store_unavailable",
                 "Idempotency store unavailable",
             ),
             Error::ResponseBody(_) | Error::Upstream(_) => (
                 StatusCode::BAD_GATEWAY,
-                "upstream-failed",
                 "upstream_failed",
                 "Upstream failed",
             ),
             Error::Config(_) | Error::StoreOpen(_) | Error::Io { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
                 "internal",
                 "Internal error",
             ),
@@ -114,16 +106,15 @@ impl Problem {
         };
         Self {
             status,
-            slug,
             code,
             title,
             detail,
         }
     }
 
-    /// The full `type` URI.
+    /// The `type` URI: `urn:idem:problem:<code>`.
     pub fn type_uri(&self) -> String {
-        format!("{PROBLEM_BASE}{}", self.slug)
+        format!("{PROBLEM_TYPE_PREFIX}{}", self.code)
     }
 
     /// The problem+json document.
@@ -185,11 +176,41 @@ mod tests {
         let cause = std::io::Error::other("password=hunter2 at db.internal:5432");
         let error = Error::Store(idem::StoreError::Unavailable(Box::new(cause)));
         let json = Problem::of(&error).to_json().to_string();
-        assert!(json.contains("https://idem.dev/problems/store-unavailable"));
+        assert!(
+            json.contains("\"urn:idem:problem:store_unavailable\""),
+            "{json}"
+        );
         assert!(!json.contains("hunter2") && !json.contains("db.internal"));
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[test]
+    fn type_is_the_urn_of_the_code() {
+        let errors = [
+            Error::KeyMissing,
+            Error::KeyInvalid { reason: "x".into() },
+            Error::KeyReused,
+            Error::InFlight {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::BodyTooLarge { limit_bytes: 1 },
+            Error::BodyRead("cut".into()),
+            Error::Store(idem::StoreError::Unavailable("down".into())),
+            Error::Upstream("down".into()),
+            Error::Config("x".into()),
+        ];
+        for error in &errors {
+            let json = Problem::of(error).to_json();
+            let code = json["code"].as_str().expect("a code member");
+            assert_eq!(json["type"], format!("urn:idem:problem:{code}"));
+            // snake_case, like the payment service's codes.
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+        }
     }
 
     #[test]

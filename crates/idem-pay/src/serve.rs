@@ -1,20 +1,20 @@
 //! `idem serve`: one node of the payment service. With no flags, 127.0.0.1:8080 on the
 //! SQLite file `./idem-data/idem.db`; any number of nodes may share one PostgreSQL or
-//! MySQL database. SIGTERM or ctrl-c stops accepting, lets in-flight requests finish, and
-//! exits 0.
+//! MySQL database. SIGTERM or ctrl-c (the shutdown future the `idem` binary passes) stops
+//! accepting, lets in-flight requests finish, and exits 0.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+
+use idem_redis::{RedisOptions, ReplayCache};
 
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::service::Service;
-use idem_redis::{RedisOptions, ReplayCache};
 
 /// The database used when none is given: a file created on first run.
 pub const DEFAULT_DATABASE: &str = "sqlite://./idem-data/idem.db";
@@ -27,15 +27,6 @@ pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
 
 /// A Redis call slower than this is abandoned for SQL.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// How log lines are written to stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per event.
-    Json,
-}
 
 /// The options of `idem serve`; each has an `IDEM_*` environment variable.
 #[derive(Debug, Clone, Args)]
@@ -52,9 +43,6 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the log line `listening on ADDR` says which).
     #[arg(long, env = "IDEM_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
-    /// Log format.
-    #[arg(long, env = "IDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
     /// Settled payments (and as many refunds) each node remembers, so that their replays
     /// skip the database; 0 remembers none. A settled answer never changes, so this is
     /// safe on any number of nodes.
@@ -70,25 +58,32 @@ pub struct ServeArgs {
     pub unsafe_disable_idempotency: bool,
 }
 
-/// Runs `idem serve` to completion on its own runtime.
+/// Runs `idem serve` to completion on its own runtime, until `shutdown` resolves.
 ///
 /// # Errors
 /// When the database, the Redis URL or the listen address cannot be used.
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args))?;
+    runtime.block_on(serve(args, shutdown))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves until SIGTERM or ctrl-c, then drains in-flight requests and returns.
+/// Serves until `shutdown` resolves (the `idem` binary passes SIGTERM or ctrl-c), then
+/// drains in-flight requests and returns. Logs through `tracing`; the caller installs the
+/// subscriber.
 ///
 /// # Errors
 /// When the database, the Redis URL or the listen address cannot be used.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let db = Db::connect(&args.database, args.max_connections)
         .await
         .with_context(|| format!("opening the database {}", redact(&args.database)))?;
@@ -119,48 +114,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {addr}");
     axum::serve(listener, crate::api::router(service))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stdout);
-    // A second call (tests running several servers in one process) keeps the first setup.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
 }
 
 /// A URL without its password, for logs and errors.
@@ -193,15 +152,9 @@ mod tests {
         assert_eq!(cli.serve.database, DEFAULT_DATABASE);
         assert_eq!(cli.serve.listen, DEFAULT_LISTEN);
         assert!(!cli.serve.unsafe_disable_idempotency);
-        let cli = Cli::try_parse_from([
-            "idem",
-            "--unsafe-disable-idempotency",
-            "--log-format",
-            "json",
-        ])
-        .expect("flags parse");
+        let cli =
+            Cli::try_parse_from(["idem", "--unsafe-disable-idempotency"]).expect("flags parse");
         assert!(cli.serve.unsafe_disable_idempotency);
-        assert_eq!(cli.serve.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!
 //! - [`Key`] and [`Scope`] name a request; [`Fingerprint`] says whether two requests under
 //!   one key are the same request (SHA-256 over method, path and canonical JSON).
+//! - [`key_from_header`] reads an `Idempotency-Key` header (an sf-string or a bare token)
+//!   into a [`Key`]: the one parser every HTTP surface uses.
 //! - [`Store::begin`] claims a key in one atomic step and answers one [`Outcome`]:
 //!   `Acquired` (run it), `Replay` (return the stored [`StoredResponse`]), `Mismatch`
 //!   (the key was reused for another request) or `InFlight` (still running elsewhere).
@@ -46,6 +48,7 @@
 pub mod decide;
 mod fingerprint;
 mod key;
+mod key_header;
 mod memory;
 mod record;
 mod replay_memory;
@@ -57,6 +60,7 @@ pub mod conformance;
 
 pub use fingerprint::{canonical_json, FieldSelection, Fingerprint};
 pub use key::{Key, KeyError, Scope, KEY_LEN_MAX, SCOPE_LEN_MAX};
+pub use key_header::{key_from_header, parse_key_header_value, KeyHeaderError, KEY_HEADER};
 pub use memory::MemoryStore;
 pub use record::{
     duration_ms, FencingToken, Record, RecordState, Timestamp, DURATION_MS_MAX, TTL_FOREVER,

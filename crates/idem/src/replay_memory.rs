@@ -98,7 +98,6 @@ impl ReplayMemory {
     }
 }
 
-
 /// A bounded map from keys to shared values, forgetting the least recently used half when
 /// full. `capacity` 0 remembers nothing.
 #[derive(Debug)]
@@ -203,11 +202,19 @@ mod tests {
         assert_eq!(memory.replay(&s, &k, &fp), None);
         memory.remember(&s, &k, &fp, &answer, crate::TTL_FOREVER);
         assert_eq!(memory.replay(&s, &k, &fp), Some(answer.clone()));
-        assert_eq!(memory.replay(&s, &k, &other), None, "another request goes to the store");
+        assert_eq!(
+            memory.replay(&s, &k, &other),
+            None,
+            "another request goes to the store"
+        );
 
         let (_, short) = id("order-2");
         memory.remember(&s, &short, &fp, &answer, Duration::ZERO);
-        assert_eq!(memory.replay(&s, &short, &fp), None, "past its trust, never replayed");
+        assert_eq!(
+            memory.replay(&s, &short, &fp),
+            None,
+            "past its trust, never replayed"
+        );
         assert_eq!(ReplayMemory::new(0).capacity(), 0);
     }
 

@@ -7,15 +7,6 @@ use http::Method;
 
 use crate::{Config, Error, InFlight};
 
-/// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
 /// Options of `idem proxy`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
@@ -79,10 +70,6 @@ pub struct ProxyArgs {
     /// The largest guarded request body; larger ones get 413.
     #[arg(long, env = "IDEM_BODY_LIMIT_BYTES", default_value_t = crate::BODY_LIMIT_BYTES_DEFAULT)]
     pub body_limit_bytes: usize,
-
-    /// Log format on stderr.
-    #[arg(long, env = "IDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
 }
 
 impl ProxyArgs {

@@ -12,6 +12,6 @@ mod forward;
 mod run;
 mod store;
 
-pub use args::{LogFormat, ProxyArgs};
+pub use args::ProxyArgs;
 pub use run::{run, serve};
 pub use store::{open_store, DEFAULT_DATABASE};

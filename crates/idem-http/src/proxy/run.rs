@@ -1,31 +1,34 @@
-//! [`run`]: start `idem proxy`, serve until SIGTERM or ctrl-c, drain, stop.
+//! [`run`]: start `idem proxy`, serve until told to stop (the `idem` binary: SIGTERM or
+//! ctrl-c), drain, stop.
 
 use std::io::Write;
 use std::net::SocketAddr;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use super::forward::{forward, Forwarder};
-use super::{open_store, LogFormat, ProxyArgs};
+use super::{open_store, ProxyArgs};
 use crate::{Error, IdempotencyLayer};
 
-/// Runs `idem proxy` with `args` until SIGTERM or ctrl-c, then lets in-flight requests
-/// finish and returns. Prints `listening on http://ADDR` on stdout once it accepts.
+/// Runs `idem proxy` with `args` until `shutdown` resolves, then lets in-flight requests
+/// finish and returns. Prints `listening on http://ADDR` on stdout once it accepts. Logs
+/// through `tracing`; the caller installs the subscriber.
 ///
 /// # Errors
 /// [`Error::Config`] for unusable options or an unreachable store, [`Error::Io`] when
 /// the address cannot be bound.
-pub async fn run(args: ProxyArgs) -> Result<(), Error> {
-    init_logging(args.log_format);
+pub async fn run(
+    args: ProxyArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|source| Error::Io {
             what: format!("bind {}", args.listen),
             source,
         })?;
-    serve(args, listener, shutdown_signal()).await
+    serve(args, listener, shutdown).await
 }
 
 /// Serves `idem proxy` on `listener` until `shutdown` resolves (for embedding and tests).
@@ -74,41 +77,4 @@ pub async fn serve(
     })?;
     tracing::info!("idem proxy stopped");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (embedding, tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
 }

@@ -117,20 +117,19 @@ impl Answer {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
-    /// Checks this is the problem+json `slug` with `status`.
-    fn assert_problem(&self, status: u16, slug: &str) {
+    /// Checks this is the problem+json `code` with `status`, of type
+    /// `urn:idem:problem:<code>`.
+    fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "status of {:?}", self.body);
         assert_eq!(
             self.header("content-type"),
             Some("application/problem+json")
         );
         let json = self.json();
-        assert_eq!(json["type"], format!("https://idem.dev/problems/{slug}"));
+        assert_eq!(json["type"], format!("urn:idem:problem:{code}"));
+        assert_eq!(json["code"], code);
         assert_eq!(json["status"], status);
-        assert!(
-            json["code"].is_string() && json["detail"].is_string(),
-            "{json}"
-        );
+        assert!(json["detail"].is_string(), "{json}");
     }
 }
 
@@ -208,7 +207,7 @@ pub async fn concurrent_duplicates_run_once(target: &Target, wait_mode: bool) {
             "in the reject mode duplicates get 409 at once"
         );
         for answer in busy {
-            answer.assert_problem(409, "in-flight");
+            answer.assert_problem(409, "request_in_flight");
             let secs: u64 = answer
                 .header("retry-after")
                 .and_then(|v| v.parse().ok())
@@ -225,7 +224,7 @@ pub async fn other_payload_is_422_and_does_not_run(target: &Target) {
     let first = send(target.post("/orders", Some(&key)).body(r#"{"a":1,"b":2}"#)).await;
     assert_eq!(first.status, 201);
     let other = send(target.post("/orders", Some(&key)).body(r#"{"a":1,"b":3}"#)).await;
-    other.assert_problem(422, "key-reused");
+    other.assert_problem(422, "idempotency_key_reused");
     assert_eq!(
         target.runs().await,
         1,
@@ -294,7 +293,7 @@ pub async fn principals_never_share_responses(target: &Target) {
 /// A guarded request without a key is 400 and runs nothing.
 pub async fn missing_key_is_400(target: &Target) {
     let answer = send(target.post("/orders", None).body("{}")).await;
-    answer.assert_problem(400, "key-missing");
+    answer.assert_problem(400, "idempotency_key_missing");
     assert_eq!(target.runs().await, 0);
 }
 
@@ -316,7 +315,9 @@ pub async fn invalid_keys_are_400(target: &Target) {
             .post(target.url("/orders"))
             .header("idempotency-key", header)
             .body("{}");
-        send(request).await.assert_problem(400, "key-invalid");
+        send(request)
+            .await
+            .assert_problem(400, "idempotency_key_invalid");
     }
     assert_eq!(target.runs().await, 0);
 }
@@ -359,7 +360,7 @@ pub async fn body_too_large_is_413(target: &Target) {
     let body = format!("\"{}\"", "x".repeat(BODY_LIMIT_BYTES * 2));
     send(target.post("/orders", Some(&key)).body(body))
         .await
-        .assert_problem(413, "body-too-large");
+        .assert_problem(413, "body_too_large");
     assert_eq!(target.runs().await, 0);
     let fits = format!("\"{}\"", "x".repeat(BODY_LIMIT_BYTES - 10));
     let ok = send(target.post("/orders", Some(&key)).body(fits)).await;

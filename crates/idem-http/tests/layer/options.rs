@@ -155,7 +155,7 @@ async fn store_down_is_503_and_runs_nothing() {
     assert_eq!(answer.headers()["retry-after"], "1");
     let body = answer.text().await.expect("body");
     assert!(
-        body.contains("https://idem.dev/problems/store-unavailable"),
+        body.contains("\"urn:idem:problem:store_unavailable\""),
         "{body}"
     );
     assert!(

@@ -86,24 +86,14 @@ async fn drain(body: Body) {
 const DRAIN_MAX_BYTES: usize = 1024 * 1024;
 
 /// Payments are keyed by `order_id` whatever `Idempotency-Key` says; a key that is sent
-/// must still be a valid one (DESIGN §4: an invalid key is 400). Both the structured-field
-/// string form (`"abc"`) and a bare token are accepted.
+/// must still be a valid one (DESIGN §4: an invalid key is 400). It is read by
+/// [`idem::key_from_header`], as the layer and `idem proxy` read it: an sf-string (`"abc"`)
+/// or a bare token.
 fn check_idempotency_key(headers: &HeaderMap) -> Result<()> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(());
-    };
-    let invalid = || {
-        Error::invalid(
-            "Idempotency-Key",
-            "must be 1 to 255 printable ASCII characters",
-        )
-    };
-    let text = value.to_str().map_err(|_| invalid())?.trim();
-    let raw = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    idem::Key::new(raw).map(|_| ()).map_err(|_| invalid())
+    let values = headers.get_all(idem::KEY_HEADER).iter();
+    idem::key_from_header(values.map(HeaderValue::as_bytes))
+        .map(drop)
+        .map_err(|error| Error::invalid(idem::KEY_HEADER, error.to_string()))
 }
 
 fn path_id(field: &str, path: Result<Path<String>, PathRejection>) -> Result<String> {

@@ -446,7 +446,11 @@ pub async fn forever_record_never_expires<H: Harness>(h: &H) {
         .await
         .expect("complete");
     store.advance_clock(Duration::from_secs(1000 * 365 * 24 * 3600));
-    assert_eq!(store.purge_expired(100).await.expect("purge"), 0, "nothing expired");
+    assert_eq!(
+        store.purge_expired(100).await.expect("purge"),
+        0,
+        "nothing expired"
+    );
     assert_eq!(
         begin(&store, &s, &k, &fp("a")).await,
         Outcome::Replay(response("forever")),
