@@ -1,17 +1,17 @@
-//! What every SQL backend shares: the row as stored, the step `begin` takes after reading
-//! it, bounded retries and their counter.
+//! What every SQL backend shares besides `begin` (see `crate::begin`): the row as stored,
+//! the state a record is born in, the fenced answer, and statement retries with their
+//! counter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Retry;
-
-use idem::decide::{begin_step, BeginStep};
 use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, StoreError,
-    StoredResponse, Timestamp,
+    FencingToken, Fingerprint, Key, Record, RecordState, Scope, StoreError, StoredResponse,
+    Timestamp,
 };
+
+use crate::Retry;
 
 /// `state` of a record whose holder still runs the operation.
 pub(crate) const IN_PROGRESS: i16 = 0;
@@ -87,38 +87,6 @@ fn corrupt(scope: &Scope, key: &Key, what: &str) -> StoreError {
     ))
 }
 
-/// What `begin` does after reading the record (if any) at database time `now`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Next {
-    /// Answer without writing.
-    Answer(Outcome),
-    /// No row: insert a new one (token 1) unless another caller inserts first.
-    Insert,
-    /// Overwrite the row if it still holds `old` and still qualifies: an expired record
-    /// (`recovered = false`) or an abandoned lease of the same request (`recovered = true`).
-    Replace {
-        /// The token the row held when read; the write is conditional on it.
-        old: FencingToken,
-        /// The new holder's token.
-        new: FencingToken,
-        /// True for a lease take-over, false for replacing an expired record.
-        recovered: bool,
-    },
-}
-
-/// Decides `begin` by `idem::decide`'s rules.
-pub(crate) fn next_step(found: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Next {
-    match (begin_step(found, fingerprint, now), found) {
-        (BeginStep::Answer(outcome), _) => Next::Answer(outcome),
-        (BeginStep::Write { .. }, None) => Next::Insert,
-        (BeginStep::Write { token, recovered }, Some(record)) => Next::Replace {
-            old: record.token(),
-            new: token,
-            recovered,
-        },
-    }
-}
-
 /// `Ok` when a conditional `complete` or `release` changed its row, `Fenced` otherwise.
 pub(crate) fn fenced_unless(done: bool) -> Result<(), StoreError> {
     if done {
@@ -126,11 +94,6 @@ pub(crate) fn fenced_unless(done: bool) -> Result<(), StoreError> {
     } else {
         Err(StoreError::Fenced)
     }
-}
-
-/// The error `begin` gives up with when it lost [`ROUNDS_MAX`] races in a row.
-pub(crate) fn rounds_exhausted() -> StoreError {
-    StoreError::Contention("begin lost every round of a race on one key; retry".into())
 }
 
 /// Counts statements retried after contention, shared by a store's clones.

@@ -85,6 +85,7 @@
     allow(unused)
 )]
 
+mod begin;
 mod common;
 mod error;
 mod migrate;

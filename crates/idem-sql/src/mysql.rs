@@ -17,12 +17,11 @@ use idem::{
     ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
     StoredResponse, TimeTravel, Timestamp,
 };
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{Executor, Row as _, Transaction};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::Executor;
 
-use crate::common::{
-    self, birth_state, fenced_unless, ms, next_step, retry_contention, Next, RetryCounter, Row,
-};
+use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row};
 use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -217,189 +216,103 @@ impl MySqlStore {
     async fn open_write(&self) -> Result<WriteTransaction<MySql>, sqlx::Error> {
         Ok(WriteTransaction::new(self.pool.begin().await?, None))
     }
-
-    /// `begin` inside the caller's transaction (see [`crate::TransactionalStore`]), the
-    /// record in progress or born completed with `answer`. Insert first: it waits on the
-    /// key's lock while another transaction holds it, and its duplicate-key error only
-    /// rolls back this statement. On `Contention` MySQL has rolled the whole transaction
-    /// back after a deadlock: retry it whole.
-    #[allow(clippy::too_many_arguments)]
-    async fn begin_tx(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-        answer: Option<&[u8]>,
-    ) -> Result<Outcome, StoreError> {
-        let offset = self.offset.millis();
-        for _ in 0..common::ROUNDS_MAX {
-            // Insert first: it waits on the key's lock while another transaction holds it,
-            // and its duplicate-key error only rolls back this statement.
-            match insert(
-                &mut **tx,
-                scope,
-                key,
-                fingerprint,
-                lease,
-                ttl,
-                offset,
-                answer,
-            )
-            .await
-            {
-                Ok(()) => {
-                    return Ok(Outcome::Acquired {
-                        token: FencingToken::FIRST,
-                        recovered: false,
-                    })
-                }
-                Err(err) if classify(&err) == Class::Unique => {}
-                Err(err) => return Err(store_error(err)),
-            }
-            let found = read(&mut **tx, READ_LOCKED, scope, key, offset)
-                .await
-                .map_err(store_error)?;
-            let Some((raw, now)) = found else {
-                continue; // released between the two statements: insert again
-            };
-            let record = raw.into_record(scope, key)?;
-            match next_step(Some(&record), fingerprint, now) {
-                Next::Answer(outcome) => return Ok(outcome),
-                Next::Insert => continue,
-                Next::Replace {
-                    old,
-                    new,
-                    recovered,
-                } => {
-                    let won = replace(
-                        &mut **tx,
-                        scope,
-                        key,
-                        fingerprint,
-                        lease,
-                        ttl,
-                        old,
-                        new,
-                        recovered,
-                        offset,
-                        answer,
-                    )
-                    .await
-                    .map_err(store_error)?;
-                    if won {
-                        return Ok(Outcome::Acquired {
-                            token: new,
-                            recovered,
-                        });
-                    }
-                }
-            }
-        }
-        Err(common::rounds_exhausted())
-    }
 }
 
-fn decode(row: &MySqlRow) -> Result<(Row, Timestamp), sqlx::Error> {
-    Ok((
-        Row {
-            fingerprint: row.try_get(0)?,
-            token: row.try_get(1)?,
-            state: row.try_get(2)?,
-            lease_until: row.try_get(3)?,
-            response: row.try_get(4)?,
-            created_at: row.try_get(5)?,
-            expires_at: row.try_get(6)?,
-        },
-        Timestamp(row.try_get(7)?),
-    ))
-}
-
-async fn read<'e, E: Executor<'e, Database = MySql>>(
-    ex: E,
+async fn read(
+    on: &mut On<'_, '_, MySql>,
     sql: &'static str,
     scope: &Scope,
     key: &Key,
     offset: i64,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let row = sqlx::query(sql)
+    let query = sqlx::query(sql)
         .bind(offset)
         .bind(scope.as_str())
-        .bind(key.as_str())
-        .fetch_optional(ex)
-        .await?;
-    row.as_ref().map(decode).transpose()
+        .bind(key.as_str());
+    let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
+    row.as_ref().map(|row| decode(row, 0)).transpose()
 }
 
-/// Inserts a new record with the first token; a duplicate key is an `Err` of class
-/// [`Class::Unique`].
-#[allow(clippy::too_many_arguments)]
-async fn insert<'e, E: Executor<'e, Database = MySql>>(
-    ex: E,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    lease: Duration,
-    ttl: Duration,
-    offset: i64,
-    answer: Option<&[u8]>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(INSERT)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(&fingerprint.as_bytes()[..])
-        .bind(birth_state(answer))
-        .bind(offset)
-        .bind(ms(lease))
-        .bind(answer)
-        .bind(offset)
-        .bind(offset)
-        .bind(ms(ttl.max(lease)))
-        .execute(ex)
-        .await?;
-    Ok(())
-}
+#[async_trait]
+impl BeginSql for MySqlStore {
+    type Db = MySql;
 
-#[allow(clippy::too_many_arguments)]
-async fn replace<'e, E: Executor<'e, Database = MySql>>(
-    ex: E,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    lease: Duration,
-    ttl: Duration,
-    old: FencingToken,
-    new: FencingToken,
-    recovered: bool,
-    offset: i64,
-    answer: Option<&[u8]>,
-) -> Result<bool, sqlx::Error> {
-    let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-    let mut query = sqlx::query(sql)
-        .bind(&fingerprint.as_bytes()[..])
-        .bind(new.as_i64())
-        .bind(birth_state(answer))
-        .bind(offset)
-        .bind(ms(lease))
-        .bind(answer)
-        .bind(offset)
-        .bind(offset)
-        .bind(ms(ttl.max(lease)))
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(old.as_i64());
-    query = if recovered {
-        query
-            .bind(&fingerprint.as_bytes()[..])
-            .bind(offset)
-            .bind(offset)
-    } else {
-        query.bind(offset)
-    };
-    // The connection reports matched rows (CLIENT_FOUND_ROWS), and the token changes.
-    Ok(query.execute(ex).await?.rows_affected() == 1)
+    async fn first(
+        &self,
+        on: &mut On<'_, '_, MySql>,
+        r: &Request<'_>,
+    ) -> Result<Found, sqlx::Error> {
+        if on.pooled() {
+            // Read first, without locks: replays and refusals take no lock at all, and an
+            // answer read here is true at the moment of the read.
+            let found = read(on, READ, r.scope, r.key, r.offset).await?;
+            return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
+        }
+        // In a transaction, insert first: it waits on the key's lock while another
+        // transaction holds it, and its duplicate-key error only rolls back this statement.
+        if let Some(token) = BeginSql::insert(self, on, r).await? {
+            return Ok(Found::Claimed(token));
+        }
+        let found = read(on, READ_LOCKED, r.scope, r.key, r.offset).await?;
+        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+    }
+
+    /// A duplicate key (recognised by its code) is `None`: another caller won.
+    async fn insert(
+        &self,
+        on: &mut On<'_, '_, MySql>,
+        r: &Request<'_>,
+    ) -> Result<Option<FencingToken>, sqlx::Error> {
+        let query = sqlx::query(INSERT)
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(birth_state(r.answer))
+            .bind(r.offset)
+            .bind(ms(r.lease))
+            .bind(r.answer)
+            .bind(r.offset)
+            .bind(r.offset)
+            .bind(ms(r.ttl.max(r.lease)));
+        match run_on!(on, ex => query.execute(ex).await) {
+            Ok(_) => Ok(Some(FencingToken::FIRST)),
+            Err(err) if classify(&err) == Class::Unique => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn replace(
+        &self,
+        on: &mut On<'_, '_, MySql>,
+        r: &Request<'_>,
+        old: FencingToken,
+        new: FencingToken,
+        recovered: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
+        let fingerprint = &r.fingerprint.as_bytes()[..];
+        let mut query = sqlx::query(sql)
+            .bind(fingerprint)
+            .bind(new.as_i64())
+            .bind(birth_state(r.answer))
+            .bind(r.offset)
+            .bind(ms(r.lease))
+            .bind(r.answer)
+            .bind(r.offset)
+            .bind(r.offset)
+            .bind(ms(r.ttl.max(r.lease)))
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(old.as_i64());
+        query = if recovered {
+            query.bind(fingerprint).bind(r.offset).bind(r.offset)
+        } else {
+            query.bind(r.offset)
+        };
+        // The connection reports matched rows (CLIENT_FOUND_ROWS), and the token changes.
+        let done = run_on!(on, ex => query.execute(ex).await)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 async fn complete<'e, E: Executor<'e, Database = MySql>>(
@@ -431,82 +344,16 @@ impl Store for MySqlStore {
         lease: Duration,
         ttl: Duration,
     ) -> Result<Outcome, StoreError> {
-        let offset = self.offset.millis();
-        for _ in 0..common::ROUNDS_MAX {
-            // Read first, without locks: replays and refusals take no lock at all, and an
-            // answer read here is true at the moment of the read.
-            let found = retry_contention!(
-                self.retries,
-                read(&self.pool, READ, scope, key, offset).await
-            )
-            .map_err(store_error)?
-            .map(|(raw, now)| raw.into_record(scope, key).map(|r| (r, now)))
-            .transpose()?;
-            let next = match &found {
-                None => Next::Insert,
-                Some((record, now)) => next_step(Some(record), fingerprint, *now),
-            };
-            match next {
-                Next::Answer(outcome) => return Ok(outcome),
-                Next::Insert => {
-                    let inserted = retry_contention!(
-                        self.retries,
-                        insert(
-                            &self.pool,
-                            scope,
-                            key,
-                            fingerprint,
-                            lease,
-                            ttl,
-                            offset,
-                            None
-                        )
-                        .await
-                    );
-                    match inserted {
-                        Ok(()) => {
-                            return Ok(Outcome::Acquired {
-                                token: FencingToken::FIRST,
-                                recovered: false,
-                            })
-                        }
-                        Err(err) if classify(&err) == Class::Unique => {} // lost: read again
-                        Err(err) => return Err(store_error(err)),
-                    }
-                }
-                Next::Replace {
-                    old,
-                    new,
-                    recovered,
-                } => {
-                    let won = retry_contention!(
-                        self.retries,
-                        replace(
-                            &self.pool,
-                            scope,
-                            key,
-                            fingerprint,
-                            lease,
-                            ttl,
-                            old,
-                            new,
-                            recovered,
-                            offset,
-                            None
-                        )
-                        .await
-                    )
-                    .map_err(store_error)?;
-                    if won {
-                        return Ok(Outcome::Acquired {
-                            token: new,
-                            recovered,
-                        });
-                    }
-                }
-            }
-        }
-        Err(common::rounds_exhausted())
+        let request = Request {
+            scope,
+            key,
+            fingerprint,
+            lease,
+            ttl,
+            offset: self.offset.millis(),
+            answer: None,
+        };
+        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
     }
 
     async fn complete(
@@ -547,9 +394,15 @@ impl Store for MySqlStore {
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        let found = read(&self.pool, READ, scope, key, self.offset.millis())
-            .await
-            .map_err(store_error)?;
+        let found = read(
+            &mut On::Pool(&self.pool),
+            READ,
+            scope,
+            key,
+            self.offset.millis(),
+        )
+        .await
+        .map_err(store_error)?;
         match found {
             Some((raw, now)) if raw.expires_at > now.as_millis() => {
                 raw.into_record(scope, key).map(Some)

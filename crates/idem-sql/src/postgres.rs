@@ -15,12 +15,11 @@ use idem::{
     ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
     StoredResponse, TimeTravel, Timestamp,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Executor, Postgres, Row as _, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres, Row as _};
 
-use crate::common::{
-    self, birth_state, fenced_unless, ms, next_step, retry_contention, Next, RetryCounter, Row,
-};
+use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, fenced_unless, ms, retry_contention, RetryCounter};
 use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -201,69 +200,6 @@ impl PostgresStore {
     async fn open_write(&self) -> Result<WriteTransaction<Postgres>, sqlx::Error> {
         Ok(WriteTransaction::new(self.pool.begin().await?, None))
     }
-
-    /// `begin` inside the caller's transaction (see [`crate::TransactionalStore`]), the
-    /// record in progress or born completed with `answer`. `idem_begin` reads first; a
-    /// concurrent duplicate's insert waits on the primary key until this transaction ends.
-    #[allow(clippy::too_many_arguments)]
-    async fn begin_tx(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-        answer: Option<&[u8]>,
-    ) -> Result<Outcome, StoreError> {
-        let offset = self.offset.millis();
-        for _ in 0..common::ROUNDS_MAX {
-            let found = begin_once(
-                &mut **tx,
-                scope,
-                key,
-                fingerprint,
-                lease,
-                ttl,
-                offset,
-                answer,
-            )
-            .await
-            .map_err(store_error)?;
-            match decide(found, scope, key, fingerprint)? {
-                Decided::Done(outcome) => return Ok(outcome),
-                Decided::Again => continue,
-                Decided::Replace {
-                    old,
-                    new,
-                    recovered,
-                } => {
-                    let won = replace(
-                        &mut **tx,
-                        scope,
-                        key,
-                        fingerprint,
-                        lease,
-                        ttl,
-                        old,
-                        new,
-                        recovered,
-                        offset,
-                        answer,
-                    )
-                    .await
-                    .map_err(store_error)?;
-                    if won {
-                        return Ok(Outcome::Acquired {
-                            token: new,
-                            recovered,
-                        });
-                    }
-                }
-            }
-        }
-        Err(common::rounds_exhausted())
-    }
 }
 
 async fn create_schema(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), Error> {
@@ -277,126 +213,80 @@ async fn create_schema(conn: &mut sqlx::PgConnection, schema: &str) -> Result<()
     }
 }
 
-/// What one round of `begin` found out.
-enum Decided {
-    /// The answer.
-    Done(Outcome),
-    /// A concurrent writer won between the read and the insert: read again.
-    Again,
-    /// Try the conditional replace.
-    Replace {
-        old: FencingToken,
-        new: FencingToken,
-        recovered: bool,
-    },
-}
-
-fn decide(
-    found: Option<(bool, Row, Timestamp)>,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-) -> Result<Decided, StoreError> {
-    let Some((inserted, raw, now)) = found else {
-        return Ok(Decided::Again);
+/// `idem_begin`: the record, or the fresh one it inserted; `Lost` when a concurrent insert
+/// won between its read and its insert.
+async fn read_or_insert(
+    on: &mut On<'_, '_, Postgres>,
+    r: &Request<'_>,
+) -> Result<Found, sqlx::Error> {
+    let query = sqlx::query(BEGIN)
+        .bind(r.scope.as_str())
+        .bind(r.key.as_str())
+        .bind(&r.fingerprint.as_bytes()[..])
+        .bind(ms(r.lease))
+        .bind(ms(r.ttl))
+        .bind(r.offset)
+        .bind(r.answer);
+    let Some(row) = run_on!(on, ex => query.fetch_optional(ex).await)? else {
+        return Ok(Found::Lost);
     };
-    if inserted {
-        return Ok(Decided::Done(Outcome::Acquired {
-            token: FencingToken::from_i64(raw.token),
-            recovered: false,
-        }));
-    }
-    let record = raw.into_record(scope, key)?;
-    Ok(match next_step(Some(&record), fingerprint, now) {
-        Next::Answer(outcome) => Decided::Done(outcome),
-        Next::Insert => Decided::Again,
-        Next::Replace {
-            old,
-            new,
-            recovered,
-        } => Decided::Replace {
-            old,
-            new,
-            recovered,
-        },
+    let inserted: bool = row.try_get(0)?;
+    let (raw, now) = decode(&row, 1)?;
+    Ok(if inserted {
+        Found::Claimed(FencingToken::from_i64(raw.token))
+    } else {
+        Found::Record(raw, now)
     })
 }
 
-fn decode(row: &PgRow, first: usize) -> Result<(Row, Timestamp), sqlx::Error> {
-    Ok((
-        Row {
-            fingerprint: row.try_get(first)?,
-            token: row.try_get(first + 1)?,
-            state: row.try_get(first + 2)?,
-            lease_until: row.try_get(first + 3)?,
-            response: row.try_get(first + 4)?,
-            created_at: row.try_get(first + 5)?,
-            expires_at: row.try_get(first + 6)?,
-        },
-        Timestamp(row.try_get(first + 7)?),
-    ))
-}
+#[async_trait]
+impl BeginSql for PostgresStore {
+    type Db = Postgres;
 
-#[allow(clippy::too_many_arguments)]
-async fn begin_once<'e, E: Executor<'e, Database = Postgres>>(
-    ex: E,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    lease: Duration,
-    ttl: Duration,
-    offset: i64,
-    answer: Option<&[u8]>,
-) -> Result<Option<(bool, Row, Timestamp)>, sqlx::Error> {
-    let row = sqlx::query(BEGIN)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(&fingerprint.as_bytes()[..])
-        .bind(ms(lease))
-        .bind(ms(ttl))
-        .bind(offset)
-        .bind(answer)
-        .fetch_optional(ex)
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(row) => {
-            let inserted: bool = row.try_get(0)?;
-            let (raw, now) = decode(&row, 1)?;
-            Ok(Some((inserted, raw, now)))
-        }
+    /// One call, on the pool and in a transaction alike: `idem_begin` reads, and inserts
+    /// only when there is no row (a replay is one indexed read, no lock, no write).
+    async fn first(
+        &self,
+        on: &mut On<'_, '_, Postgres>,
+        r: &Request<'_>,
+    ) -> Result<Found, sqlx::Error> {
+        read_or_insert(on, r).await
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn replace<'e, E: Executor<'e, Database = Postgres>>(
-    ex: E,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    lease: Duration,
-    ttl: Duration,
-    old: FencingToken,
-    new: FencingToken,
-    recovered: bool,
-    offset: i64,
-    answer: Option<&[u8]>,
-) -> Result<bool, sqlx::Error> {
-    let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-    let done = sqlx::query(sql)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(&fingerprint.as_bytes()[..])
-        .bind(new.as_i64())
-        .bind(ms(lease))
-        .bind(ms(ttl))
-        .bind(offset)
-        .bind(old.as_i64())
-        .bind(birth_state(answer))
-        .bind(answer)
-        .execute(ex)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    async fn insert(
+        &self,
+        on: &mut On<'_, '_, Postgres>,
+        r: &Request<'_>,
+    ) -> Result<Option<FencingToken>, sqlx::Error> {
+        Ok(match read_or_insert(on, r).await? {
+            Found::Claimed(token) => Some(token),
+            _ => None,
+        })
+    }
+
+    async fn replace(
+        &self,
+        on: &mut On<'_, '_, Postgres>,
+        r: &Request<'_>,
+        old: FencingToken,
+        new: FencingToken,
+        recovered: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
+        let query = sqlx::query(sql)
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(new.as_i64())
+            .bind(ms(r.lease))
+            .bind(ms(r.ttl))
+            .bind(r.offset)
+            .bind(old.as_i64())
+            .bind(birth_state(r.answer))
+            .bind(r.answer);
+        let done = run_on!(on, ex => query.execute(ex).await)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 async fn complete<'e, E: Executor<'e, Database = Postgres>>(
@@ -428,59 +318,16 @@ impl Store for PostgresStore {
         lease: Duration,
         ttl: Duration,
     ) -> Result<Outcome, StoreError> {
-        let offset = self.offset.millis();
-        for _ in 0..common::ROUNDS_MAX {
-            let found = retry_contention!(
-                self.retries,
-                begin_once(
-                    &self.pool,
-                    scope,
-                    key,
-                    fingerprint,
-                    lease,
-                    ttl,
-                    offset,
-                    None
-                )
-                .await
-            )
-            .map_err(store_error)?;
-            match decide(found, scope, key, fingerprint)? {
-                Decided::Done(outcome) => return Ok(outcome),
-                Decided::Again => continue,
-                Decided::Replace {
-                    old,
-                    new,
-                    recovered,
-                } => {
-                    let won = retry_contention!(
-                        self.retries,
-                        replace(
-                            &self.pool,
-                            scope,
-                            key,
-                            fingerprint,
-                            lease,
-                            ttl,
-                            old,
-                            new,
-                            recovered,
-                            offset,
-                            None
-                        )
-                        .await
-                    )
-                    .map_err(store_error)?;
-                    if won {
-                        return Ok(Outcome::Acquired {
-                            token: new,
-                            recovered,
-                        });
-                    }
-                }
-            }
-        }
-        Err(common::rounds_exhausted())
+        let request = Request {
+            scope,
+            key,
+            fingerprint,
+            lease,
+            ttl,
+            offset: self.offset.millis(),
+            answer: None,
+        };
+        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
     }
 
     async fn complete(

@@ -15,15 +15,13 @@ use idem::{
     StoredResponse, TimeTravel, Timestamp,
 };
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Executor, Row as _, Sqlite, Transaction};
+use sqlx::{Executor, Row as _, Sqlite};
 use tokio::sync::Mutex;
 
-use crate::common::{
-    self, birth_state, fenced_unless, ms, next_step, retry_contention, Next, RetryCounter, Row,
-};
+use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row};
 use crate::error::{open_error, store_error};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
@@ -206,171 +204,87 @@ impl SqliteStore {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(WriteTransaction::new(tx, Some(writer)))
     }
-
-    /// `begin` inside the caller's transaction (see [`crate::TransactionalStore`]): the
-    /// record, in progress or born completed with `answer`, is written with the caller's
-    /// other writes and vanishes with them on rollback. Write first: the insert takes the
-    /// database's write lock, after which the read sees the latest record.
-    #[allow(clippy::too_many_arguments)]
-    async fn begin_tx(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-        answer: Option<&[u8]>,
-    ) -> Result<Outcome, StoreError> {
-        let offset = self.offset.millis();
-        for _ in 0..common::ROUNDS_MAX {
-            // Write first: it takes the write lock, after which the read is the latest.
-            let inserted = insert(
-                &mut **tx,
-                scope,
-                key,
-                fingerprint,
-                lease,
-                ttl,
-                offset,
-                answer,
-            )
-            .await
-            .map_err(store_error)?;
-            if let Some(token) = inserted {
-                return Ok(Outcome::Acquired {
-                    token,
-                    recovered: false,
-                });
-            }
-            let found = read(&mut **tx, scope, key, offset)
-                .await
-                .map_err(store_error)?;
-            let Some((raw, now)) = found else {
-                continue; // released between the two statements: insert again
-            };
-            let record = raw.into_record(scope, key)?;
-            match next_step(Some(&record), fingerprint, now) {
-                Next::Answer(outcome) => return Ok(outcome),
-                Next::Insert => continue,
-                Next::Replace {
-                    old,
-                    new,
-                    recovered,
-                } => {
-                    let won = replace(
-                        &mut **tx,
-                        scope,
-                        key,
-                        fingerprint,
-                        lease,
-                        ttl,
-                        old,
-                        new,
-                        recovered,
-                        offset,
-                        answer,
-                    )
-                    .await
-                    .map_err(store_error)?;
-                    if won {
-                        return Ok(Outcome::Acquired {
-                            token: new,
-                            recovered,
-                        });
-                    }
-                }
-            }
-        }
-        Err(common::rounds_exhausted())
-    }
 }
 
-fn decode(row: &SqliteRow) -> Result<(Row, Timestamp), sqlx::Error> {
-    Ok((
-        Row {
-            fingerprint: row.try_get(0)?,
-            token: row.try_get(1)?,
-            state: row.try_get(2)?,
-            lease_until: row.try_get(3)?,
-            response: row.try_get(4)?,
-            created_at: row.try_get(5)?,
-            expires_at: row.try_get(6)?,
-        },
-        Timestamp(row.try_get(7)?),
-    ))
-}
-
-async fn read<'e, E: Executor<'e, Database = Sqlite>>(
-    ex: E,
+async fn read(
+    on: &mut On<'_, '_, Sqlite>,
     scope: &Scope,
     key: &Key,
     offset: i64,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let row = sqlx::query(READ)
+    let query = sqlx::query(READ)
         .bind(scope.as_str())
         .bind(key.as_str())
-        .bind(offset)
-        .fetch_optional(ex)
-        .await?;
-    row.as_ref().map(decode).transpose()
+        .bind(offset);
+    let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
+    row.as_ref().map(|row| decode(row, 0)).transpose()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert<'e, E: Executor<'e, Database = Sqlite>>(
-    ex: E,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    lease: Duration,
-    ttl: Duration,
-    offset: i64,
-    answer: Option<&[u8]>,
-) -> Result<Option<FencingToken>, sqlx::Error> {
-    let row = sqlx::query(INSERT)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(&fingerprint.as_bytes()[..])
-        .bind(ms(lease))
-        .bind(ms(ttl))
-        .bind(offset)
-        .bind(birth_state(answer))
-        .bind(answer)
-        .fetch_optional(ex)
-        .await?;
-    row.map(|r| r.try_get::<i64, _>(0).map(FencingToken::from_i64))
-        .transpose()
-}
+#[async_trait]
+impl BeginSql for SqliteStore {
+    type Db = Sqlite;
 
-#[allow(clippy::too_many_arguments)]
-async fn replace<'e, E: Executor<'e, Database = Sqlite>>(
-    ex: E,
-    scope: &Scope,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    lease: Duration,
-    ttl: Duration,
-    old: FencingToken,
-    new: FencingToken,
-    recovered: bool,
-    offset: i64,
-    answer: Option<&[u8]>,
-) -> Result<bool, sqlx::Error> {
-    let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-    let done = sqlx::query(sql)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(&fingerprint.as_bytes()[..])
-        .bind(new.as_i64())
-        .bind(ms(lease))
-        .bind(ms(ttl))
-        .bind(offset)
-        .bind(old.as_i64())
-        .bind(birth_state(answer))
-        .bind(answer)
-        .execute(ex)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    async fn first(
+        &self,
+        on: &mut On<'_, '_, Sqlite>,
+        r: &Request<'_>,
+    ) -> Result<Found, sqlx::Error> {
+        if on.pooled() {
+            // Read first: replays and refusals need no write lock.
+            let found = read(on, r.scope, r.key, r.offset).await?;
+            return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
+        }
+        // In a transaction, write first: the insert takes the write lock, after which
+        // the read is the latest.
+        if let Some(token) = BeginSql::insert(self, on, r).await? {
+            return Ok(Found::Claimed(token));
+        }
+        let found = read(on, r.scope, r.key, r.offset).await?;
+        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+    }
+
+    async fn insert(
+        &self,
+        on: &mut On<'_, '_, Sqlite>,
+        r: &Request<'_>,
+    ) -> Result<Option<FencingToken>, sqlx::Error> {
+        let query = sqlx::query(INSERT)
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(ms(r.lease))
+            .bind(ms(r.ttl))
+            .bind(r.offset)
+            .bind(birth_state(r.answer))
+            .bind(r.answer);
+        let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
+        row.map(|row| row.try_get::<i64, _>(0).map(FencingToken::from_i64))
+            .transpose()
+    }
+
+    async fn replace(
+        &self,
+        on: &mut On<'_, '_, Sqlite>,
+        r: &Request<'_>,
+        old: FencingToken,
+        new: FencingToken,
+        recovered: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
+        let query = sqlx::query(sql)
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(new.as_i64())
+            .bind(ms(r.lease))
+            .bind(ms(r.ttl))
+            .bind(r.offset)
+            .bind(old.as_i64())
+            .bind(birth_state(r.answer))
+            .bind(r.answer);
+        let done = run_on!(on, ex => query.execute(ex).await)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
@@ -402,76 +316,16 @@ impl Store for SqliteStore {
         lease: Duration,
         ttl: Duration,
     ) -> Result<Outcome, StoreError> {
-        let offset = self.offset.millis();
-        for _ in 0..common::ROUNDS_MAX {
-            // Read first: replays and refusals need no write lock. Any answer read here is
-            // true at the moment of the read; only a write must be conditional.
-            let found = retry_contention!(self.retries, read(&self.pool, scope, key, offset).await)
-                .map_err(store_error)?
-                .map(|(raw, now)| raw.into_record(scope, key).map(|r| (r, now)))
-                .transpose()?;
-            let next = match &found {
-                None => Next::Insert,
-                Some((record, now)) => next_step(Some(record), fingerprint, *now),
-            };
-            match next {
-                Next::Answer(outcome) => return Ok(outcome),
-                Next::Insert => {
-                    let inserted = retry_contention!(
-                        self.retries,
-                        insert(
-                            &self.pool,
-                            scope,
-                            key,
-                            fingerprint,
-                            lease,
-                            ttl,
-                            offset,
-                            None
-                        )
-                        .await
-                    )
-                    .map_err(store_error)?;
-                    if let Some(token) = inserted {
-                        return Ok(Outcome::Acquired {
-                            token,
-                            recovered: false,
-                        });
-                    }
-                }
-                Next::Replace {
-                    old,
-                    new,
-                    recovered,
-                } => {
-                    let won = retry_contention!(
-                        self.retries,
-                        replace(
-                            &self.pool,
-                            scope,
-                            key,
-                            fingerprint,
-                            lease,
-                            ttl,
-                            old,
-                            new,
-                            recovered,
-                            offset,
-                            None
-                        )
-                        .await
-                    )
-                    .map_err(store_error)?;
-                    if won {
-                        return Ok(Outcome::Acquired {
-                            token: new,
-                            recovered,
-                        });
-                    }
-                }
-            }
-        }
-        Err(common::rounds_exhausted())
+        let request = Request {
+            scope,
+            key,
+            fingerprint,
+            lease,
+            ttl,
+            offset: self.offset.millis(),
+            answer: None,
+        };
+        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
     }
 
     async fn complete(
@@ -512,7 +366,7 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        let found = read(&self.pool, scope, key, self.offset.millis())
+        let found = read(&mut On::Pool(&self.pool), scope, key, self.offset.millis())
             .await
             .map_err(store_error)?;
         match found {

@@ -172,8 +172,8 @@ impl<DB: Database> DerefMut for WriteTransaction<DB> {
     }
 }
 
-/// Implements [`TransactionalStore`] for a store with the inherent `open_write`, `begin_tx`
-/// and `complete_tx` every backend has: the trait's surface is written once, each backend
+/// Implements [`TransactionalStore`] for a store with the inherent `open_write`, the
+/// [`crate::begin::BeginSql`] statements and the `complete` function every backend has: the trait's surface is written once, each backend
 /// keeps only its SQL.
 macro_rules! impl_transactional {
     ($store:ty, $db:ty, $migrate:ident) => {
@@ -205,8 +205,17 @@ macro_rules! impl_transactional {
                 lease: std::time::Duration,
                 ttl: std::time::Duration,
             ) -> Result<idem::Outcome, idem::StoreError> {
-                self.begin_tx(tx, scope, key, fingerprint, lease, ttl, None)
-                    .await
+                let request = $crate::begin::Request {
+                    scope,
+                    key,
+                    fingerprint,
+                    lease,
+                    ttl,
+                    offset: self.offset.millis(),
+                    answer: None,
+                };
+                let on = &mut $crate::begin::On::Tx(tx);
+                $crate::begin::begin(self, on, &self.retries, &request).await
             }
 
             async fn begin_answered_in(
@@ -218,11 +227,19 @@ macro_rules! impl_transactional {
                 answer: &idem::StoredResponse,
                 ttl: std::time::Duration,
             ) -> Result<idem::Outcome, idem::StoreError> {
-                // Born completed: no lease to run.
                 let encoded = answer.encode();
-                let lease = std::time::Duration::ZERO;
-                self.begin_tx(tx, scope, key, fingerprint, lease, ttl, Some(&encoded))
-                    .await
+                let request = $crate::begin::Request {
+                    scope,
+                    key,
+                    fingerprint,
+                    // Born completed: no lease to run.
+                    lease: std::time::Duration::ZERO,
+                    ttl,
+                    offset: self.offset.millis(),
+                    answer: Some(&encoded),
+                };
+                let on = &mut $crate::begin::On::Tx(tx);
+                $crate::begin::begin(self, on, &self.retries, &request).await
             }
 
             async fn complete_in(
