@@ -6,8 +6,10 @@
 //! before the writes (it names the payment id about to be inserted), so the record is born
 //! completed, and the library decides replay (same parameters), refusal (422: other
 //! parameters) or, for a concurrent duplicate, waits on the key until the first commits.
-//! Then the accounts are locked in account-id order, the money moves with its ledger rows,
-//! and everything commits at once. Any early return drops the transaction, which rolls it
+//! Then the money moves — one conditional `UPDATE` of both accounts, which takes their
+//! locks in account-id order and applies only when both exist and the funds are there —
+//! with its ledger rows, and everything commits at once. A refused move is explained from
+//! the locked rows (404, 402), and rolled back. Any early return drops the transaction, which rolls it
 //! back, record included: nothing is kept from a refused call, and the key stays free.
 
 use idem::{Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
@@ -205,34 +207,6 @@ pub(crate) async fn pay<S: Business>(
         Arg::Bytes(&body),
         Arg::Str(&created_at),
     ];
-    // One statement inserts the payment row and locks both accounts where the dialect
-    // allows it (PostgreSQL), else an insert then the lock.
-    let locked = match &sql.insert_payment_and_lock {
-        Some(both) => {
-            let args = [
-                &row[..],
-                &[Arg::Str(&request.payer), Arg::Str(&request.payee)],
-            ]
-            .concat();
-            store.balances_in(&mut tx, both, &args).await?
-        }
-        None => {
-            store.execute_in(&mut tx, &sql.insert_payment, &row).await?;
-            lock_pair(store, sql, &mut tx, &request.payer, &request.payee).await?
-        }
-    };
-    let (payer_balance, payee_balance) = pair_balances(&locked, &request.payer, &request.payee)?;
-    if payer_balance < request.amount {
-        return Err(Error::InsufficientFunds {
-            account_id: request.payer.clone(),
-        });
-    }
-    if payee_balance.checked_add(request.amount).is_none() {
-        return Err(Error::invalid(
-            "amount",
-            "the payee's balance would pass the largest integer",
-        ));
-    }
     let movement = ledger::Movement {
         id: &payment_id,
         from: &request.payer,
@@ -240,7 +214,10 @@ pub(crate) async fn pay<S: Business>(
         amount: request.amount,
         created_at: &created_at,
     };
-    ledger::transfer(store, sql, &mut tx, &movement).await?;
+    if !ledger::transfer(store, sql, &mut tx, &movement, Some(&row)).await? {
+        drop(tx); // rolled back: the record and the half-made move with it
+        return Err(ledger::refusal(store, sql, &movement).await);
+    }
     tx.commit().await?;
     Ok(Answer::executed(CREATED, body))
 }
@@ -323,13 +300,6 @@ pub(crate) async fn refund<S: Business>(
             refundable,
         });
     }
-    let locked = lock_pair(store, sql, &mut tx, &payment.payee, &payment.payer).await?;
-    let (payee_balance, _) = pair_balances(&locked, &payment.payee, &payment.payer)?;
-    if payee_balance < request.amount {
-        return Err(Error::InsufficientFunds {
-            account_id: payment.payee.clone(),
-        });
-    }
     store
         .execute_in(
             &mut tx,
@@ -357,36 +327,10 @@ pub(crate) async fn refund<S: Business>(
         amount: request.amount,
         created_at: &created_at,
     };
-    ledger::transfer(store, sql, &mut tx, &movement).await?;
+    if !ledger::transfer(store, sql, &mut tx, &movement, None).await? {
+        drop(tx); // rolled back: the record and the half-made move with it
+        return Err(ledger::refusal(store, sql, &movement).await);
+    }
     tx.commit().await?;
     Ok(Answer::executed(CREATED, body))
-}
-
-/// Locks two accounts in account-id order (so two opposite transfers never wait on each
-/// other in a cycle) and returns their rows.
-async fn lock_pair<S: Business>(
-    store: &S,
-    sql: &Sql,
-    tx: &mut sqlx::Transaction<'_, S::Database>,
-    from: &str,
-    to: &str,
-) -> Result<Vec<(String, i64)>> {
-    debug_assert_ne!(from, to, "validation refuses payer == payee");
-    Ok(store
-        .balances_in(tx, &sql.lock_pair, &[Arg::Str(from), Arg::Str(to)])
-        .await?)
-}
-
-/// The balances of `from` and `to` among locked `(account_id, balance)` rows;
-/// `account_not_found` for the first one missing.
-fn pair_balances(rows: &[(String, i64)], from: &str, to: &str) -> Result<(i64, i64)> {
-    let balance = |account: &str| {
-        rows.iter()
-            .find(|(id, _)| id == account)
-            .map(|(_, balance)| *balance)
-            .ok_or_else(|| Error::AccountNotFound {
-                account_id: account.to_owned(),
-            })
-    };
-    Ok((balance(from)?, balance(to)?))
 }

@@ -82,41 +82,50 @@ pub(crate) struct Movement<'a> {
     pub(crate) created_at: &'a str,
 }
 
-/// Moves the money of `m` inside `tx`: both balances and both ledger rows. The caller has
-/// locked both accounts and checked that `from` has the funds.
+/// Moves the money of `m` inside `tx` with its two ledger rows, and inserts `payment`
+/// (the payment row's seven values) beside it when given — only where both accounts exist,
+/// `from` has the funds and `to`'s balance stays an `i64`. False when refused: then what
+/// was written must not commit: the caller rolls back, then finds out why ([`refusal`]).
+/// On PostgreSQL all of it is one statement.
 pub(crate) async fn transfer<S: Business>(
     store: &S,
     sql: &Sql,
     tx: &mut sqlx::Transaction<'_, S::Database>,
     m: &Movement<'_>,
-) -> Result<()> {
+    payment: Option<&[Arg<'_>]>,
+) -> Result<bool> {
     debug_assert!(m.amount > 0, "a movement moves a positive amount");
-    // Both statements start with `move_between`'s binds: payer, its delta, the payee's,
-    // then the pair.
-    let moving = [
-        Arg::Str(m.from),
-        Arg::Int(-m.amount),
-        Arg::Int(m.amount),
+    let (from, to, debit, credit) = (
         Arg::Str(m.from),
         Arg::Str(m.to),
-    ];
-    if let Some(both) = &sql.move_and_record {
+        Arg::Int(-m.amount),
+        Arg::Int(m.amount),
+    );
+    let conditions = [from, credit, to, Arg::Int(i64::MAX - m.amount)];
+    let one_statement = match payment {
+        Some(_) => &sql.pay_and_record,
+        None => &sql.move_and_record,
+    };
+    if let Some(statement) = one_statement {
         let args = [
-            &moving[..],
-            &[
-                Arg::Str(m.from),
-                Arg::Int(-m.amount),
-                Arg::Int(m.amount),
-                Arg::Str(m.id),
-                Arg::Str(m.created_at),
-            ],
+            &[from, to, from, debit, credit][..],
+            &conditions,
+            &[from, debit, credit, Arg::Str(m.id), Arg::Str(m.created_at)],
+            payment.unwrap_or_default(),
         ]
         .concat();
-        let recorded = store.execute_in(tx, both, &args).await?;
-        return expect_two(recorded, "ledger rows");
+        let moved = store
+            .integers_in(tx, statement, &args)
+            .await?
+            .and_then(|row| row.first().copied())
+            .unwrap_or(0);
+        return Ok(moved == 2);
     }
-    let moved = store.execute_in(tx, &sql.move_between, &moving).await?;
-    expect_two(moved, "account rows")?;
+    let moving = [&[from, debit, credit, from, to][..], &conditions].concat();
+    let moved = store.execute_in(tx, &sql.move_checked, &moving).await?;
+    if moved != 2 {
+        return Ok(false);
+    }
     let rows = [
         Arg::Str(m.id),
         Arg::Str(m.from),
@@ -128,18 +137,45 @@ pub(crate) async fn transfer<S: Business>(
         Arg::Str(m.created_at),
     ];
     store.execute_in(tx, &sql.insert_ledger_pair, &rows).await?;
-    Ok(())
+    if let Some(payment) = payment {
+        store.execute_in(tx, &sql.insert_payment, payment).await?;
+    }
+    Ok(true)
 }
 
-/// A transfer touches exactly two accounts and writes exactly two ledger rows.
-fn expect_two(rows: u64, what: &str) -> Result<()> {
-    if rows == 2 {
-        Ok(())
-    } else {
-        Err(crate::Error::Corrupt(format!(
-            "a transfer wrote {rows} {what} instead of 2"
-        )))
+/// Why [`transfer`] refused `m`, read after its transaction was rolled back: the first
+/// missing account (404), the payee's balance past the largest integer (400), or else the
+/// payer short of funds (402) — true when the move ran, even if a payment since has
+/// credited the payer (a 402 is not final: the order may be paid later).
+pub(crate) async fn refusal<S: Business>(store: &S, sql: &Sql, m: &Movement<'_>) -> crate::Error {
+    debug_assert_ne!(m.from, m.to, "validation refuses payer == payee");
+    match (
+        balance(store, sql, m.from).await,
+        balance(store, sql, m.to).await,
+    ) {
+        (Err(error), _) | (_, Err(error)) => error.into(),
+        (Ok(None), _) => crate::Error::AccountNotFound {
+            account_id: m.from.to_owned(),
+        },
+        (_, Ok(None)) => crate::Error::AccountNotFound {
+            account_id: m.to.to_owned(),
+        },
+        (_, Ok(Some(to))) if to.checked_add(m.amount).is_none() => crate::Error::invalid(
+            "amount",
+            "the payee's balance would pass the largest integer",
+        ),
+        _ => crate::Error::InsufficientFunds {
+            account_id: m.from.to_owned(),
+        },
     }
+}
+
+/// The balance of `account`, if it exists.
+async fn balance<S: Business>(store: &S, sql: &Sql, account: &str) -> sqlx::Result<Option<i64>> {
+    let row = store
+        .integers(&sql.select_balance, &[Arg::Str(account)])
+        .await?;
+    Ok(row.and_then(|row| row.first().copied()))
 }
 
 #[cfg(test)]

@@ -50,13 +50,13 @@ pub(crate) trait Business: TransactionalStore {
         args: &[Arg<'_>],
     ) -> sqlx::Result<u64>;
 
-    /// The `(account_id, balance)` rows `sql` returns in `tx`.
-    async fn balances_in(
+    /// Every column of the first row `sql` returns in `tx`, as integers.
+    async fn integers_in(
         &self,
         tx: &mut Transaction<'_, Self::Database>,
         sql: &str,
         args: &[Arg<'_>],
-    ) -> sqlx::Result<Vec<(String, i64)>>;
+    ) -> sqlx::Result<Option<Vec<i64>>>;
 
     /// The payment row `sql` returns in `tx`, if any.
     async fn payment_in(
@@ -71,6 +71,16 @@ pub(crate) trait Business: TransactionalStore {
 
     /// Every column of the first row `sql` returns, as integers, read on the pool.
     async fn integers(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<Option<Vec<i64>>>;
+}
+
+/// Every column of `row` as an integer.
+fn integers<R>(row: &R) -> sqlx::Result<Vec<i64>>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.len()).map(|i| row.try_get::<i64, _>(i)).collect()
 }
 
 /// Binds `args` to a query, in order.
@@ -102,15 +112,6 @@ macro_rules! impl_business {
                 Ok(done.rows_affected())
             }
 
-            async fn balances_in(
-                &self,
-                tx: &mut Transaction<'_, $db>,
-                sql: &str,
-                args: &[Arg<'_>],
-            ) -> sqlx::Result<Vec<(String, i64)>> {
-                bound!(sqlx::query_as(sql), args).fetch_all(&mut **tx).await
-            }
-
             async fn payment_in(
                 &self,
                 tx: &mut Transaction<'_, $db>,
@@ -134,21 +135,27 @@ macro_rules! impl_business {
                 Ok(row.map(PaymentRow::from))
             }
 
+            async fn integers_in(
+                &self,
+                tx: &mut Transaction<'_, $db>,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Option<Vec<i64>>> {
+                let row = bound!(sqlx::query(sql), args)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                row.map(|row| integers(&row)).transpose()
+            }
+
             async fn integers(
                 &self,
                 sql: &str,
                 args: &[Arg<'_>],
             ) -> sqlx::Result<Option<Vec<i64>>> {
-                let Some(row) = bound!(sqlx::query(sql), args)
+                let row = bound!(sqlx::query(sql), args)
                     .fetch_optional(self.pool())
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                (0..row.len())
-                    .map(|i| row.try_get::<i64, _>(i))
-                    .collect::<sqlx::Result<Vec<i64>>>()
-                    .map(Some)
+                    .await?;
+                row.map(|row| integers(&row)).transpose()
             }
         }
     };

@@ -63,20 +63,24 @@ impl Backend {
 pub(crate) struct Sql {
     pub(crate) insert_account: String,
     pub(crate) select_balance: String,
-    pub(crate) lock_pair: String,
     pub(crate) insert_payment: String,
-    /// The payment row's insert and the lock of both accounts in one statement, where the
-    /// dialect has data-modifying CTEs: binds the eight payment columns, payer, payee;
-    /// returns `(account_id, balance)` per account found.
-    pub(crate) insert_payment_and_lock: Option<String>,
     pub(crate) select_payment_by_order: String,
     pub(crate) lock_payment_by_order: String,
-    pub(crate) move_between: String,
+    /// Debit and credit in one statement, applied only where both accounts exist, the
+    /// payer has the funds and the payee's balance stays an `i64`; binds from, -amount,
+    /// amount, from, to, from, amount, to, `i64::MAX` - amount. Two rows change, or the
+    /// transfer is refused and the caller rolls back and finds out why.
+    pub(crate) move_checked: String,
     pub(crate) insert_ledger_pair: String,
-    /// Debit, credit and both ledger rows in one statement, where the dialect has
-    /// data-modifying CTEs (PostgreSQL); binds `move_between`'s five, then payer, -amount,
-    /// amount (each row's delta), movement id, created_at.
+    /// `move_checked` and both ledger rows in one statement, where the dialect has
+    /// data-modifying CTEs (PostgreSQL), the rows locked first in account-id order; binds
+    /// from, to (the lock), from, -amount, amount (the move), from, amount, to,
+    /// `i64::MAX` - amount (its conditions), from, -amount, amount (each row's delta),
+    /// movement id, created_at; returns the rows moved.
     pub(crate) move_and_record: Option<String>,
+    /// `move_and_record` and the payment row's insert in one statement; binds
+    /// `move_and_record`'s fourteen, then the payment's seven.
+    pub(crate) pay_and_record: Option<String>,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
     pub(crate) ledger_totals: String,
@@ -114,24 +118,24 @@ impl Sql {
             "CAST(payment_id AS {text}), CAST(payer AS {text}), CAST(payee AS {text}), amount, refunded, body"
         );
         let insert_payment = "INSERT INTO pay_payments (payment_id, order_id, payer, payee, amount, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
-        // One statement locks both accounts, in the database's own key order: every
-        // transaction takes them in the same order, so two opposite transfers cannot
-        // deadlock.
-        let lock_pair = format!(
-            "SELECT CAST(a.account_id AS {text}), a.balance FROM pay_accounts a WHERE a.account_id IN (?, ?) ORDER BY a.account_id{lock}"
+        let move_checked = "UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END \
+            WHERE account_id IN (?, ?) AND (account_id <> ? OR balance >= ?) AND (account_id <> ? OR balance <= ?)";
+        // PostgreSQL's UPDATE of an `IN` list may visit the two rows in any order; the
+        // locked CTE takes their locks in account-id order first.
+        let move_and_record = format!(
+            "WITH locked AS (SELECT account_id FROM pay_accounts WHERE account_id IN (?, ?) ORDER BY account_id{lock}), \
+             moved AS (UPDATE pay_accounts AS a SET balance = a.balance + CASE WHEN a.account_id = ? THEN ? ELSE ? END \
+             FROM locked WHERE a.account_id = locked.account_id \
+             AND (a.account_id <> ? OR a.balance >= ?) AND (a.account_id <> ? OR a.balance <= ?) \
+             RETURNING a.account_id, CASE WHEN a.account_id = ? THEN ? ELSE ? END AS delta), \
+             recorded AS (INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) SELECT ?, account_id, delta, ? FROM moved)"
         );
         Self {
             insert_account: q(
                 "INSERT INTO pay_accounts (account_id, balance, opening_balance, created_at) VALUES (?, ?, ?, ?)".into(),
             ),
             select_balance: q("SELECT balance FROM pay_accounts WHERE account_id = ?".into()),
-            lock_pair: q(lock_pair.clone()),
             insert_payment: q(insert_payment.into()),
-            insert_payment_and_lock: d.data_modifying_cte.then(|| {
-                q(format!(
-                    "WITH paid AS ({insert_payment} RETURNING 1) {lock_pair}"
-                ))
-            }),
             // One row per order; in the unsafe test mode the first one.
             select_payment_by_order: q(format!(
                 "SELECT {payment_cols} FROM pay_payments WHERE order_id = ? ORDER BY created_at, payment_id LIMIT 1"
@@ -139,19 +143,19 @@ impl Sql {
             lock_payment_by_order: q(format!(
                 "SELECT {payment_cols} FROM pay_payments WHERE order_id = ? ORDER BY created_at, payment_id LIMIT 1{lock}"
             )),
-            // Debit and credit in one statement: binds payer, -amount, amount, payer, payee.
-            move_between: q(
-                "UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END WHERE account_id IN (?, ?)".into(),
-            ),
+            // The UPDATE takes the two rows' locks in the primary key's order, so two
+            // opposite transfers do not deadlock.
+            move_checked: q(move_checked.into()),
             insert_ledger_pair: q(
                 "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) VALUES (?, ?, ?, ?), (?, ?, ?, ?)".into(),
             ),
             move_and_record: d.data_modifying_cte.then(|| {
-                q(concat!(
-                    "WITH moved AS (UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END ",
-                    "WHERE account_id IN (?, ?) RETURNING account_id, CASE WHEN account_id = ? THEN ? ELSE ? END AS delta) ",
-                    "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) SELECT ?, account_id, delta, ? FROM moved"
-                ).into())
+                q(format!("{move_and_record} SELECT COUNT(*) FROM moved"))
+            }),
+            pay_and_record: d.data_modifying_cte.then(|| {
+                q(format!(
+                    "{move_and_record}, paid AS ({insert_payment}) SELECT COUNT(*) FROM moved"
+                ))
             }),
             insert_refund: q(
                 "INSERT INTO pay_refunds (payment_id, refund_id, amount, created_at) VALUES (?, ?, ?, ?)".into(),
@@ -286,13 +290,19 @@ mod tests {
         );
         let sql = Sql::new(&postgres::DIALECT);
         assert!(sql.insert_payment.contains("$7") && !sql.insert_payment.contains('?'));
-        assert!(sql.lock_pair.ends_with("FOR UPDATE"));
-        let locked = sql
-            .insert_payment_and_lock
+        assert!(sql.lock_payment_by_order.ends_with("FOR UPDATE"));
+        let paid = sql
+            .pay_and_record
             .expect("postgres has data-modifying CTEs");
-        assert!(locked.contains("$9") && locked.contains("$8"));
-        assert!(Sql::new(&sqlite::DIALECT).insert_payment_and_lock.is_none());
-        assert!(Sql::new(&mysql::DIALECT).lock_pair.contains("AS CHAR"));
+        assert!(paid.contains("$21") && !paid.contains("$22") && !paid.contains('?'));
+        let moved = sql
+            .move_and_record
+            .expect("postgres has data-modifying CTEs");
+        assert!(moved.contains("$14") && !moved.contains("$15"));
+        assert!(Sql::new(&sqlite::DIALECT).pay_and_record.is_none());
+        assert!(Sql::new(&mysql::DIALECT)
+            .select_payment_by_order
+            .contains("AS CHAR"));
     }
 
     #[test]
