@@ -46,6 +46,29 @@ macro_rules! now {
 const BEGIN: &str = "SELECT inserted, fingerprint, token, state, lease_until, response, \
     created_at, expires_at, now_ms FROM idem_begin($1, $2, $3, $4, $5, $6, $7)";
 
+/// Inserts a fresh record unless a row is there (a concurrent insert of the key waits for
+/// its transaction to end), one clock reading for all its times. `$1` scope, `$2` key,
+/// `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` offset, `$7` state, `$8` response.
+/// Returns the token, or no row when a row was there first.
+const INSERT: &str = concat!(
+    "INSERT INTO idem_records ",
+    "(scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
+    "SELECT $1, $2, $3, 1, $7, c.now_ms + $4, $8, c.now_ms, c.now_ms + greatest($5, $4) ",
+    "FROM (SELECT ",
+    now!("6"),
+    " AS now_ms) AS c ",
+    "ON CONFLICT (scope, idem_key) DO NOTHING RETURNING token"
+);
+
+/// The record, live or expired, and the clock: `$1` scope, `$2` key, `$3` offset.
+const READ: &str = concat!(
+    "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, c.now_ms ",
+    "FROM idem_records r CROSS JOIN (SELECT ",
+    now!("3"),
+    " AS now_ms) AS c ",
+    "WHERE r.scope = $1 AND r.idem_key = $2"
+);
+
 macro_rules! replace_set {
     () => {
         concat!(
@@ -243,14 +266,33 @@ async fn read_or_insert(
 impl BeginSql for PostgresStore {
     type Db = Postgres;
 
-    /// One call, on the pool and in a transaction alike: `idem_begin` reads, and inserts
-    /// only when there is no row (a replay is one indexed read, no lock, no write).
+    /// On the pool, one call: `idem_begin` reads, and inserts only when there is no row
+    /// (a replay is one indexed read, no lock, no write). In a transaction, a plain insert
+    /// first (the common case there is a fresh key: one statement, no function), then a
+    /// read when a row was there.
     async fn first(
         &self,
         on: &mut On<'_, '_, Postgres>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        read_or_insert(on, r).await
+        if on.pooled() {
+            return read_or_insert(on, r).await;
+        }
+        if let Some(token) = BeginSql::insert(self, on, r).await? {
+            return Ok(Found::Claimed(token));
+        }
+        let query = sqlx::query(READ)
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(r.offset);
+        let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
+        Ok(match row {
+            Some(row) => {
+                let (raw, now) = decode(&row, 0)?;
+                Found::Record(raw, now)
+            }
+            None => Found::Lost,
+        })
     }
 
     async fn insert(
@@ -258,10 +300,18 @@ impl BeginSql for PostgresStore {
         on: &mut On<'_, '_, Postgres>,
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
-        Ok(match read_or_insert(on, r).await? {
-            Found::Claimed(token) => Some(token),
-            _ => None,
-        })
+        let query = sqlx::query(INSERT)
+            .bind(r.scope.as_str())
+            .bind(r.key.as_str())
+            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(ms(r.lease))
+            .bind(ms(r.ttl))
+            .bind(r.offset)
+            .bind(birth_state(r.answer))
+            .bind(r.answer);
+        let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
+        row.map(|row| row.try_get::<i64, _>(0).map(FencingToken::from_i64))
+            .transpose()
     }
 
     async fn replace(
