@@ -13,6 +13,16 @@ use idem::{
 
 use crate::Retry;
 
+/// [`idem::DURATION_MS_MAX`] as an SQL literal: a record whose expiry is at or past it
+/// never expires (its TTL was `TTL_FOREVER`), so purge leaves it, and the expiry index of
+/// PostgreSQL and SQLite, partial on the same bound, holds it not.
+macro_rules! forever_ms {
+    () => {
+        "4503599627370496"
+    };
+}
+pub(crate) use forever_ms;
+
 /// `state` of a record whose holder still runs the operation.
 pub(crate) const IN_PROGRESS: i16 = 0;
 /// `state` of a record whose response is stored.
@@ -139,4 +149,15 @@ pub(crate) use retry_contention;
 /// Milliseconds of a lease or TTL as bound into SQL.
 pub(crate) fn ms(d: Duration) -> i64 {
     idem::duration_ms(d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_forever_literal_is_the_protocols_bound() {
+        assert_eq!(
+            forever_ms!().parse::<i64>().ok(),
+            Some(idem::DURATION_MS_MAX)
+        );
+    }
 }

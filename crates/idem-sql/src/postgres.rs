@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
 use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, fenced_unless, ms, retry_contention, RetryCounter};
+use crate::common::{birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter};
 use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -115,7 +115,9 @@ const GET: &str =
 // is left for the next batch.
 const PURGE: &str = concat!(
     "DELETE FROM idem_records AS r USING (SELECT scope, idem_key FROM idem_records ",
-    "WHERE expires_at <= ",
+    "WHERE expires_at < ",
+    forever_ms!(),
+    " AND expires_at <= ",
     now!("2"),
     " LIMIT $1 FOR UPDATE SKIP LOCKED) AS d ",
     "WHERE r.scope = d.scope AND r.idem_key = d.idem_key"

@@ -21,7 +21,9 @@ use sqlx::{Executor, Row as _, Sqlite};
 use tokio::sync::Mutex;
 
 use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row};
+use crate::common::{
+    birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter, Row,
+};
 use crate::error::{open_error, store_error};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
@@ -93,7 +95,9 @@ const RELEASE: &str = concat!(
 
 const PURGE: &str = concat!(
     "DELETE FROM idem_records WHERE (scope, idem_key) IN ",
-    "(SELECT scope, idem_key FROM idem_records WHERE expires_at <= ",
+    "(SELECT scope, idem_key FROM idem_records WHERE expires_at < ",
+    forever_ms!(),
+    " AND expires_at <= ",
     now!("2"),
     " LIMIT ?1)"
 );
