@@ -1,10 +1,12 @@
 //! [`PostgresStore`]: records in a PostgreSQL table shared by any number of nodes.
 //!
-//! `begin` is one call in the common cases: the function `idem_begin` (a migration) reads
-//! the row and, only when there is none, inserts one with `ON CONFLICT DO NOTHING` (so a
-//! replay is one indexed read: no lock, no write). Replacing an expired record or taking
-//! over an abandoned lease is a second, conditional `UPDATE … WHERE token = <the token
-//! read>`, so it applies to exactly the row that was decided on. Time is
+//! `begin` is one call in the common cases. On the pool, the function `idem_begin` (a
+//! migration) reads the row and, only when there is none, inserts one with `ON CONFLICT DO
+//! NOTHING` (so a replay is one indexed read: no lock, no write). In the caller's
+//! transaction, where a fresh key is the common case, a plain `INSERT … ON CONFLICT DO
+//! NOTHING` goes first and a read follows only when a row was there. Replacing an expired
+//! record or taking over an abandoned lease is a second, conditional `UPDATE … WHERE token
+//! = <the token read>`, so it applies to exactly the row that was decided on. Time is
 //! `clock_timestamp()` of the server.
 
 use std::str::FromStr;
