@@ -67,7 +67,9 @@ fn run() -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Chaos(args) => Ok(idem_chaos::run(args)?),
+        // Nodes start from the `idem` binary running this command unless told otherwise
+        // (`--idem-bin`): only the binary knows that it is `idem`.
+        Command::Chaos(args) => Ok(idem_chaos::run(args, &std::env::current_exe()?)?),
         Command::Bench(args) => {
             let summary = idem_bench::run_blocking(&args, &std::env::current_exe()?)?;
             println!("{}", summary.render(args.json));
