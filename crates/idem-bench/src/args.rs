@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// the spawned server, and drop it afterwards: runs never see each other's rows.
     #[arg(long, env = "IDEM_BENCH_FRESH_DATABASE")]
     pub fresh_database: bool,
+    /// The `idem` binary `--spawn` starts [default: the `idem` running this command].
+    #[arg(long, env = "IDEM_BENCH_IDEM_BIN", requires = "spawn")]
+    pub idem_bin: Option<PathBuf>,
     /// Extra argument passed to the spawned `idem serve` (repeat for several).
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,

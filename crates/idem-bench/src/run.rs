@@ -15,13 +15,14 @@ use crate::payments::Workload;
 use crate::report::{Report, Summary, SweepPoint, SweepReport};
 use crate::server::Server;
 
-/// Runs `idem bench` as `args` say; `idem_bin` is the binary `--spawn` starts.
+/// Runs `idem bench` as `args` say. `--spawn` starts `--idem-bin`, or else `default_bin`:
+/// the `idem` binary passes its own path.
 ///
 /// # Errors
 /// Bad options, a server that cannot be reached or started, accounts that cannot be
 /// opened, or a database the baseline cannot use. Unexpected answers to the load are not
 /// errors here: they are counted in the report.
-pub async fn run(args: &BenchArgs, idem_bin: &Path) -> Result<Summary> {
+pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
     if args.clients == 0 {
         return Err(BenchError::InvalidArgument {
             what: "--clients",
@@ -49,6 +50,7 @@ pub async fn run(args: &BenchArgs, idem_bin: &Path) -> Result<Summary> {
             None
         };
         let url = fresh.as_ref().map_or(database, |f| f.url.as_str());
+        let idem_bin = args.idem_bin.as_deref().unwrap_or(default_bin);
         let server = match Server::spawn(idem_bin, url, &args.serve_args).await {
             Ok(server) => server,
             Err(e) => {
@@ -190,9 +192,9 @@ async fn sweep(args: &BenchArgs, target: &Target, label: &str) -> Result<SweepRe
 ///
 /// # Errors
 /// As [`run`], or the runtime could not be built.
-pub fn run_blocking(args: &BenchArgs, idem_bin: &Path) -> Result<Summary> {
+pub fn run_blocking(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args, idem_bin))
+    runtime.block_on(run(args, default_bin))
 }

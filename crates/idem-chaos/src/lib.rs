@@ -40,7 +40,7 @@
 //! load balancer), [`faults`] (the schedule and its counters), [`client`] (the retrying
 //! clients), [`db`] (the run's database), [`checker`] and [`report`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -142,7 +142,7 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule and the orders [default: from the clock; printed].
     #[arg(long, env = "IDEM_CHAOS_SEED")]
     pub seed: Option<u64>,
-    /// The `idem` binary to start nodes from [default: this one].
+    /// The `idem` binary to start nodes from [default: the `idem` running this command].
     #[arg(long, env = "IDEM_CHAOS_IDEM_BIN")]
     pub idem_bin: Option<PathBuf>,
     /// Keep the run's database instead of dropping it.
@@ -157,17 +157,18 @@ pub struct ChaosArgs {
 }
 
 /// Runs `idem chaos` on a runtime of its own, prints the report, and returns the exit code:
-/// 0 when every check held, 1 on any violation.
+/// 0 when every check held, 1 on any violation. Nodes start from `--idem-bin`, or else from
+/// `default_bin` (the `idem` binary passes its own path).
 ///
 /// # Errors
 /// Any [`Error`] that kept the run from reaching a verdict.
-pub fn run(args: ChaosArgs) -> Result<ExitCode, Error> {
+pub fn run(args: ChaosArgs, default_bin: &Path) -> Result<ExitCode, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Io("starting the runtime".into(), e))?;
     let json = args.json;
-    let report = runtime.block_on(chaos(args))?;
+    let report = runtime.block_on(chaos(args, default_bin))?;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Config(format!("serialising the report: {e}")))?;

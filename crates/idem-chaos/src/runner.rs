@@ -2,6 +2,7 @@
 //! faults, drain, check, report, clean-up.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,10 +40,12 @@ const READ_BACK_CONCURRENCY: usize = 16;
 type Nodes = Arc<Vec<Mutex<Option<Node>>>>;
 
 /// Runs `idem chaos` and returns its report (the caller prints it and picks the exit code).
+/// Nodes start from `--idem-bin`, or else from `default_bin`: the `idem` binary passes its
+/// own path.
 ///
 /// # Errors
 /// Any [`Error`] that kept the run from reaching a verdict.
-pub async fn chaos(args: ChaosArgs) -> Result<Report, Error> {
+pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error> {
     let server = args.database.clone().unwrap_or_else(|| "sqlite".into());
     let backend = Backend::of(&server)?;
     let nodes_n = args
@@ -58,12 +61,10 @@ pub async fn chaos(args: ChaosArgs) -> Result<Report, Error> {
             "SQLite runs one node; use postgres:// or mysql:// for more".into(),
         ));
     }
-    let bin = match &args.idem_bin {
-        Some(bin) => bin.clone(),
-        None => {
-            std::env::current_exe().map_err(|e| Error::Io("finding the idem binary".into(), e))?
-        }
-    };
+    let bin = args
+        .idem_bin
+        .clone()
+        .unwrap_or_else(|| default_bin.to_path_buf());
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -31,7 +31,7 @@ enum Command {
     /// Put the idempotency layer in front of any HTTP service, as a reverse proxy.
     Proxy {
         #[command(flatten)]
-        args: idem_http::proxy::ProxyArgs,
+        args: idem_proxy::ProxyArgs,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -63,11 +63,13 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Proxy { args, log } => {
             logging::init(&log)?;
             tokio::runtime::Runtime::new()?.block_on(async {
-                anyhow::Ok(idem_http::proxy::run(args, shutdown::listen()?).await?)
+                anyhow::Ok(idem_proxy::run(args, shutdown::listen()?).await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Chaos(args) => Ok(idem_chaos::run(args)?),
+        // Nodes start from the `idem` binary running this command unless told otherwise
+        // (`--idem-bin`): only the binary knows that it is `idem`.
+        Command::Chaos(args) => Ok(idem_chaos::run(args, &std::env::current_exe()?)?),
         Command::Bench(args) => {
             let summary = idem_bench::run_blocking(&args, &std::env::current_exe()?)?;
             println!("{}", summary.render(args.json));

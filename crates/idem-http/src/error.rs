@@ -1,11 +1,11 @@
-//! The crate's one error type. Request-time variants become problem+json responses in
-//! [`crate::problem`]; the rest stop `idem proxy` before it serves.
+//! The crate's one error type: why the layer refused a request or could not finish it.
+//! Each variant becomes a problem+json response in [`crate::problem`].
 
 use std::time::Duration;
 
 use idem::{BoxError, StoreError};
 
-/// Why a request was refused, or why `idem proxy` could not start.
+/// Why the layer refused a request, or could not finish it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -42,32 +42,14 @@ pub enum Error {
     /// The wrapped service's response body failed while it was being kept (HTTP 502).
     #[error("the response body could not be read")]
     ResponseBody(#[source] BoxError),
-    /// The upstream of `idem proxy` could not be reached or broke off (HTTP 502).
-    #[error("the upstream did not answer")]
-    Upstream(#[source] BoxError),
-    /// A command-line option of `idem proxy` is unusable.
-    #[error("invalid option: {0}")]
-    Config(String),
-    /// `idem proxy` could not open its store (unreachable, refused, failed to migrate).
-    #[error("could not open the idempotency store")]
-    StoreOpen(#[source] BoxError),
-    /// `idem proxy` could not bind or serve its socket, or create its data directory.
-    #[error("I/O failed: {what}")]
-    Io {
-        /// What was being done, such as `bind 127.0.0.1:8080`.
-        what: String,
-        /// The I/O failure.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {
     /// True when the same request sent again later may succeed (in flight, store down,
-    /// upstream down): the client should retry with the same key.
+    /// the wrapped service's body broke off): the client should retry with the same key.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::InFlight { .. } | Self::Upstream(_) | Self::ResponseBody(_) => true,
+            Self::InFlight { .. } | Self::ResponseBody(_) => true,
             Self::Store(e) => e.is_transient(),
             _ => false,
         }

@@ -2,7 +2,7 @@
 //! instance to pass it on to a downstream API: parsed exactly as the layer parses it, and
 //! refused with the layer's problem+json when missing or malformed.
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 use idem::Key;
 

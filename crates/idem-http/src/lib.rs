@@ -9,7 +9,6 @@ mod guard;
 pub mod key;
 mod layer;
 pub mod problem;
-pub mod proxy;
 mod purge;
 mod service;
 

@@ -1,12 +1,14 @@
 //! The one place where errors become HTTP responses: `application/problem+json` (RFC 9457)
 //! with a stable `code` member, a `type` of `urn:idem:problem:<code>` (as `idem serve`
 //! answers, DESIGN §4) and a human `detail`. Internal causes (store and upstream failures)
-//! are logged, never shown.
+//! are logged, never shown. [`Problem`] is public so that a surface built on the layer (the
+//! reverse proxy of `idem-proxy`) answers its own errors the same way.
 
 use std::error::Error as _;
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum_core::body::Body;
+use axum_core::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
@@ -36,74 +38,68 @@ pub struct Problem {
 impl Problem {
     /// The problem a client is shown for `error`.
     pub fn of(error: &Error) -> Self {
-        let (status, code, title) = match error {
-            Error::KeyMissing => (
+        match error {
+            Error::KeyMissing => Self::new(
                 StatusCode::BAD_REQUEST,
                 "idempotency_key_missing",
                 "Idempotency-Key is missing",
+                "This endpoint requires an Idempotency-Key header, such as Idempotency-Key: \"8e03978e-40d5\".".to_owned(),
             ),
-            Error::KeyInvalid { .. } => (
+            Error::KeyInvalid { reason } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "idempotency_key_invalid",
                 "Idempotency-Key is invalid",
+                format!("The Idempotency-Key must be a structured-field string of 1 to 255 printable ASCII characters: {reason}."),
             ),
-            Error::KeyReused => (
+            Error::KeyReused => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "Idempotency-Key reused with another payload",
+                "This Idempotency-Key was already used for a request with another method, path or body; use a new key for a new request.".to_owned(),
             ),
-            Error::InFlight { .. } => (
+            Error::InFlight { retry_after } => Self::new(
                 StatusCode::CONFLICT,
                 "request_in_flight",
                 "A request with this Idempotency-Key is in progress",
+                format!(
+                    "The first request with this Idempotency-Key is still running; retry in {} s with the same key.",
+                    retry_after_secs(*retry_after)
+                ),
             ),
-            Error::BodyTooLarge { .. } => (
+            Error::BodyTooLarge { limit_bytes } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 "Request body too large",
+                format!("The request body is larger than {limit_bytes} bytes."),
             ),
-            Error::BodyRead(_) => (
+            Error::BodyRead(_) => Self::new(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
                 "Request body could not be read",
+                "The request body ended or failed before it was complete.".to_owned(),
             ),
-            Error::Store(_) => (
+            Error::Store(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "Idempotency store unavailable",
+                "The idempotency store could not be reached; nothing was done. Retry with the same key.".to_owned(),
             ),
-            Error::ResponseBody(_) | Error::Upstream(_) => (
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                "Upstream failed",
-            ),
-            Error::Config(_) | Error::StoreOpen(_) | Error::Io { .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
-        };
-        let detail = match error {
-            Error::KeyMissing => {
-                "This endpoint requires an Idempotency-Key header, such as Idempotency-Key: \"8e03978e-40d5\"."
-                    .to_owned()
-            }
-            Error::KeyInvalid { reason } => format!(
-                "The Idempotency-Key must be a structured-field string of 1 to 255 printable ASCII characters: {reason}."
-            ),
-            Error::KeyReused => "This Idempotency-Key was already used for a request with another method, path or body; use a new key for a new request.".to_owned(),
-            Error::InFlight { retry_after } => format!(
-                "The first request with this Idempotency-Key is still running; retry in {} s with the same key.",
-                retry_after_secs(*retry_after)
-            ),
-            Error::BodyTooLarge { limit_bytes } => {
-                format!("The request body is larger than {limit_bytes} bytes.")
-            }
-            Error::BodyRead(_) => "The request body ended or failed before it was complete.".to_owned(),
-            Error::Store(_) => "The idempotency store could not be reached; nothing was done. Retry with the same key.".to_owned(),
-            Error::ResponseBody(_) | Error::Upstream(_) => "The service behind this endpoint did not answer; retry with the same key.".to_owned(),
-            Error::Config(_) | Error::StoreOpen(_) | Error::Io { .. } => "An internal error occurred.".to_owned(),
-        };
+            Error::ResponseBody(_) => Self::upstream_failed(),
+        }
+    }
+
+    /// 502 `upstream_failed`: the service behind the layer (or behind a proxy) failed
+    /// before its answer was complete; the client may retry with the same key.
+    pub fn upstream_failed() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_failed",
+            "Upstream failed",
+            "The service behind this endpoint did not answer; retry with the same key.".to_owned(),
+        )
+    }
+
+    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
         Self {
             status,
             code,
@@ -127,10 +123,26 @@ impl Problem {
             "code": self.code,
         })
     }
+
+    /// This problem as an `application/problem+json` response, with a `Retry-After` header
+    /// when `retry_after` is given (whole seconds, rounded up, at least 1).
+    pub fn to_response(&self, retry_after: Option<Duration>) -> Response {
+        let mut response = Response::new(Body::from(self.to_json().to_string()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(retry_after) = retry_after {
+            headers.insert(
+                RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(retry_after)),
+            );
+        }
+        response
+    }
 }
 
 /// `Retry-After` is whole seconds: round up, and never tell a client to retry at once.
-pub(crate) fn retry_after_secs(retry_after: std::time::Duration) -> u64 {
+pub(crate) fn retry_after_secs(retry_after: Duration) -> u64 {
     retry_after.as_millis().div_ceil(1000).max(1) as u64
 }
 
@@ -142,26 +154,20 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(error = %self, code = problem.code, "request refused");
         }
-        let mut response = Response::new(Body::from(problem.to_json().to_string()));
-        *response.status_mut() = problem.status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        let retry = match &self {
-            Error::InFlight { retry_after } => Some(retry_after_secs(*retry_after)),
-            _ if self.is_transient() || matches!(self, Error::Store(_)) => Some(1),
+        let retry_after = match &self {
+            Error::InFlight { retry_after } => Some(*retry_after),
+            _ if self.is_transient() || matches!(self, Error::Store(_)) => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         };
-        if let Some(secs) = retry {
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
+        problem.to_response(retry_after)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
@@ -198,8 +204,7 @@ mod tests {
             Error::BodyTooLarge { limit_bytes: 1 },
             Error::BodyRead("cut".into()),
             Error::Store(idem::StoreError::Unavailable("down".into())),
-            Error::Upstream("down".into()),
-            Error::Config("x".into()),
+            Error::ResponseBody("cut".into()),
         ];
         for error in &errors {
             let json = Problem::of(error).to_json();

@@ -7,8 +7,7 @@ use idem::{MemoryStore, Store};
 use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore};
 
-use super::ProxyArgs;
-use crate::Error;
+use crate::{Error, ProxyArgs};
 
 /// The SQLite file used when no store is named, as `idem serve` does.
 pub const DEFAULT_DATABASE: &str = "sqlite://./idem-data/proxy.db";

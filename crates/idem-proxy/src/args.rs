@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 use http::Method;
+use idem_http::{Config, InFlight};
 
-use crate::{Config, Error, InFlight};
+use crate::Error;
 
 /// Options of `idem proxy`.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,7 +69,7 @@ pub struct ProxyArgs {
     pub purge_every_secs: u64,
 
     /// The largest guarded request body; larger ones get 413.
-    #[arg(long, env = "IDEM_BODY_LIMIT_BYTES", default_value_t = crate::BODY_LIMIT_BYTES_DEFAULT)]
+    #[arg(long, env = "IDEM_BODY_LIMIT_BYTES", default_value_t = idem_http::BODY_LIMIT_BYTES_DEFAULT)]
     pub body_limit_bytes: usize,
 }
 

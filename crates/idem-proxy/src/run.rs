@@ -5,19 +5,19 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use axum::Router;
+use idem_http::IdempotencyLayer;
 use tokio::net::TcpListener;
 
-use super::forward::{forward, Forwarder};
-use super::{open_store, ProxyArgs};
-use crate::{Error, IdempotencyLayer};
+use crate::forward::{forward, Forwarder};
+use crate::{open_store, Error, ProxyArgs};
 
 /// Runs `idem proxy` with `args` until `shutdown` resolves, then lets in-flight requests
 /// finish and returns. Prints `listening on http://ADDR` on stdout once it accepts. Logs
 /// through `tracing`; the caller installs the subscriber.
 ///
 /// # Errors
-/// [`Error::Config`] for unusable options or an unreachable store, [`Error::Io`] when
-/// the address cannot be bound.
+/// [`Error::Config`] for unusable options, [`Error::StoreOpen`] when the store cannot be
+/// opened, [`Error::Io`] when the address cannot be bound or served.
 pub async fn run(
     args: ProxyArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -63,8 +63,9 @@ pub async fn serve(
     let _ = stdout.flush();
 
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let purger = (args.purge_every_secs > 0)
-        .then(|| crate::spawn_purger(store, std::time::Duration::from_secs(args.purge_every_secs)));
+    let purger = (args.purge_every_secs > 0).then(|| {
+        idem_http::spawn_purger(store, std::time::Duration::from_secs(args.purge_every_secs))
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

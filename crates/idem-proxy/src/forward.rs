@@ -1,8 +1,8 @@
 //! [`Forwarder`]: sends a request on to the upstream over a pooled hyper-util client.
 
-use axum::body::Body;
 use std::net::SocketAddr;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
