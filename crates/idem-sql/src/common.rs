@@ -17,6 +17,9 @@ use idem::{
 pub(crate) const IN_PROGRESS: i16 = 0;
 /// `state` of a record whose response is stored.
 pub(crate) const COMPLETED: i16 = 1;
+/// `state` of a record its holder released: absent to callers, kept with its token until
+/// it expires so the next holder's token is larger (`idem::RecordState::Released`).
+pub(crate) const RELEASED: i16 = 2;
 
 /// How often `begin` goes round when it loses a race (another caller wrote between its read
 /// and its write). Each round is a fresh read, so this only runs out under a storm of
@@ -66,6 +69,7 @@ impl Row {
                     .map_err(|e| corrupt(scope, key, &e.to_string()))?,
             },
             (COMPLETED, None) => return Err(corrupt(scope, key, "completed without response")),
+            (RELEASED, _) => RecordState::Released { token },
             (other, _) => return Err(corrupt(scope, key, &format!("unknown state {other}"))),
         };
         Ok(Record {
@@ -94,14 +98,15 @@ pub(crate) enum Next {
     Answer(Outcome),
     /// No row: insert a new one (token 1) unless another caller inserts first.
     Insert,
-    /// Overwrite the row if it still holds `old` and still qualifies: an expired record
-    /// (`recovered = false`) or an abandoned lease of the same request (`recovered = true`).
+    /// Overwrite the row if it still holds `old` and still qualifies: an expired or
+    /// released record (`recovered = false`) or an abandoned lease of the same request
+    /// (`recovered = true`).
     Replace {
         /// The token the row held when read; the write is conditional on it.
         old: FencingToken,
         /// The new holder's token.
         new: FencingToken,
-        /// True for a lease take-over, false for replacing an expired record.
+        /// True for a lease take-over, false for replacing an expired or released record.
         recovered: bool,
     },
 }

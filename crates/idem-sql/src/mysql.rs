@@ -92,7 +92,7 @@ const TAKEOVER: &str = concat!(
 );
 
 /// Replaces an expired record. Condition binds: offset.
-const REPLACE_EXPIRED: &str = concat!(replace_set!(), "expires_at <= ", now!());
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(state = 2 OR expires_at <= ", now!(), ")");
 
 /// Binds: response, scope, key, token, offset.
 const COMPLETE: &str = concat!(
@@ -103,7 +103,7 @@ const COMPLETE: &str = concat!(
 
 /// Binds: scope, key, token, offset.
 const RELEASE: &str = concat!(
-    "DELETE FROM idem_records ",
+    "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
     now!()
 );
@@ -551,7 +551,10 @@ impl Store for MySqlStore {
             .await
             .map_err(store_error)?;
         match found {
-            Some((raw, now)) if raw.expires_at > now.as_millis() => {
+            // An expired or released record is absent.
+            Some((raw, now))
+                if raw.expires_at > now.as_millis() && raw.state != common::RELEASED =>
+            {
                 raw.into_record(scope, key).map(Some)
             }
             _ => Ok(None),
