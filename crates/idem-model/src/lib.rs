@@ -5,13 +5,14 @@
 //! store's atomic operations `begin`, `complete`, `release` and `purge_expired` as single
 //! steps; a store clock that advances in ticks past lease and retention deadlines; clients
 //! that crash or time out at any point (before or after their effect, before or after
-//! `complete`) and retry; and a network that delays, reorders and loses messages. The
-//! checker explores every interleaving up to the bounds of a [`Config`] and checks the
-//! properties of [`properties`].
+//! `complete`) and retry; and a network that delays and reorders messages and loses
+//! replies (a lost reply is the client's timeout, the same state). The checker explores
+//! every interleaving up to the bounds of a [`Config`] and checks the properties of
+//! [`properties`].
 //!
 //! The store in the model decides with `idem::decide` — [`idem::decide::begin_step`],
-//! [`idem::decide::holds`], [`idem::decide::expired`], [`idem::decide::lease_and_expiry`],
-//! [`idem::decide::release_step`] — the same functions `idem::MemoryStore` runs and the SQL
+//! [`idem::decide::lease_and_expiry`], [`idem::decide::complete_step`],
+//! [`idem::decide::release_step`], [`idem::decide::holds`], [`idem::decide::expired`] — the same functions `idem::MemoryStore` runs and the SQL
 //! and Lua stores encode, so a change to a rule is checked, not only a change to the model.
 //!
 //! Known-bad protocols ([`Variant`]) are the same model with one rule broken; the tests

@@ -37,8 +37,8 @@ pub enum Action {
 }
 
 /// The protocol as a stateright model: K clients, the store's records, its clock and a
-/// network that delays, reorders and drops messages, with idem's rules deciding every
-/// store step. See the crate docs and docs/MODEL.md.
+/// network that delays and reorders messages (a lost reply is the client's timeout), with
+/// idem's rules deciding every store step. See the crate docs and docs/MODEL.md.
 #[derive(Debug, Clone)]
 pub struct ProtocolModel {
     config: Config,
@@ -239,7 +239,13 @@ impl ProtocolModel {
                     attempt,
                     op: Op::Begin,
                 });
-                say!("client {c} (attempt {attempt}) sends begin");
+                if matches!(action, Action::Wake(_)) {
+                    say!(
+                        "client {c} (attempt {attempt}) waited out retry_after, sends begin again"
+                    );
+                } else {
+                    say!("client {c} (attempt {attempt}) sends begin");
+                }
             }
             Action::Complete(c) => {
                 let client = &mut next.clients[usize::from(c)];
