@@ -138,6 +138,9 @@ const RUNNING: u8 = b'P';
 /// The state byte of a completed record.
 const COMPLETED: u8 = b'C';
 
+/// The state byte of a released record (absent to callers, kept for its token).
+const RELEASED: u8 = b'R';
+
 /// Times up to here are exact as the doubles of the header (2^53).
 const EXACT_MS: i64 = 1 << 53;
 
@@ -146,6 +149,7 @@ const EXACT_MS: i64 = 1 << 53;
 struct RawRecord<'a> {
     fingerprint: &'a [u8],
     completed: bool,
+    released: bool,
     token: i64,
     lease_ms: i64,
     life_ms: i64,
@@ -170,14 +174,16 @@ impl<'a> RawRecord<'a> {
             }
             Ok(value as i64)
         };
-        let completed = match header[32] {
-            RUNNING => false,
-            COMPLETED => true,
+        let (completed, released) = match header[32] {
+            RUNNING => (false, false),
+            COMPLETED => (true, false),
+            RELEASED => (false, true),
             _ => return Err(corrupt("state")),
         };
         Ok(Self {
             fingerprint: &header[..32],
             completed,
+            released,
             token: number(33)?,
             lease_ms: number(41)?,
             life_ms: number(49)?,
@@ -252,7 +258,9 @@ fn parse_record(scope: &Scope, key: &Key, reply: &Value) -> Result<Option<Record
         ));
     }
     let token = FencingToken::from_i64(raw.token);
-    let state = if raw.completed {
+    let state = if raw.released {
+        RecordState::Released { token }
+    } else if raw.completed {
         RecordState::Completed {
             token,
             response: decode_response(raw.response)?,
@@ -323,11 +331,14 @@ impl Store for RedisStore {
                 }
                 Value::BulkString(raw) => {
                     let record = RawRecord::parse(raw)?;
-                    if record.fingerprint != &fingerprint.as_bytes()[..] {
-                        return Ok(Outcome::Mismatch);
-                    }
-                    if record.completed {
-                        return Ok(Outcome::Replay(decode_response(record.response)?));
+                    // A released record is absent: the script takes it with a larger token.
+                    if !record.released {
+                        if record.fingerprint != &fingerprint.as_bytes()[..] {
+                            return Ok(Outcome::Mismatch);
+                        }
+                        if record.completed {
+                            return Ok(Outcome::Replay(decode_response(record.response)?));
+                        }
                     }
                 }
                 _ => return Err(bad_reply("begin", &reply)),

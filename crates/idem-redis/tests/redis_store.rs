@@ -98,13 +98,29 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
 
     let released = key("released");
     let token = acquire(&store, &s, &released, TTL).await;
-    store.release(&s, &released, token).await.expect("release");
-    let exists: i64 = redis::cmd("EXISTS")
+    let before: i64 = redis::cmd("PEXPIRETIME")
         .arg(store.record_key(&s, &released))
         .query_async(&mut conn)
         .await
-        .expect("EXISTS");
-    assert_eq!(exists, 0, "release leaves nothing behind");
+        .expect("PEXPIRETIME");
+    store.release(&s, &released, token).await.expect("release");
+    let name = store.record_key(&s, &released);
+    let (state, tok, _) = header(&mut conn, &name).await.expect("the tombstone");
+    assert_eq!(
+        (state, tok),
+        (b'R', token.0),
+        "release leaves a tombstone with the releaser's token, so the next holder's is larger"
+    );
+    let after: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .expect("PEXPIRETIME");
+    assert_eq!(after, before, "the tombstone keeps the record's expiry");
+    assert!(
+        store.get(&s, &released).await.expect("get").is_none(),
+        "a released record is absent"
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,9 @@ pub(crate) use forever_ms;
 pub(crate) const IN_PROGRESS: i16 = 0;
 /// `state` of a record whose response is stored.
 pub(crate) const COMPLETED: i16 = 1;
+/// `state` of a record its holder released: absent to callers, kept with its token until
+/// it expires so the next holder's token is larger (`idem::RecordState::Released`).
+pub(crate) const RELEASED: i16 = 2;
 
 /// How often `begin` goes round when it loses a race (another caller wrote between its read
 /// and its write). Each round is a fresh read, so this only runs out under a storm of
@@ -76,6 +79,7 @@ impl Row {
                     .map_err(|e| corrupt(scope, key, &e.to_string()))?,
             },
             (COMPLETED, None) => return Err(corrupt(scope, key, "completed without response")),
+            (RELEASED, _) => RecordState::Released { token },
             (other, _) => return Err(corrupt(scope, key, &format!("unknown state {other}"))),
         };
         Ok(Record {

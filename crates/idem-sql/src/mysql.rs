@@ -21,7 +21,9 @@ use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::Executor;
 
 use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row};
+use crate::common::{
+    birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row, RELEASED,
+};
 use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -91,7 +93,7 @@ const TAKEOVER: &str = concat!(
 );
 
 /// Replaces an expired record. Condition binds: offset.
-const REPLACE_EXPIRED: &str = concat!(replace_set!(), "expires_at <= ", now!());
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(state = 2 OR expires_at <= ", now!(), ")");
 
 /// Binds: response, scope, key, token, offset.
 const COMPLETE: &str = concat!(
@@ -102,7 +104,7 @@ const COMPLETE: &str = concat!(
 
 /// Binds: scope, key, token, offset.
 const RELEASE: &str = concat!(
-    "DELETE FROM idem_records ",
+    "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
     now!()
 );
@@ -404,7 +406,8 @@ impl Store for MySqlStore {
         .await
         .map_err(store_error)?;
         match found {
-            Some((raw, now)) if raw.expires_at > now.as_millis() => {
+            // An expired or released record is absent.
+            Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
                 raw.into_record(scope, key).map(Some)
             }
             _ => Ok(None),

@@ -91,8 +91,8 @@ const TAKEOVER: &str = concat!(
     "r.state = 0 AND r.fingerprint = $3 AND r.lease_until <= c.now_ms AND r.expires_at > c.now_ms"
 );
 
-/// Replaces an expired record, if the row still holds `$8`.
-const REPLACE_EXPIRED: &str = concat!(replace_set!(), "r.expires_at <= c.now_ms");
+/// Replaces an expired or released record, if the row still holds `$8`.
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(r.state = 2 OR r.expires_at <= c.now_ms)");
 
 const COMPLETE: &str = concat!(
     "UPDATE idem_records SET state = 1, response = $4 ",
@@ -101,7 +101,7 @@ const COMPLETE: &str = concat!(
 );
 
 const RELEASE: &str = concat!(
-    "DELETE FROM idem_records ",
+    "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = $1 AND idem_key = $2 AND token = $3 AND state = 0 AND expires_at > ",
     now!("4")
 );
@@ -110,7 +110,7 @@ const GET: &str =
     concat!(
     "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, c.now_ms ",
     "FROM idem_records r CROSS JOIN (SELECT ", now!("3"), " AS now_ms) AS c ",
-    "WHERE r.scope = $1 AND r.idem_key = $2 AND r.expires_at > c.now_ms"
+    "WHERE r.scope = $1 AND r.idem_key = $2 AND r.expires_at > c.now_ms AND r.state <> 2"
 );
 
 // SKIP LOCKED: two purgers never wait for each other, and a row being replaced right now

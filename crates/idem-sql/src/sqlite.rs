@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
 use crate::common::{
-    birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter, Row,
+    birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter, Row, RELEASED,
 };
 use crate::error::{open_error, store_error};
 use crate::transactional::impl_transactional;
@@ -78,8 +78,13 @@ const TAKEOVER: &str = concat!(
     now!("7")
 );
 
-/// Replaces an expired record, if the row still holds `?8`.
-const REPLACE_EXPIRED: &str = concat!(replace_set!(), "expires_at <= ", now!("7"));
+/// Replaces an expired or released record, if the row still holds `?8`.
+const REPLACE_EXPIRED: &str = concat!(
+    replace_set!(),
+    "(state = 2 OR expires_at <= ",
+    now!("7"),
+    ")"
+);
 
 const COMPLETE: &str = concat!(
     "UPDATE idem_records SET state = 1, response = ?4 ",
@@ -88,7 +93,7 @@ const COMPLETE: &str = concat!(
 );
 
 const RELEASE: &str = concat!(
-    "DELETE FROM idem_records ",
+    "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = ?1 AND idem_key = ?2 AND token = ?3 AND state = 0 AND expires_at > ",
     now!("4")
 );
@@ -374,7 +379,8 @@ impl Store for SqliteStore {
             .await
             .map_err(store_error)?;
         match found {
-            Some((raw, now)) if raw.expires_at > now.as_millis() => {
+            // An expired or released record is absent.
+            Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
                 raw.into_record(scope, key).map(Some)
             }
             _ => Ok(None),

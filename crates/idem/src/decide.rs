@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::{FencingToken, Fingerprint, Outcome, Record, RecordState, Timestamp};
+use crate::{FencingToken, Fingerprint, Outcome, Record, RecordState, StoredResponse, Timestamp};
 
 /// What `begin` does to the record it finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +24,8 @@ pub enum BeginStep {
 
 /// Decides `begin` for the record found (if any) at store time `now`.
 ///
-/// The checks run in this order: absent or expired; another fingerprint; completed;
-/// in progress with a running lease; in progress with an ended lease.
+/// The checks run in this order: absent, expired or released; another fingerprint;
+/// completed; in progress with a running lease; in progress with an ended lease.
 pub fn begin_step(
     existing: Option<&Record>,
     fingerprint: &Fingerprint,
@@ -37,8 +37,9 @@ pub fn begin_step(
             recovered: false,
         };
     };
-    if record.expires_at <= now {
-        // A later generation must never share a token with an expired one.
+    if !live(record, now) {
+        // A later generation must never share a token with an expired or released one: a
+        // stale holder of that token would pass for the new holder.
         return BeginStep::Write {
             token: record.token().next(),
             recovered: false,
@@ -60,6 +61,11 @@ pub fn begin_step(
             token: token.next(),
             recovered: true,
         },
+        // Not live, so answered as absent above; the same answer here keeps the rule total.
+        RecordState::Released { token } => BeginStep::Write {
+            token: token.next(),
+            recovered: false,
+        },
     }
 }
 
@@ -68,14 +74,55 @@ pub fn retry_after(now: Timestamp, lease_until: Timestamp) -> Duration {
     now.until(lease_until).max(Duration::from_millis(1))
 }
 
+/// True when `record` has outlived its retention at `now`: from then on it is absent to
+/// every caller, and `purge_expired` may delete it.
+pub fn expired(record: &Record, now: Timestamp) -> bool {
+    record.expires_at <= now
+}
+
+/// True when `record` is there for callers at `now`: neither expired nor released. `get`
+/// returns only live records; `begin` treats any other as absent.
+pub fn live(record: &Record, now: Timestamp) -> bool {
+    !expired(record, now) && !matches!(record.state, RecordState::Released { .. })
+}
+
 /// True when `complete` or `release` with `token` may act on `existing` at `now`.
 pub fn holds(existing: Option<&Record>, token: FencingToken, now: Timestamp) -> bool {
     match existing {
-        Some(record) if record.expires_at > now => {
+        Some(record) if !expired(record, now) => {
             matches!(record.state, RecordState::InProgress { token: held, .. } if held == token)
         }
         _ => false,
     }
+}
+
+/// The state `complete` with `token` and `response` leaves `existing` in at `now`, or
+/// `None` when the caller does not hold it (`Fenced`). The expiry stays as it was.
+pub fn complete_step(
+    existing: Option<&Record>,
+    token: FencingToken,
+    response: &StoredResponse,
+    now: Timestamp,
+) -> Option<RecordState> {
+    holds(existing, token, now).then(|| RecordState::Completed {
+        token,
+        response: response.clone(),
+    })
+}
+
+/// The state `release` with `token` leaves `existing` in at `now`, or `None` when the
+/// caller does not hold it (`Fenced`).
+///
+/// The record is not deleted: it becomes [`RecordState::Released`] and keeps its token and
+/// its expiry, so the next `begin` writes a larger token. Deleting it would let the next
+/// holder start again at [`FencingToken::FIRST`], the token of a holder this one may have
+/// taken over from — who could then `complete` the new holder's record (docs/MODEL.md).
+pub fn release_step(
+    existing: Option<&Record>,
+    token: FencingToken,
+    now: Timestamp,
+) -> Option<RecordState> {
+    holds(existing, token, now).then_some(RecordState::Released { token })
 }
 
 /// The lease end and expiry of a record written by `begin` at `now`.

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::decide::{begin_step, holds, lease_and_expiry, BeginStep};
+use crate::decide::{
+    begin_step, complete_step, expired, lease_and_expiry, live, release_step, BeginStep,
+};
 use crate::{
     ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
     StoreError, StoredResponse, TimeTravel, Timestamp,
@@ -133,14 +135,10 @@ impl Store for MemoryStore {
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let mut shard = self.shard(scope, key);
-        if !holds(shard.get(&id), token, now) {
-            return Err(StoreError::Fenced);
-        }
+        let state =
+            complete_step(shard.get(&id), token, response, now).ok_or(StoreError::Fenced)?;
         if let Some(record) = shard.get_mut(&id) {
-            record.state = RecordState::Completed {
-                token,
-                response: response.clone(),
-            };
+            record.state = state;
         }
         Ok(())
     }
@@ -154,10 +152,10 @@ impl Store for MemoryStore {
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let mut shard = self.shard(scope, key);
-        if !holds(shard.get(&id), token, now) {
-            return Err(StoreError::Fenced);
+        let state = release_step(shard.get(&id), token, now).ok_or(StoreError::Fenced)?;
+        if let Some(record) = shard.get_mut(&id) {
+            record.state = state;
         }
-        shard.remove(&id);
         Ok(())
     }
 
@@ -165,7 +163,7 @@ impl Store for MemoryStore {
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let shard = self.shard(scope, key);
-        Ok(shard.get(&id).filter(|r| r.expires_at > now).cloned())
+        Ok(shard.get(&id).filter(|r| live(r, now)).cloned())
     }
 
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
@@ -178,7 +176,7 @@ impl Store for MemoryStore {
             let mut shard = lock(shard);
             let expired: Vec<(Scope, Key)> = shard
                 .iter()
-                .filter(|(_, r)| r.expires_at <= now)
+                .filter(|(_, r)| expired(r, now))
                 .map(|(id, _)| id.clone())
                 .take(limit - purged)
                 .collect();

@@ -83,6 +83,14 @@ pub enum RecordState {
         /// The stored answer.
         response: StoredResponse,
     },
+    /// The holder released it (its operation failed before any effect). Absent to every
+    /// caller — `get` returns nothing, and any request may `begin` — but kept until it
+    /// expires, so that the key's next holder gets a larger token than every holder before
+    /// it, and a stale holder of an old token stays fenced (docs/MODEL.md).
+    Released {
+        /// The token of the holder that released it.
+        token: FencingToken,
+    },
 }
 
 /// One (scope, key) as a store keeps it.
@@ -103,10 +111,12 @@ pub struct Record {
 }
 
 impl Record {
-    /// The current holder's (or the completer's) fencing token.
+    /// The current holder's (or the completer's, or the releaser's) fencing token.
     pub fn token(&self) -> FencingToken {
         match &self.state {
-            RecordState::InProgress { token, .. } | RecordState::Completed { token, .. } => *token,
+            RecordState::InProgress { token, .. }
+            | RecordState::Completed { token, .. }
+            | RecordState::Released { token } => *token,
         }
     }
 }

@@ -101,8 +101,10 @@ pub trait Store: Send + Sync {
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
 
-    /// Removes the in-progress record held with `token`: the operation failed before any
-    /// effect, and a retry may run it again.
+    /// Frees the in-progress record held with `token`: the operation failed before any
+    /// effect, and a retry (with any fingerprint) may run it again. The record is absent
+    /// from then on, but the store keeps its token until it expires
+    /// ([`crate::RecordState::Released`]), so the next holder's token is larger.
     ///
     /// # Errors
     /// [`StoreError::Fenced`] when the record is not in progress under `token`.
@@ -113,7 +115,7 @@ pub trait Store: Send + Sync {
         token: FencingToken,
     ) -> Result<(), StoreError>;
 
-    /// The live record of `(scope, key)`, if any; an expired record is absent.
+    /// The live record of `(scope, key)`, if any; an expired or released record is absent.
     ///
     /// # Errors
     /// A [`StoreError`] when the store fails or the record does not decode.

@@ -1,6 +1,7 @@
 -- begin(scope, key, fingerprint, lease, ttl): DESIGN §2 in one atomic step.
--- KEYS[1] the record: one string, fp (32 bytes) .. struct '>c1ddd' (state 'P' running or
--- 'C' completed, token, lease ms, life ms; 57 bytes in all) .. the encoded response.
+-- KEYS[1] the record: one string, fp (32 bytes) .. struct '>c1ddd' (state 'P' running,
+-- 'C' completed or 'R' released, token, lease ms, life ms; 57 bytes in all) .. the encoded
+-- response.
 -- The lease and the life (expiry - creation) count from the record's creation, which the
 -- key's own expiry pins (expiry() in the prelude): so the store can also claim a fresh key
 -- with a plain `SET … NX GET PX life-1`, no script, and every script reads that record
@@ -8,8 +9,8 @@
 -- ARGV: clock offset ms, fingerprint (32 bytes), lease ms, ttl ms.
 -- Returns {1, token, recovered} | {2, record} | {3} | {4, retry_after_ms}:
 -- Acquired, Replay (the whole record; the response follows its header), Mismatch,
--- InFlight. The checks run in the order of idem::decide::begin_step: absent or
--- expired; another fingerprint; completed; lease running; lease ended.
+-- InFlight. The checks run in the order of idem::decide::begin_step: absent, expired or
+-- released; another fingerprint; completed; lease running; lease ended.
 
 -- The clock is read only when needed. Redis drops a record at its expiry by its own
 -- clock, so a record it still holds is live: only a handle with a clock offset (tests)
@@ -26,9 +27,9 @@ if cur then
   if offset ~= 0 then
     now, exp = clock(), expiry(rec)
   end
-  if exp and exp <= now then
-    -- Expired by a test clock offset but still held by Redis: absent, and the next
-    -- generation never shares the old token.
+  if st == 'R' or (exp and exp <= now) then
+    -- Released, or expired by a test clock offset but still held by Redis: absent, and
+    -- the next generation never shares the old token.
     token = held + 1
   elseif string.sub(cur, 1, 32) ~= fp then
     return {3}

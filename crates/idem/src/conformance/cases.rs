@@ -310,6 +310,59 @@ pub async fn release_then_retry_acquires<H: Harness>(h: &H) {
     );
 }
 
+/// Regression (found by `idem-model`): a released record keeps its token until it
+/// expires, so the key's next holder never gets the token of a holder that was taken over
+/// before the release. A store that deletes the record on `release` starts the next holder
+/// at token 1 again: the stale first holder's `complete` then lands on the new holder's
+/// record, with another request's response.
+pub async fn release_after_take_over_never_reuses_a_token<H: Harness>(h: &H) {
+    let node_a = h.fresh().await;
+    let node_b = h.peer(&node_a).await;
+    let (s, k) = (scope("t"), key("reuse"));
+    let stale = acquire(&node_a, &s, &k, &fp("a")).await;
+    node_a.advance_clock(LEASE + Duration::from_secs(1));
+    node_b.advance_clock(LEASE + Duration::from_secs(1));
+    let taken = match begin(&node_b, &s, &k, &fp("a")).await {
+        Outcome::Acquired {
+            token,
+            recovered: true,
+        } => token,
+        other => panic!("node b takes over the ended lease, got {other:?}"),
+    };
+    node_b
+        .release(&s, &k, taken)
+        .await
+        .expect("the new holder releases");
+    assert!(
+        node_b.get(&s, &k).await.expect("get").is_none(),
+        "a released record is absent"
+    );
+    let fresh = acquire(&node_b, &s, &k, &fp("other")).await;
+    assert!(
+        fresh > taken && fresh > stale,
+        "the next holder's token {fresh:?} must exceed every earlier one ({stale:?}, {taken:?})"
+    );
+    assert!(
+        matches!(
+            node_a.complete(&s, &k, stale, &response("stale")).await,
+            Err(StoreError::Fenced)
+        ),
+        "the holder taken over before the release stays fenced"
+    );
+    assert!(
+        matches!(node_a.release(&s, &k, stale).await, Err(StoreError::Fenced)),
+        "the holder taken over before the release cannot release the new holder's record"
+    );
+    node_b
+        .complete(&s, &k, fresh, &response("fresh"))
+        .await
+        .expect("the new holder completes");
+    assert_eq!(
+        begin(&node_b, &s, &k, &fp("other")).await,
+        Outcome::Replay(response("fresh"))
+    );
+}
+
 /// A completed record cannot be released: its answer stays.
 pub async fn release_after_complete_is_fenced<H: Harness>(h: &H) {
     let store = h.fresh().await;

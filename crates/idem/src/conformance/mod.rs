@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             stale_holder_is_fenced_and_new_holder_wins,
             release_then_retry_acquires,
             release_after_complete_is_fenced,
+            release_after_take_over_never_reuses_a_token,
             complete_without_holding_is_fenced,
             expired_record_is_absent,
             forever_record_never_expires,

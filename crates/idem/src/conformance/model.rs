@@ -85,6 +85,8 @@ struct ModelRecord {
     lease_until: i64,
     expires_at: i64,
     completed: Option<u8>,
+    /// Released: absent to callers, kept (with its token) until it expires.
+    released: bool,
 }
 
 #[derive(Debug, Default)]
@@ -96,7 +98,9 @@ struct Model {
 
 impl Model {
     fn live(&self, key: u8) -> Option<&ModelRecord> {
-        self.records.get(&key).filter(|r| r.expires_at > self.now)
+        self.records
+            .get(&key)
+            .filter(|r| r.expires_at > self.now && !r.released)
     }
 
     fn token_for(&self, key: u8, stale: bool) -> FencingToken {
@@ -195,13 +199,16 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
                             recovered: r,
                         } => {
                             prop_assert_eq!(r, recovered, "{}", at("recovered flag"));
-                            if recovered {
-                                prop_assert!(
-                                    Some(token.0) > previous,
-                                    "{}",
-                                    at("take-over token grows")
-                                );
-                            }
+                            // A take-over, and a new generation over an expired or
+                            // released record, never reuse a token.
+                            prop_assert!(
+                                !matches!(previous, Some(p) if token.0 <= p),
+                                "{}",
+                                at(&format!(
+                                    "token {} must exceed the record's {previous:?}",
+                                    token.0
+                                ))
+                            );
                             model.issued.insert(key, token.0);
                             model.records.insert(
                                 key,
@@ -211,6 +218,7 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
                                     lease_until: now + LEASE_MS,
                                     expires_at: now + TTL_MS,
                                     completed: None,
+                                    released: false,
                                 },
                             );
                         }
@@ -257,7 +265,9 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
                         "{}",
                         at(&format!("holder's release must succeed, got {got:?}"))
                     );
-                    model.records.remove(&key);
+                    if let Some(r) = model.records.get_mut(&key) {
+                        r.released = true;
+                    }
                 } else {
                     prop_assert!(
                         matches!(got, Err(StoreError::Fenced)),

@@ -1,0 +1,55 @@
+//! Serves stateright's explorer for the protocol model, to step through it by hand.
+//!
+//! ```text
+//! cargo run -p idem-model --release --example explorer
+//! cargo run -p idem-model --release --example explorer -- --variant no-fencing
+//! ```
+//!
+//! then open <http://localhost:3000>. Options: `--full` (the full bound instead of the
+//! small one), `--transactional`, `--variant correct|no-fencing|node-clock|check-then-insert`,
+//! `--addr HOST:PORT` (default `localhost:3000`). Each step shows what happened and the
+//! state after it; "Run to completion" checks every property and links each counterexample.
+
+use idem_model::{Config, ProtocolModel, Variant};
+use stateright::Model;
+
+fn main() {
+    let mut config = Config::small();
+    let mut addr = "localhost:3000".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--full" => {
+                config = Config {
+                    variant: config.variant,
+                    ..Config::full()
+                }
+            }
+            "--transactional" => config = config.transactional(),
+            "--variant" => {
+                let variant = match args.next().as_deref() {
+                    Some("correct") => Variant::Correct,
+                    Some("no-fencing") => Variant::NoFencing,
+                    Some("node-clock") => Variant::NodeClock { skew: 2 },
+                    Some("check-then-insert") => Variant::CheckThenInsert,
+                    other => {
+                        eprintln!("unknown variant {other:?}: correct, no-fencing, node-clock or check-then-insert");
+                        std::process::exit(2);
+                    }
+                };
+                config = config.with_variant(variant);
+            }
+            "--addr" => addr = args.next().unwrap_or(addr),
+            other => {
+                eprintln!("unknown option {other}; see the example's doc comment");
+                std::process::exit(2);
+            }
+        }
+    }
+    println!("exploring {config:?}\non http://{addr}");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ProtocolModel::new(config)
+        .checker()
+        .threads(threads)
+        .serve(addr);
+}
