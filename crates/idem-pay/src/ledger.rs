@@ -83,7 +83,7 @@ pub(crate) struct Movement<'a> {
 }
 
 /// Moves the money of `m` inside `tx` with its two ledger rows, and inserts `payment`
-/// (the payment row's seven values) beside it when given — only where both accounts exist,
+/// (the payment row's six values) beside it when given — only where both accounts exist,
 /// `from` has the funds and `to`'s balance stays an `i64`. False when refused: then what
 /// was written must not commit: the caller rolls back, then finds out why ([`refusal`]).
 /// On PostgreSQL all of it is one statement.

@@ -9,8 +9,8 @@ CREATE TABLE pay_accounts (
 ) ENGINE = InnoDB;
 
 -- One row per paid order. The order's uniqueness is its idempotency record (idem-sql's
--- idem_records, claimed in the payment's transaction); body is the payment as first
--- answered, which GET /v1/payments/{order_id} returns.
+-- idem_records, claimed in the payment's transaction). GET /v1/payments/{order_id} answers
+-- from these columns the same body the payment first answered.
 CREATE TABLE pay_payments (
     payment_id      VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
     order_id        VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -18,7 +18,6 @@ CREATE TABLE pay_payments (
     payee           VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     amount          BIGINT NOT NULL CHECK (amount > 0),
     refunded        BIGINT NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
-    body            MEDIUMBLOB NOT NULL,
     created_at      VARCHAR(40) NOT NULL,
     KEY pay_payments_order_id (order_id)
 ) ENGINE = InnoDB;

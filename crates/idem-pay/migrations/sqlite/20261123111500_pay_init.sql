@@ -8,8 +8,8 @@ CREATE TABLE pay_accounts (
 );
 
 -- One row per paid order. The order's uniqueness is its idempotency record (idem-sql's
--- idem_records, claimed in the payment's transaction); body is the payment as first
--- answered, which GET /v1/payments/{order_id} returns.
+-- idem_records, claimed in the payment's transaction). GET /v1/payments/{order_id} answers
+-- from these columns the same body the payment first answered.
 CREATE TABLE pay_payments (
     payment_id      TEXT PRIMARY KEY NOT NULL,
     order_id        TEXT NOT NULL,
@@ -17,7 +17,6 @@ CREATE TABLE pay_payments (
     payee           TEXT NOT NULL,
     amount          INTEGER NOT NULL CHECK (amount > 0),
     refunded        INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),
-    body            BLOB NOT NULL,
     created_at      TEXT NOT NULL
 );
 CREATE INDEX pay_payments_order_id ON pay_payments (order_id);

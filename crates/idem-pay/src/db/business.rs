@@ -5,15 +5,14 @@ use async_trait::async_trait;
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore, TransactionalStore};
 use sqlx::{MySql, Postgres, Row, Sqlite, Transaction};
 
-/// One bound value. The business tables hold only these three kinds.
+/// One bound value. The business tables hold only these two kinds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg<'a> {
     Str(&'a str),
     Int(i64),
-    Bytes(&'a [u8]),
 }
 
-/// A payment row as read back: `payment_id, payer, payee, amount, refunded, body`.
+/// A payment row as read back: `payment_id, payer, payee, amount, refunded, created_at`.
 #[derive(Debug)]
 pub(crate) struct PaymentRow {
     pub(crate) payment_id: String,
@@ -21,20 +20,20 @@ pub(crate) struct PaymentRow {
     pub(crate) payee: String,
     pub(crate) amount: i64,
     pub(crate) refunded: i64,
-    pub(crate) body: Vec<u8>,
+    pub(crate) created_at: String,
 }
 
-type PaymentTuple = (String, String, String, i64, i64, Vec<u8>);
+type PaymentTuple = (String, String, String, i64, i64, String);
 
 impl From<PaymentTuple> for PaymentRow {
-    fn from((payment_id, payer, payee, amount, refunded, body): PaymentTuple) -> Self {
+    fn from((payment_id, payer, payee, amount, refunded, created_at): PaymentTuple) -> Self {
         Self {
             payment_id,
             payer,
             payee,
             amount,
             refunded,
-            body,
+            created_at,
         }
     }
 }
@@ -91,7 +90,6 @@ macro_rules! bound {
             query = match *arg {
                 Arg::Str(value) => query.bind(value),
                 Arg::Int(value) => query.bind(value),
-                Arg::Bytes(value) => query.bind(value),
             };
         }
         query

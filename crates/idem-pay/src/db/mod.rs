@@ -79,7 +79,7 @@ pub(crate) struct Sql {
     /// movement id, created_at; returns the rows moved.
     pub(crate) move_and_record: Option<String>,
     /// `move_and_record` and the payment row's insert in one statement; binds
-    /// `move_and_record`'s fourteen, then the payment's seven.
+    /// `move_and_record`'s fourteen, then the payment's six.
     pub(crate) pay_and_record: Option<String>,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
@@ -115,9 +115,9 @@ impl Sql {
         };
         let (lock, int, text) = (d.for_update, d.int_type, d.text_type);
         let payment_cols = format!(
-            "CAST(payment_id AS {text}), CAST(payer AS {text}), CAST(payee AS {text}), amount, refunded, body"
+            "CAST(payment_id AS {text}), CAST(payer AS {text}), CAST(payee AS {text}), amount, refunded, CAST(created_at AS {text})"
         );
-        let insert_payment = "INSERT INTO pay_payments (payment_id, order_id, payer, payee, amount, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+        let insert_payment = "INSERT INTO pay_payments (payment_id, order_id, payer, payee, amount, created_at) VALUES (?, ?, ?, ?, ?, ?)";
         let move_checked = "UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END \
             WHERE account_id IN (?, ?) AND (account_id <> ? OR balance >= ?) AND (account_id <> ? OR balance <= ?)";
         // PostgreSQL's UPDATE of an `IN` list may visit the two rows in any order; the
@@ -289,12 +289,12 @@ mod tests {
             "a = $1 AND b IN ($2, $3)"
         );
         let sql = Sql::new(&postgres::DIALECT);
-        assert!(sql.insert_payment.contains("$7") && !sql.insert_payment.contains('?'));
+        assert!(sql.insert_payment.contains("$6") && !sql.insert_payment.contains('?'));
         assert!(sql.lock_payment_by_order.ends_with("FOR UPDATE"));
         let paid = sql
             .pay_and_record
             .expect("postgres has data-modifying CTEs");
-        assert!(paid.contains("$21") && !paid.contains("$22") && !paid.contains('?'));
+        assert!(paid.contains("$20") && !paid.contains("$21") && !paid.contains('?'));
         let moved = sql
             .move_and_record
             .expect("postgres has data-modifying CTEs");
