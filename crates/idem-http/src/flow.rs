@@ -58,7 +58,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let config = &shared.config;
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
 
     // A header key is checked before the body is read: a bad request costs no upload.
     let header_key = match &config.key_source {
@@ -108,6 +108,9 @@ where
     // From here until `complete` or `release`, dropping `held` (client gone, handler
     // panicked) releases the key.
     let held = Held::new(Arc::clone(&shared.store), scope, key, token);
+    // The handler may fence its own writes with the holder's token (`idem proxy` passes it
+    // on as `Idempotency-Fencing-Token`, DESIGN §4).
+    parts.extensions.insert(token);
 
     let response = match inner
         .call(Request::from_parts(parts, Body::from(bytes)))

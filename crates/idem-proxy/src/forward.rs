@@ -11,8 +11,13 @@ use http::{Request, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use idem::FencingToken;
 
 use crate::Error;
+
+/// The request header that carries the holder's fencing token to the upstream (DESIGN §4),
+/// so an upstream that records key and token can refuse a stale holder.
+pub const FENCING_TOKEN_HEADER: HeaderName = HeaderName::from_static("idempotency-fencing-token");
 
 /// The upstream and a connection pool to it.
 #[derive(Clone, Debug)]
@@ -66,6 +71,13 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         append_forwarded_for(&mut parts.headers, peer);
+        // Only the layer names the holder: a token the client sent is never passed on.
+        parts.headers.remove(FENCING_TOKEN_HEADER);
+        if let Some(token) = parts.extensions.get::<FencingToken>() {
+            parts
+                .headers
+                .insert(FENCING_TOKEN_HEADER, HeaderValue::from(token.0));
+        }
         if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
             parts.headers.insert(header::HOST, host);
         }

@@ -8,6 +8,7 @@ mod store;
 
 pub use args::ProxyArgs;
 pub use error::Error;
+pub use forward::FENCING_TOKEN_HEADER;
 pub use run::{run, serve};
 pub use store::{open_store, DEFAULT_DATABASE};
 

@@ -67,6 +67,7 @@ async fn echo_upstream() -> Served {
         for name in [
             "host",
             "idempotency-key",
+            "idempotency-fencing-token",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
@@ -113,6 +114,39 @@ async fn the_target_and_headers_are_rewritten_for_the_upstream() {
     ] {
         assert!(seen.lines().any(|l| l == line), "{line:?} in\n{seen}");
     }
+}
+
+#[tokio::test]
+async fn the_holder_s_fencing_token_reaches_the_upstream_and_a_client_s_never_does() {
+    let served = echo_upstream().await;
+    let (_proxy, url) = proxy(&format!("http://{}", served.addr), &[]).await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, key: Option<String>| {
+        let mut request = client
+            .request(method, format!("{url}/orders"))
+            .header("idempotency-fencing-token", "999999")
+            .body("{}");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let answer = request.send().await.expect("answered");
+            assert_eq!(answer.status(), 200);
+            let seen = answer.text().await.expect("body");
+            seen.lines()
+                .find_map(|l| l.strip_prefix("idempotency-fencing-token="))
+                .map(str::to_owned)
+                .expect("the echo names the header")
+        }
+    };
+    let token = send(reqwest::Method::POST, Some(unique_key("token"))).await;
+    let parsed: u64 = token.parse().expect("a decimal token");
+    assert!(
+        parsed >= 1 && token != "999999",
+        "the holder's token, got {token}"
+    );
+    // Unguarded (GET) and keyless requests hold no record: no token is passed on.
+    assert_eq!(send(reqwest::Method::GET, None).await, "-");
 }
 
 #[tokio::test]

@@ -164,3 +164,31 @@ async fn store_down_is_503_and_runs_nothing() {
     );
     assert_eq!(app.runs().await, 0);
 }
+
+#[tokio::test]
+async fn the_handler_finds_the_holder_s_fencing_token() {
+    use axum::{routing::post, Extension, Router};
+    use tower::ServiceExt;
+
+    async fn token(Extension(token): Extension<idem::FencingToken>) -> String {
+        token.0.to_string()
+    }
+    let store = MemoryStore::new();
+    let app = Router::new()
+        .route("/orders", post(token))
+        .layer(idem_http::IdempotencyLayer::new(store, Config::default()));
+    let request = http::Request::post("/orders")
+        .header("idempotency-key", format!("\"{}\"", unique_key("token")))
+        .body(axum::body::Body::from("{}"))
+        .expect("a request");
+    let answer = app.oneshot(request).await.expect("answered");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(answer.into_body(), 1024)
+        .await
+        .expect("body");
+    let token: u64 = std::str::from_utf8(&body)
+        .expect("utf-8")
+        .parse()
+        .expect("a decimal token");
+    assert!(token >= 1);
+}
