@@ -37,15 +37,10 @@ fn main() {
             "--transactional" => config = config.transactional(),
             "--dfs" => search = Search::Dfs,
             "--variant" => {
-                let variant = match args.next().as_deref() {
-                    Some("correct") => Variant::Correct,
-                    Some("no-fencing") => Variant::NoFencing,
-                    Some("node-clock") => Variant::NodeClock { skew: 2 },
-                    Some("check-then-insert") => Variant::CheckThenInsert,
-                    other => {
-                        eprintln!("unknown variant {other:?}");
-                        std::process::exit(2);
-                    }
+                let name = args.next();
+                let Some(variant) = name.as_deref().and_then(Variant::from_name) else {
+                    eprintln!("unknown variant {name:?}: {}", Variant::NAMES);
+                    std::process::exit(2);
                 };
                 config = config.with_variant(variant);
             }

@@ -27,15 +27,10 @@ fn main() {
             }
             "--transactional" => config = config.transactional(),
             "--variant" => {
-                let variant = match args.next().as_deref() {
-                    Some("correct") => Variant::Correct,
-                    Some("no-fencing") => Variant::NoFencing,
-                    Some("node-clock") => Variant::NodeClock { skew: 2 },
-                    Some("check-then-insert") => Variant::CheckThenInsert,
-                    other => {
-                        eprintln!("unknown variant {other:?}: correct, no-fencing, node-clock or check-then-insert");
-                        std::process::exit(2);
-                    }
+                let name = args.next();
+                let Some(variant) = name.as_deref().and_then(Variant::from_name) else {
+                    eprintln!("unknown variant {name:?}: {}", Variant::NAMES);
+                    std::process::exit(2);
                 };
                 config = config.with_variant(variant);
             }

@@ -23,6 +23,22 @@ pub enum Variant {
     CheckThenInsert,
 }
 
+impl Variant {
+    /// The names the examples' `--variant` takes, in the order of the enum.
+    pub const NAMES: &'static str = "correct, no-fencing, node-clock or check-then-insert";
+
+    /// The variant a command line names (`node-clock` with a skew of 2 ticks), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "correct" => Some(Self::Correct),
+            "no-fencing" => Some(Self::NoFencing),
+            "node-clock" => Some(Self::NodeClock { skew: 2 }),
+            "check-then-insert" => Some(Self::CheckThenInsert),
+            _ => None,
+        }
+    }
+}
+
 /// One client: a request under `key` whose body is `payload`. Two clients with the same
 /// key and payload are the same request sent twice (a retry landing on another node); the
 /// same key with another payload is a key reused for another request.
