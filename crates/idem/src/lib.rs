@@ -54,6 +54,8 @@ mod record;
 mod replay_memory;
 mod response;
 mod store;
+#[cfg(feature = "test-clock")]
+mod time_travel;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -67,4 +69,6 @@ pub use record::{
 };
 pub use replay_memory::ReplayMemory;
 pub use response::{DecodeError, StoredResponse};
-pub use store::{BoxError, ClockOffset, Outcome, Store, StoreError, TimeTravel};
+pub use store::{BoxError, Outcome, Store, StoreError};
+#[cfg(feature = "test-clock")]
+pub use time_travel::{aged, TimeTravel};

@@ -13,15 +13,15 @@ use crate::decide::{
     begin_step, complete_step, expired, lease_and_expiry, live, release_step, BeginStep,
 };
 use crate::{
-    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
-    StoreError, StoredResponse, TimeTravel, Timestamp,
+    FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store, StoreError,
+    StoredResponse, Timestamp,
 };
 
 const SHARDS: usize = 32;
 
 type Shard = HashMap<(Scope, Key), Record>;
 
-/// A store in this process's memory. Clones share the records and the clock offset.
+/// A store in this process's memory. Clones share the records.
 ///
 /// Each `begin` holds the lock of one shard for its whole decision, so it is atomic across
 /// tasks and threads; the clock is this process's, which is the one clock every caller of
@@ -33,7 +33,6 @@ type Shard = HashMap<(Scope, Key), Record>;
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
-    offset: ClockOffset,
 }
 
 impl Default for MemoryStore {
@@ -48,16 +47,6 @@ impl MemoryStore {
         let shards: Vec<Mutex<Shard>> = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Self {
             shards: shards.into(),
-            offset: ClockOffset::new(),
-        }
-    }
-
-    /// A second handle on the same records with a clock offset of its own, as a second
-    /// node would have.
-    pub fn peer(&self) -> Self {
-        Self {
-            shards: Arc::clone(&self.shards),
-            offset: self.offset.fork(),
         }
     }
 
@@ -82,7 +71,7 @@ impl MemoryStore {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        Timestamp(crate::record::duration_ms(wall).saturating_add(self.offset.millis()))
+        Timestamp(crate::record::duration_ms(wall))
     }
 }
 
@@ -187,14 +176,22 @@ impl Store for MemoryStore {
         }
         Ok(purged)
     }
+}
 
+#[cfg(feature = "test-clock")]
+#[async_trait]
+impl crate::TimeTravel for MemoryStore {
     async fn now(&self) -> Result<Timestamp, StoreError> {
         Ok(self.clock())
     }
-}
 
-impl TimeTravel for MemoryStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
+    async fn advance(&self, by: Duration) -> Result<(), StoreError> {
+        let by_ms = crate::duration_ms(by);
+        for shard in self.shards.iter() {
+            for record in lock(shard).values_mut() {
+                *record = crate::aged(record.clone(), by_ms);
+            }
+        }
+        Ok(())
     }
 }

@@ -1,12 +1,11 @@
 //! The [`Store`] trait every backend implements, its [`Outcome`] and its [`StoreError`].
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, Fingerprint, Key, Record, Scope, StoredResponse, Timestamp};
+use crate::{FencingToken, Fingerprint, Key, Record, Scope, StoredResponse};
 
 /// What `begin` decided, in the order of DESIGN §2's table. Exactly one per call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +67,7 @@ impl StoreError {
 }
 
 /// Where idempotency records live. Every operation is one atomic step of the store, and
-/// every time is the store's own (`now`), so any number of nodes may share one store.
+/// every time is the store's own clock, so any number of nodes may share one store.
 ///
 /// The semantics are DESIGN §2; [`crate::conformance`] (feature `conformance`) checks them.
 #[async_trait]
@@ -126,49 +125,6 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// A [`StoreError`] when the store fails.
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError>;
-
-    /// The store's clock (plus this handle's test offset, see [`TimeTravel`]).
-    ///
-    /// # Errors
-    /// A [`StoreError`] when the store fails.
-    async fn now(&self) -> Result<Timestamp, StoreError>;
-}
-
-/// Moves a store handle's clock forward, so tests can end leases and TTLs without sleeping.
-///
-/// The offset belongs to one handle (one "node"): a test with two handles advances both.
-pub trait TimeTravel {
-    /// Adds `by` to every time this handle reads from its store from now on.
-    fn advance_clock(&self, by: Duration);
-}
-
-/// A shareable clock offset in milliseconds, for stores to add to their store time.
-///
-/// Zero in production; tests move it with [`TimeTravel`].
-#[derive(Debug, Clone, Default)]
-pub struct ClockOffset(Arc<AtomicI64>);
-
-impl ClockOffset {
-    /// An offset of zero.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The offset now, in milliseconds.
-    pub fn millis(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Moves the offset forward.
-    pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(crate::record::duration_ms(by), Ordering::Relaxed);
-    }
-
-    /// A new, independent offset starting at this one's value (for a second node).
-    pub fn fork(&self) -> Self {
-        Self(Arc::new(AtomicI64::new(self.millis())))
-    }
 }
 
 #[async_trait]
@@ -205,14 +161,5 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
         (**self).purge_expired(limit).await
-    }
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        (**self).now().await
-    }
-}
-
-impl<S: TimeTravel + ?Sized> TimeTravel for Arc<S> {
-    fn advance_clock(&self, by: Duration) {
-        (**self).advance_clock(by)
     }
 }

@@ -50,7 +50,7 @@ pub enum Op {
         /// Use a token one below the latest.
         stale: bool,
     },
-    /// Move the store's clock forward by `steps` × 7 s.
+    /// Age the store's records by `steps` × 7 s.
     Advance {
         /// How many steps.
         steps: u8,
@@ -141,7 +141,13 @@ fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
 }
 
-async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), TestCaseError> {
+/// Runs `ops` against `store` and the model. `drops_expired`: the store drops a record
+/// itself at its expiry ([`Harness::DROPS_EXPIRED`]), as if purged at that moment.
+async fn run_ops<S: Store + TimeTravel>(
+    store: &S,
+    ops: &[Op],
+    drops_expired: bool,
+) -> Result<(), TestCaseError> {
     let scope = Scope::new("model").expect("valid scope");
     let mut model = Model::default();
     for (step, op) in ops.iter().enumerate() {
@@ -278,8 +284,15 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
             }
             Op::Advance { steps } => {
                 let by = STEP_MS * i64::from(steps);
-                store.advance_clock(Duration::from_millis(by as u64));
+                store
+                    .advance(Duration::from_millis(by as u64))
+                    .await
+                    .map_err(|e| fail(at(&format!("advance failed: {e}"))))?;
                 model.now += by;
+                if drops_expired {
+                    let now = model.now;
+                    model.records.retain(|_, r| r.expires_at > now);
+                }
             }
             Op::Purge { limit } => {
                 let now = model.now;
@@ -363,7 +376,7 @@ pub fn check<H: Harness>(runtime: &tokio::runtime::Runtime, harness: &H) {
     let result = runner.run(&strategy, |ops| {
         runtime.block_on(async {
             let store = harness.fresh().await;
-            run_ops(&store, &ops).await
+            run_ops(&store, &ops, H::DROPS_EXPIRED).await
         })
     });
     if let Err(failure) = result {
