@@ -76,7 +76,10 @@ mod tests {
             .await
             .expect("begin");
         assert!(matches!(outcome, Outcome::Acquired { .. }));
-        store.advance_clock(short + Duration::from_secs(1));
+        store
+            .advance(short + Duration::from_secs(1))
+            .await
+            .expect("advance");
 
         let purger = spawn_purger(Arc::new(store.clone()), Duration::from_millis(10));
         for _ in 0..500 {

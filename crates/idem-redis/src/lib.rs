@@ -78,18 +78,16 @@
 //! decides from scratch, atomically. `complete` and `release` compare the fencing token
 //! first, which takes a script: Redis 7 has no compare-and-set on a string.
 //!
-//! Tests move a handle's clock forward ([`idem::TimeTravel`]) without Redis knowing, so a
-//! handle with a clock offset always runs the scripts, and they treat a record whose
-//! expiry is at or before their "now" (`TIME` plus the offset) as absent. A record replaced
-//! after expiry gets the old token plus one; one that Redis already evicted starts again
-//! at token 1, as after a purge in any store.
+//! Tests end leases and TTLs by ageing the records (`idem::TimeTravel`, feature
+//! `test-clock`): one script per key of the prefix (found with `SCAN`) moves the record's
+//! expiry back, deleting it when that is already past, as Redis would have by then. The
+//! store's clock stays Redis's, so the same commands and scripts run as in production,
+//! `SET … NX GET` included. A record replaced after release gets the old token plus one;
+//! one that Redis evicted at its expiry starts again at token 1, as after a purge in any
+//! store.
 //!
-//! `purge_expired(limit)` is therefore only needed for records expired by such a clock
-//! offset. With the store's own clock it returns 0 at once (a purger calling it every
-//! minute costs nothing); ahead of it, it walks the prefix's records with `SCAN` (on the
-//! server it is connected to; the walk covers the server's whole keyspace) and deletes,
-//! one slot-local script per record, those expired by the handle's clock, stopping at
-//! `limit`.
+//! `purge_expired` therefore has nothing to do: Redis drops every record at its expiry,
+//! so it returns 0 at once (a purger calling it every minute costs nothing).
 //!
 //! ## Failures
 //!
@@ -110,5 +108,5 @@ mod tiered;
 pub use cache::{CacheStats, ReplayCache};
 pub use connection::{RedisOptions, DEFAULT_PREFIX};
 pub use error::Error;
-pub use store::{RedisStore, PURGE_LIMIT_MAX};
+pub use store::RedisStore;
 pub use tiered::TieredStore;

@@ -5,7 +5,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idem::{
     FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-    TimeTravel, Timestamp,
 };
 
 use crate::{CacheStats, ReplayCache};
@@ -122,15 +121,23 @@ impl<S: Store> Store for TieredStore<S> {
         // Cache entries expire in Redis on their own, never later than their records.
         self.truth.purge_expired(limit).await
     }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        self.truth.now().await
-    }
 }
 
-impl<S: TimeTravel> TimeTravel for TieredStore<S> {
-    fn advance_clock(&self, by: Duration) {
-        self.truth.advance_clock(by);
-        self.cache.advance_clock(by);
+#[cfg(feature = "test-clock")]
+#[async_trait]
+impl<S: Store + idem::TimeTravel> idem::TimeTravel for TieredStore<S> {
+    async fn now(&self) -> Result<idem::Timestamp, StoreError> {
+        self.truth.now().await
+    }
+
+    /// Ages the truth store's records and the cache's entries alike. A cache that cannot
+    /// be reached keeps its entries as they are: as every cache failure, that is logged,
+    /// never returned (the truth store's answers are the ones under test).
+    async fn advance(&self, by: Duration) -> Result<(), StoreError> {
+        self.truth.advance(by).await?;
+        if let Err(err) = self.cache.advance(by).await {
+            tracing::debug!(target: "idem_redis::tiered", error = %err, "cannot age the cache's entries");
+        }
+        Ok(())
     }
 }

@@ -131,7 +131,10 @@ where
     // A lease take-over fences the old holder; the new holder's result wins.
     let old = begin("k4", "a").await;
     log.push(old.clone());
-    store.advance_clock(LEASE + Duration::from_secs(1));
+    store
+        .advance(LEASE + Duration::from_secs(1))
+        .await
+        .expect("advance");
     let new = begin("k4", "a").await;
     log.push(new.clone());
     log.push(show_unit(
@@ -150,7 +153,10 @@ where
     log.push(begin("k2", "a").await);
 
     // Expiry: every record is absent, the cache must not answer for any.
-    store.advance_clock(TTL + Duration::from_secs(1));
+    store
+        .advance(TTL + Duration::from_secs(1))
+        .await
+        .expect("advance");
     log.push(begin("k1", "a").await);
     disturb(5).await;
     log.push(begin("k1", "a").await);
@@ -349,7 +355,10 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
 
     // Just before the record's expiry the entry is already gone (clock-skew margin);
     // after it, the truth acquires and the cache never answers.
-    store.advance_clock(TTL - Duration::from_secs(2));
+    store
+        .advance(TTL - Duration::from_secs(2))
+        .await
+        .expect("advance");
     assert_eq!(
         store
             .begin(&s, &k, &fp("a"), LEASE, TTL)
@@ -362,7 +371,10 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
         hits + 1,
         "within the skew margin: a miss"
     );
-    store.advance_clock(Duration::from_secs(3));
+    store
+        .advance(Duration::from_secs(3))
+        .await
+        .expect("advance");
     assert!(matches!(
         store
             .begin(&s, &k, &fp("a"), LEASE, TTL)

@@ -61,8 +61,6 @@ pub(crate) struct Request<'a> {
     pub(crate) fingerprint: &'a Fingerprint,
     pub(crate) lease: Duration,
     pub(crate) ttl: Duration,
-    /// The handle's clock offset in ms (zero unless a test moved it).
-    pub(crate) offset: i64,
     /// The answer of a record born completed (`begin_answered_in`); `None`: in progress.
     pub(crate) answer: Option<&'a [u8]>,
 }

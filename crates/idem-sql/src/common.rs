@@ -23,6 +23,61 @@ macro_rules! forever_ms {
 }
 pub(crate) use forever_ms;
 
+/// The statement that ages every record of the table by the bound duration (`$by`, one
+/// placeholder each time it appears), for `idem::TimeTravel::advance`: lease ends,
+/// creation and expiry move back, except the expiry of a record that never expires.
+#[cfg(feature = "test-clock")]
+macro_rules! age_sql {
+    ($by:literal) => {
+        concat!(
+            "UPDATE idem_records SET lease_until = lease_until - ",
+            $by,
+            ", created_at = created_at - ",
+            $by,
+            ", expires_at = CASE WHEN expires_at >= ",
+            $crate::common::forever_ms!(),
+            " THEN expires_at ELSE expires_at - ",
+            $by,
+            " END"
+        )
+    };
+}
+#[cfg(feature = "test-clock")]
+pub(crate) use age_sql;
+
+/// Implements `idem::TimeTravel` for a store with a `pool`: `$now` reads the database's
+/// clock, `$age` (from [`age_sql!`], with `$binds` placeholders) ages its records.
+#[cfg(feature = "test-clock")]
+macro_rules! impl_time_travel {
+    ($store:ty, $now:expr, $age:expr, $binds:literal) => {
+        #[async_trait::async_trait]
+        impl idem::TimeTravel for $store {
+            async fn now(&self) -> Result<idem::Timestamp, idem::StoreError> {
+                let now: i64 = sqlx::query_scalar($now)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::error::store_error)?;
+                Ok(idem::Timestamp(now))
+            }
+
+            async fn advance(&self, by: std::time::Duration) -> Result<(), idem::StoreError> {
+                let by_ms = $crate::common::ms(by);
+                let mut query = sqlx::query($age);
+                for _ in 0..$binds {
+                    query = query.bind(by_ms);
+                }
+                query
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::store_error)?;
+                Ok(())
+            }
+        }
+    };
+}
+#[cfg(feature = "test-clock")]
+pub(crate) use impl_time_travel;
+
 /// `state` of a record whose holder still runs the operation.
 pub(crate) const IN_PROGRESS: i16 = 0;
 /// `state` of a record whose response is stored.

@@ -12,7 +12,8 @@
 //!
 //! - **The database's clock.** Every lease and expiry is computed inside SQL from the
 //!   server's clock (`clock_timestamp()`, `NOW(3)`, `julianday('now')`), never a node's.
-//!   ([`idem::TimeTravel`] adds a per-handle offset, bound as a parameter, for tests.)
+//!   Tests end leases and TTLs by ageing the records (`idem::TimeTravel`, feature
+//!   `test-clock`), so every statement is the one production runs.
 //! - **No check-then-act.** `begin` reads, and any answer it gives from that read
 //!   (replay, mismatch, in flight) was true at the moment of the read. Every write is one
 //!   conditional statement: an insert that loses to a concurrent insert (`ON CONFLICT DO

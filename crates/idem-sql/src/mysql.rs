@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
-    StoredResponse, TimeTravel, Timestamp,
+    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
+    Timestamp,
 };
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::Executor;
@@ -30,18 +30,18 @@ use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
-/// The server's clock in Unix milliseconds plus the handle's offset (one `?` each time).
+/// The server's clock in Unix milliseconds.
 /// `NOW(3)` is fixed for the whole statement, so every use in one statement agrees. It is
 /// written inline rather than as a joined one-row table: InnoDB runs a single-table
 /// `INSERT … VALUES`, `UPDATE` or `DELETE` on its fast path, and a multi-table one (or an
 /// `INSERT … SELECT`) costs far more per statement.
 macro_rules! now {
     () => {
-        "(CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED) + ?)"
+        "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)"
     };
 }
 
-/// Binds: offset, scope, key.
+/// Binds: scope, key.
 const READ: &str = concat!(
     "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, ",
     now!(),
@@ -56,15 +56,15 @@ const READ_LOCKED: &str = concat!(
     " FROM idem_records WHERE scope = ? AND idem_key = ? LOCK IN SHARE MODE"
 );
 
-/// Binds: scope, key, fingerprint, state, offset, lease, response, offset, offset,
-/// lifetime (the longer of TTL and lease: a record never expires while its lease runs).
+/// Binds: scope, key, fingerprint, state, lease, response, lifetime (the longer of TTL
+/// and lease: a record never expires while its lease runs).
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
     "VALUES (?, ?, ?, 1, ?, ", now!(), " + ?, ?, ", now!(), ", ", now!(), " + ?)"
 );
 
-/// Binds: fingerprint, new token, state, offset, lease, response, offset, offset,
-/// lifetime, scope, key, old token, then the condition's.
+/// Binds: fingerprint, new token, state, lease, response, lifetime, scope, key, old token,
+/// then the condition's.
 macro_rules! replace_set {
     () => {
         concat!(
@@ -82,8 +82,7 @@ macro_rules! replace_set {
     };
 }
 
-/// Takes over an abandoned lease of the same request. Condition binds: fingerprint,
-/// offset, offset.
+/// Takes over an abandoned lease of the same request. Condition binds: fingerprint.
 const TAKEOVER: &str = concat!(
     replace_set!(),
     "state = 0 AND fingerprint = ? AND lease_until <= ",
@@ -92,29 +91,32 @@ const TAKEOVER: &str = concat!(
     now!()
 );
 
-/// Replaces an expired record. Condition binds: offset.
+/// Replaces an expired record. No condition binds.
 const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(state = 2 OR expires_at <= ", now!(), ")");
 
-/// Binds: response, scope, key, token, offset.
+/// Binds: response, scope, key, token.
 const COMPLETE: &str = concat!(
     "UPDATE idem_records SET state = 1, response = ? ",
     "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
     now!()
 );
 
-/// Binds: scope, key, token, offset.
+/// Binds: scope, key, token.
 const RELEASE: &str = concat!(
     "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
     now!()
 );
 
-/// Binds: offset, limit.
-const PURGE: &str = "DELETE FROM idem_records \
-    WHERE expires_at <= CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED) LIMIT ?";
+/// Binds: limit.
+const PURGE: &str = concat!(
+    "DELETE FROM idem_records WHERE expires_at <= ",
+    now!(),
+    " LIMIT ?"
+);
 
-/// Binds: offset.
-const NOW: &str = "SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED)";
+#[cfg(feature = "test-clock")]
+const NOW: &str = concat!("SELECT ", now!());
 
 /// Records in a MySQL or MariaDB table (`idem_records`). Clones share the pool; any number
 /// of nodes may share the database.
@@ -129,7 +131,6 @@ const NOW: &str = "SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNE
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    offset: ClockOffset,
     retries: RetryCounter,
 }
 
@@ -186,7 +187,6 @@ impl MySqlStore {
         }
         Ok(Self {
             pool,
-            offset: ClockOffset::new(),
             retries: RetryCounter::default(),
         })
     }
@@ -194,17 +194,6 @@ impl MySqlStore {
     /// The pool, for the caller's own queries and transactions.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
-    }
-
-    /// This handle's clock offset (zero unless a test moved it).
-    pub fn clock_offset(&self) -> &ClockOffset {
-        &self.offset
-    }
-
-    /// This store with `offset` as its clock offset (a test's second node forks the first's).
-    pub fn with_clock_offset(mut self, offset: ClockOffset) -> Self {
-        self.offset = offset;
-        self
     }
 
     /// How many statements were retried after a deadlock (1213) or a lock-wait timeout
@@ -225,12 +214,8 @@ async fn read(
     sql: &'static str,
     scope: &Scope,
     key: &Key,
-    offset: i64,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let query = sqlx::query(sql)
-        .bind(offset)
-        .bind(scope.as_str())
-        .bind(key.as_str());
+    let query = sqlx::query(sql).bind(scope.as_str()).bind(key.as_str());
     let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
     row.as_ref().map(|row| decode(row, 0)).transpose()
 }
@@ -247,7 +232,7 @@ impl BeginSql for MySqlStore {
         if on.pooled() {
             // Read first, without locks: replays and refusals take no lock at all, and an
             // answer read here is true at the moment of the read.
-            let found = read(on, READ, r.scope, r.key, r.offset).await?;
+            let found = read(on, READ, r.scope, r.key).await?;
             return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
         }
         // In a transaction, insert first: it waits on the key's lock while another
@@ -255,7 +240,7 @@ impl BeginSql for MySqlStore {
         if let Some(token) = BeginSql::insert(self, on, r).await? {
             return Ok(Found::Claimed(token));
         }
-        let found = read(on, READ_LOCKED, r.scope, r.key, r.offset).await?;
+        let found = read(on, READ_LOCKED, r.scope, r.key).await?;
         Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
     }
 
@@ -270,11 +255,8 @@ impl BeginSql for MySqlStore {
             .bind(r.key.as_str())
             .bind(&r.fingerprint.as_bytes()[..])
             .bind(birth_state(r.answer))
-            .bind(r.offset)
             .bind(ms(r.lease))
             .bind(r.answer)
-            .bind(r.offset)
-            .bind(r.offset)
             .bind(ms(r.ttl.max(r.lease)));
         match run_on!(on, ex => query.execute(ex).await) {
             Ok(_) => Ok(Some(FencingToken::FIRST)),
@@ -297,20 +279,15 @@ impl BeginSql for MySqlStore {
             .bind(fingerprint)
             .bind(new.as_i64())
             .bind(birth_state(r.answer))
-            .bind(r.offset)
             .bind(ms(r.lease))
             .bind(r.answer)
-            .bind(r.offset)
-            .bind(r.offset)
             .bind(ms(r.ttl.max(r.lease)))
             .bind(r.scope.as_str())
             .bind(r.key.as_str())
             .bind(old.as_i64());
-        query = if recovered {
-            query.bind(fingerprint).bind(r.offset).bind(r.offset)
-        } else {
-            query.bind(r.offset)
-        };
+        if recovered {
+            query = query.bind(fingerprint);
+        }
         // The connection reports matched rows (CLIENT_FOUND_ROWS), and the token changes.
         let done = run_on!(on, ex => query.execute(ex).await)?;
         Ok(done.rows_affected() == 1)
@@ -323,14 +300,12 @@ async fn complete<'e, E: Executor<'e, Database = MySql>>(
     key: &Key,
     token: FencingToken,
     response: &StoredResponse,
-    offset: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(COMPLETE)
         .bind(response.encode())
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(token.as_i64())
-        .bind(offset)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -352,7 +327,6 @@ impl Store for MySqlStore {
             fingerprint,
             lease,
             ttl,
-            offset: self.offset.millis(),
             answer: None,
         };
         begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
@@ -365,10 +339,9 @@ impl Store for MySqlStore {
         token: FencingToken,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
         let done = retry_contention!(
             self.retries,
-            complete(&self.pool, scope, key, token, response, offset).await
+            complete(&self.pool, scope, key, token, response).await
         )
         .map_err(store_error)?;
         fenced_unless(done)
@@ -380,14 +353,12 @@ impl Store for MySqlStore {
         key: &Key,
         token: FencingToken,
     ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
         let done = retry_contention!(
             self.retries,
             sqlx::query(RELEASE)
                 .bind(scope.as_str())
                 .bind(key.as_str())
                 .bind(token.as_i64())
-                .bind(offset)
                 .execute(&self.pool)
                 .await
         )
@@ -396,15 +367,9 @@ impl Store for MySqlStore {
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        let found = read(
-            &mut On::Pool(&self.pool),
-            READ,
-            scope,
-            key,
-            self.offset.millis(),
-        )
-        .await
-        .map_err(store_error)?;
+        let found = read(&mut On::Pool(&self.pool), READ, scope, key)
+            .await
+            .map_err(store_error)?;
         match found {
             // An expired or released record is absent.
             Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
@@ -419,33 +384,16 @@ impl Store for MySqlStore {
             return Ok(0);
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        let offset = self.offset.millis();
         let done = retry_contention!(
             self.retries,
-            sqlx::query(PURGE)
-                .bind(offset)
-                .bind(limit)
-                .execute(&self.pool)
-                .await
+            sqlx::query(PURGE).bind(limit).execute(&self.pool).await
         )
         .map_err(store_error)?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        let now: i64 = sqlx::query_scalar(NOW)
-            .bind(self.offset.millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(Timestamp(now))
     }
 }
 
 impl_transactional!(MySqlStore, MySql, run_mysql);
 
-impl TimeTravel for MySqlStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
-    }
-}
+#[cfg(feature = "test-clock")]
+crate::common::impl_time_travel!(MySqlStore, NOW, crate::common::age_sql!("?"), 3);

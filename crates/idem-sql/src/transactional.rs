@@ -211,7 +211,6 @@ macro_rules! impl_transactional {
                     fingerprint,
                     lease,
                     ttl,
-                    offset: self.offset.millis(),
                     answer: None,
                 };
                 let on = &mut $crate::begin::On::Tx(tx);
@@ -235,7 +234,6 @@ macro_rules! impl_transactional {
                     // Born completed: no lease to run.
                     lease: std::time::Duration::ZERO,
                     ttl,
-                    offset: self.offset.millis(),
                     answer: Some(&encoded),
                 };
                 let on = &mut $crate::begin::On::Tx(tx);
@@ -250,8 +248,7 @@ macro_rules! impl_transactional {
                 token: idem::FencingToken,
                 response: &idem::StoredResponse,
             ) -> Result<(), idem::StoreError> {
-                let offset = self.offset.millis();
-                let done = complete(&mut **tx, scope, key, token, response, offset)
+                let done = complete(&mut **tx, scope, key, token, response)
                     .await
                     .map_err($crate::error::store_error)?;
                 $crate::common::fenced_unless(done)

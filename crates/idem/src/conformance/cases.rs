@@ -791,12 +791,20 @@ pub async fn advance_ages_records_not_the_clock<H: Harness>(h: &H) {
     let store = h.fresh().await;
     let (s, k) = (scope("t"), key("aged"));
     acquire(&store, &s, &k, &fp("a")).await;
-    let young = store.get(&s, &k).await.expect("get").expect("a live record");
+    let young = store
+        .get(&s, &k)
+        .await
+        .expect("get")
+        .expect("a live record");
     let before = store.now().await.expect("now");
     let by = Duration::from_secs(10);
     advance(&store, by).await;
     let after = store.now().await.expect("now");
-    let old = store.get(&s, &k).await.expect("get").expect("a live record");
+    let old = store
+        .get(&s, &k)
+        .await
+        .expect("get")
+        .expect("a live record");
     let moved = before.until(after);
     assert!(
         moved < Duration::from_secs(5),
@@ -817,7 +825,11 @@ pub async fn advance_ages_records_not_the_clock<H: Harness>(h: &H) {
         (
             RecordState::InProgress { lease_until: a, .. },
             RecordState::InProgress { lease_until: b, .. },
-        ) => assert_eq!(back(*a, *b), 10_000, "the lease end moves back by the advance"),
+        ) => assert_eq!(
+            back(*a, *b),
+            10_000,
+            "the lease end moves back by the advance"
+        ),
         other => panic!("the record stays in progress, got {other:?}"),
     }
     let wall = std::time::SystemTime::now()
