@@ -22,16 +22,16 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+//! use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
 //! use idem_redis::{RedisOptions, RedisStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = RedisStore::connect(RedisOptions::new("redis://127.0.0.1:6379")).await?;
 //! let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-1")?);
 //! let fp = Fingerprint::of_bytes("POST", "/v1/payments", b"{\"amount\":5}");
-//! let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(86_400));
+//! let claim = Claim::new(&scope, &key, &fp, Duration::from_secs(30), Duration::from_secs(86_400));
 //!
-//! match store.begin(&scope, &key, &fp, lease, ttl).await? {
+//! match store.begin(claim).await? {
 //!     Outcome::Acquired { token, .. } => {
 //!         // ... move the money, once ...
 //!         store.complete(&scope, &key, token, &StoredResponse::new(201, "paid")).await?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    duration_ms, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
+    duration_ms, Claim, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
     StoreError, StoredResponse, Timestamp,
 };
 use redis::aio::ConnectionManager;
@@ -287,17 +287,11 @@ fn done_or_fenced(what: &str, reply: &Value) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        let fingerprint = claim.fingerprint;
         let mut conn = self.conn().await?;
-        let name = self.keys.record(scope, key);
-        let (lease_ms, ttl_ms) = (duration_ms(lease), duration_ms(ttl));
+        let name = self.keys.record(claim.scope, claim.key);
+        let (lease_ms, ttl_ms) = (duration_ms(claim.lease), duration_ms(claim.ttl));
         // A record never expires while its lease runs.
         let life_ms = ttl_ms.max(lease_ms);
         // The common cases in one native command: claim a fresh key with the record

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-};
+use idem::{Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
 
 use crate::{CacheStats, ReplayCache};
 
@@ -69,21 +67,12 @@ impl<S: Store> TieredStore<S> {
 
 #[async_trait]
 impl<S: Store> Store for TieredStore<S> {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        if let Some(response) = self.cache.lookup(scope, key, fingerprint).await {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        let (scope, key) = (claim.scope, claim.key);
+        if let Some(response) = self.cache.lookup(scope, key, claim.fingerprint).await {
             return Ok(Outcome::Replay(response));
         }
-        let outcome = self
-            .truth
-            .begin(scope, key, fingerprint, lease, ttl)
-            .await?;
+        let outcome = self.truth.begin(claim).await?;
         if matches!(outcome, Outcome::Replay(_)) {
             self.fill(scope, key).await;
         }

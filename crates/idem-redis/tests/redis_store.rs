@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use idem::conformance::{LEASE, TTL};
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel};
+use idem::{
+    Claim, Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
+};
 use idem_redis::{RedisOptions, RedisStore};
 
 fn key(raw: &str) -> Key {
@@ -20,7 +22,11 @@ fn fp() -> Fingerprint {
 }
 
 async fn acquire(store: &RedisStore, s: &Scope, k: &Key, ttl: Duration) -> idem::FencingToken {
-    match store.begin(s, k, &fp(), LEASE, ttl).await.expect("begin") {
+    match store
+        .begin(Claim::new(s, k, &fp(), LEASE, ttl))
+        .await
+        .expect("begin")
+    {
         Outcome::Acquired { token, .. } => token,
         other => panic!("a fresh key acquires, got {other:?}"),
     }
@@ -175,7 +181,9 @@ async fn a_lazy_store_on_a_dead_port_is_unavailable_not_broken() {
     assert!(RedisStore::connect(RedisOptions::new(&url)).await.is_err());
     let store = RedisStore::lazy(RedisOptions::new(&url)).expect("lazy store");
     let s = Scope::global();
-    let got = store.begin(&s, &key("k"), &fp(), LEASE, TTL).await;
+    let got = store
+        .begin(Claim::new(&s, &key("k"), &fp(), LEASE, TTL))
+        .await;
     assert!(
         matches!(got, Err(StoreError::Unavailable(_))),
         "a refused connection is Unavailable, got {got:?}"
@@ -261,7 +269,9 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
         .expect("complete reloads its script too");
 
     server.stop().await;
-    let down = store.begin(&s, &key("down"), &fp(), LEASE, TTL).await;
+    let down = store
+        .begin(Claim::new(&s, &key("down"), &fp(), LEASE, TTL))
+        .await;
     assert!(
         matches!(down, Err(StoreError::Unavailable(_))),
         "a stopped server is Unavailable, got {down:?}"
@@ -270,7 +280,10 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
     let server = PrivateServer::start(port).await.expect("restart");
     // The connection manager reconnects on the next call; the first may still fail.
     for attempt in 0.. {
-        match store.begin(&s, &key("back"), &fp(), LEASE, TTL).await {
+        match store
+            .begin(Claim::new(&s, &key("back"), &fp(), LEASE, TTL))
+            .await
+        {
             Ok(Outcome::Acquired { .. }) => break,
             Err(StoreError::Unavailable(_)) if attempt < 20 => {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -303,7 +316,7 @@ async fn a_record_of_the_earlier_layout_is_corrupt_not_misread() {
         .query_async(&mut conn)
         .await
         .expect("SET");
-    let got = store.begin(&s, &k, &fp(), LEASE, TTL).await;
+    let got = store.begin(Claim::new(&s, &k, &fp(), LEASE, TTL)).await;
     assert!(matches!(got, Err(StoreError::Corrupt(_))), "got {got:?}");
     let got = store.get(&s, &k).await;
     assert!(matches!(got, Err(StoreError::Corrupt(_))), "got {got:?}");

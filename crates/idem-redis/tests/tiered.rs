@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idem::conformance::{LEASE, TTL};
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel};
+use idem::{
+    Claim, Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
+};
 use idem_redis::{RedisOptions, ReplayCache, TieredStore};
 use idem_sql::SqliteStore;
 
@@ -82,7 +84,13 @@ where
     let mut log = Vec::new();
     let begin = |k: &'static str, f: &'static str| {
         let s = s.clone();
-        async move { show(store.begin(&s, &key(k), &fp(f), LEASE, TTL).await) }
+        async move {
+            show(
+                store
+                    .begin(Claim::new(&s, &key(k), &fp(f), LEASE, TTL))
+                    .await,
+            )
+        }
     };
 
     // A completed key replays, before and after the first disturbance.
@@ -273,7 +281,10 @@ async fn redis_cut_mid_sequence_changes_no_answer_and_the_cache_comes_back() {
 
     // After the restore the connection manager reconnects and replays hit Redis again.
     let s = Scope::new("after").expect("scope");
-    let t = match store.begin(&s, &key("back"), &fp("a"), LEASE, TTL).await {
+    let t = match store
+        .begin(Claim::new(&s, &key("back"), &fp("a"), LEASE, TTL))
+        .await
+    {
         Ok(Outcome::Acquired { token, .. }) => token,
         other => panic!("fresh key acquires, got {other:?}"),
     };
@@ -283,7 +294,9 @@ async fn redis_cut_mid_sequence_changes_no_answer_and_the_cache_comes_back() {
         .expect("complete");
     let hits_before = store.stats().hits;
     for _ in 0..20 {
-        let got = store.begin(&s, &key("back"), &fp("a"), LEASE, TTL).await;
+        let got = store
+            .begin(Claim::new(&s, &key("back"), &fp("a"), LEASE, TTL))
+            .await;
         assert_eq!(got.expect("begin"), Outcome::Replay(response("back")));
         if store.stats().hits > hits_before {
             return;
@@ -306,7 +319,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     let s = Scope::new("t").expect("scope");
     let k = key("fp");
     let Outcome::Acquired { token, .. } = store
-        .begin(&s, &k, &fp("a"), LEASE, TTL)
+        .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
         .await
         .expect("begin")
     else {
@@ -338,7 +351,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     let hits = store.stats().hits;
     assert_eq!(
         store
-            .begin(&s, &k, &fp("b"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("b"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Mismatch
@@ -346,7 +359,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     assert_eq!(store.stats().hits, hits, "another fingerprint is not a hit");
     assert_eq!(
         store
-            .begin(&s, &k, &fp("a"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Replay(response("a"))
@@ -361,7 +374,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
         .expect("advance");
     assert_eq!(
         store
-            .begin(&s, &k, &fp("a"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Replay(response("a"))
@@ -377,7 +390,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
         .expect("advance");
     assert!(matches!(
         store
-            .begin(&s, &k, &fp("a"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Acquired { .. }
@@ -400,7 +413,7 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
     let s = Scope::new("t").expect("scope");
     let k = key("shared");
     let Outcome::Acquired { token, .. } = node_a
-        .begin(&s, &k, &fp("a"), LEASE, TTL)
+        .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
         .await
         .expect("begin")
     else {
@@ -415,7 +428,7 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
         let node = if i % 2 == 0 { &node_a } else { &node_b };
         let (node, s, k) = (std::sync::Arc::clone(node), s.clone(), k.clone());
         tasks.push(tokio::spawn(async move {
-            node.begin(&s, &k, &fp("a"), LEASE, TTL).await
+            node.begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL)).await
         }));
     }
     for task in tasks {

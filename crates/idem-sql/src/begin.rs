@@ -9,11 +9,9 @@
 //! so it applies to exactly the row that was decided on. A lost write goes round again, a
 //! fresh read each time.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use idem::decide::{begin_step, BeginStep};
-use idem::{FencingToken, Fingerprint, Key, Outcome, Scope, StoreError, Timestamp};
+use idem::{Claim, FencingToken, Outcome, StoreError, Timestamp};
 use sqlx::{ColumnIndex, Database, Decode, Pool, Transaction, Type};
 
 use crate::common::{retry_contention, RetryCounter, Row, ROUNDS_MAX};
@@ -53,14 +51,11 @@ macro_rules! run_on {
 }
 pub(crate) use run_on;
 
-/// One `begin` call's inputs, as bound into SQL.
+/// One `begin` call's inputs, as bound into SQL: the caller's claim, and the answer of a
+/// record born completed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Request<'a> {
-    pub(crate) scope: &'a Scope,
-    pub(crate) key: &'a Key,
-    pub(crate) fingerprint: &'a Fingerprint,
-    pub(crate) lease: Duration,
-    pub(crate) ttl: Duration,
+    pub(crate) claim: Claim<'a>,
     /// The answer of a record born completed (`begin_answered_in`); `None`: in progress.
     pub(crate) answer: Option<&'a [u8]>,
 }
@@ -134,7 +129,12 @@ pub(crate) async fn begin<B: BeginSql>(
     retries: &RetryCounter,
     request: &Request<'_>,
 ) -> Result<Outcome, StoreError> {
-    let (scope, key) = (request.scope, request.key);
+    let Claim {
+        scope,
+        key,
+        fingerprint,
+        ..
+    } = request.claim;
     for _ in 0..ROUNDS_MAX {
         let (raw, now) = match attempt!(on, retries, sql.first(on, request).await)? {
             Found::Claimed(token) => return Ok(acquired(token, false)),
@@ -146,7 +146,7 @@ pub(crate) async fn begin<B: BeginSql>(
             Found::Record(raw, now) => (raw, now),
         };
         let record = raw.into_record(scope, key)?;
-        match begin_step(Some(&record), request.fingerprint, now) {
+        match begin_step(Some(&record), fingerprint, now) {
             BeginStep::Answer(outcome) => return Ok(outcome),
             BeginStep::Write { token, recovered } => {
                 let old = record.token();

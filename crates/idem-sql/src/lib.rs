@@ -48,18 +48,18 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+//! use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
 //! use idem_sql::{PostgresStore, TransactionalStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = PostgresStore::connect("postgres://app@db/app").await?;
 //! let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-42")?);
 //! let fp = Fingerprint::of_bytes("POST", "/v1/payments", br#"{"amount":500}"#);
-//! let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(86_400));
+//! let claim = Claim::new(&scope, &key, &fp, Duration::from_secs(30), Duration::from_secs(86_400));
 //!
 //! // The payment and its record in one transaction.
 //! let mut tx = store.begin_write().await?;
-//! match store.begin_in(&mut tx, &scope, &key, &fp, lease, ttl).await? {
+//! match store.begin_in(&mut tx, claim).await? {
 //!     Outcome::Acquired { token, .. } => {
 //!         sqlx::query("UPDATE accounts SET balance = balance - 500 WHERE id = 'alice'")
 //!             .execute(&mut **tx)

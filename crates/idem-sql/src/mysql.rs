@@ -10,12 +10,10 @@
 //! [`MySqlStore::retries`]). Time is `NOW(3)` of the server (the session time zone is UTC).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-    Timestamp,
+    Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
 };
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::Executor;
@@ -232,7 +230,7 @@ impl BeginSql for MySqlStore {
         if on.pooled() {
             // Read first, without locks: replays and refusals take no lock at all, and an
             // answer read here is true at the moment of the read.
-            let found = read(on, READ, r.scope, r.key).await?;
+            let found = read(on, READ, r.claim.scope, r.claim.key).await?;
             return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
         }
         // In a transaction, insert first: it waits on the key's lock while another
@@ -240,7 +238,7 @@ impl BeginSql for MySqlStore {
         if let Some(token) = BeginSql::insert(self, on, r).await? {
             return Ok(Found::Claimed(token));
         }
-        let found = read(on, READ_LOCKED, r.scope, r.key).await?;
+        let found = read(on, READ_LOCKED, r.claim.scope, r.claim.key).await?;
         Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
     }
 
@@ -251,13 +249,13 @@ impl BeginSql for MySqlStore {
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
         let query = sqlx::query(INSERT)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
             .bind(birth_state(r.answer))
-            .bind(ms(r.lease))
+            .bind(ms(r.claim.lease))
             .bind(r.answer)
-            .bind(ms(r.ttl.max(r.lease)));
+            .bind(ms(r.claim.ttl.max(r.claim.lease)));
         match run_on!(on, ex => query.execute(ex).await) {
             Ok(_) => Ok(Some(FencingToken::FIRST)),
             Err(err) if classify(&err) == Class::Unique => Ok(None),
@@ -274,16 +272,16 @@ impl BeginSql for MySqlStore {
         recovered: bool,
     ) -> Result<bool, sqlx::Error> {
         let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-        let fingerprint = &r.fingerprint.as_bytes()[..];
+        let fingerprint = &r.claim.fingerprint.as_bytes()[..];
         let mut query = sqlx::query(sql)
             .bind(fingerprint)
             .bind(new.as_i64())
             .bind(birth_state(r.answer))
-            .bind(ms(r.lease))
+            .bind(ms(r.claim.lease))
             .bind(r.answer)
-            .bind(ms(r.ttl.max(r.lease)))
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
+            .bind(ms(r.claim.ttl.max(r.claim.lease)))
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
             .bind(old.as_i64());
         if recovered {
             query = query.bind(fingerprint);
@@ -313,20 +311,9 @@ async fn complete<'e, E: Executor<'e, Database = MySql>>(
 
 #[async_trait]
 impl Store for MySqlStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let request = Request {
-            scope,
-            key,
-            fingerprint,
-            lease,
-            ttl,
+            claim,
             answer: None,
         };
         begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await

@@ -10,12 +10,9 @@
 //! `clock_timestamp()` of the server.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-};
+use idem::{Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
@@ -230,11 +227,11 @@ async fn read_or_insert(
     r: &Request<'_>,
 ) -> Result<Found, sqlx::Error> {
     let query = sqlx::query(BEGIN)
-        .bind(r.scope.as_str())
-        .bind(r.key.as_str())
-        .bind(&r.fingerprint.as_bytes()[..])
-        .bind(ms(r.lease))
-        .bind(ms(r.ttl))
+        .bind(r.claim.scope.as_str())
+        .bind(r.claim.key.as_str())
+        .bind(&r.claim.fingerprint.as_bytes()[..])
+        .bind(ms(r.claim.lease))
+        .bind(ms(r.claim.ttl))
         .bind(r.answer);
     let Some(row) = run_on!(on, ex => query.fetch_optional(ex).await)? else {
         return Ok(Found::Lost);
@@ -268,8 +265,8 @@ impl BeginSql for PostgresStore {
             return Ok(Found::Claimed(token));
         }
         let query = sqlx::query(READ)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str());
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str());
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
         Ok(match row {
             Some(row) => {
@@ -286,11 +283,11 @@ impl BeginSql for PostgresStore {
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
         let query = sqlx::query(INSERT)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(birth_state(r.answer))
             .bind(r.answer);
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
@@ -308,12 +305,12 @@ impl BeginSql for PostgresStore {
     ) -> Result<bool, sqlx::Error> {
         let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
         let query = sqlx::query(sql)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
             .bind(new.as_i64())
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(old.as_i64())
             .bind(birth_state(r.answer))
             .bind(r.answer);
@@ -341,20 +338,9 @@ async fn complete<'e, E: Executor<'e, Database = Postgres>>(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let request = Request {
-            scope,
-            key,
-            fingerprint,
-            lease,
-            ttl,
+            claim,
             answer: None,
         };
         begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await

@@ -7,12 +7,10 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-    Timestamp,
+    Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -215,7 +213,7 @@ impl BeginSql for SqliteStore {
     ) -> Result<Found, sqlx::Error> {
         if on.pooled() {
             // Read first: replays and refusals need no write lock.
-            let found = read(on, r.scope, r.key).await?;
+            let found = read(on, r.claim.scope, r.claim.key).await?;
             return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
         }
         // In a transaction, write first: the insert takes the write lock, after which
@@ -223,7 +221,7 @@ impl BeginSql for SqliteStore {
         if let Some(token) = BeginSql::insert(self, on, r).await? {
             return Ok(Found::Claimed(token));
         }
-        let found = read(on, r.scope, r.key).await?;
+        let found = read(on, r.claim.scope, r.claim.key).await?;
         Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
     }
 
@@ -233,11 +231,11 @@ impl BeginSql for SqliteStore {
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
         let query = sqlx::query(INSERT)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(birth_state(r.answer))
             .bind(r.answer);
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
@@ -255,12 +253,12 @@ impl BeginSql for SqliteStore {
     ) -> Result<bool, sqlx::Error> {
         let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
         let query = sqlx::query(sql)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
             .bind(new.as_i64())
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(old.as_i64())
             .bind(birth_state(r.answer))
             .bind(r.answer);
@@ -288,20 +286,9 @@ async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let request = Request {
-            scope,
-            key,
-            fingerprint,
-            lease,
-            ttl,
+            claim,
             answer: None,
         };
         begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await

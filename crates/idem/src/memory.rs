@@ -9,12 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::decide::{
-    begin_step, complete_step, expired, lease_and_expiry, live, release_step, BeginStep,
-};
+use crate::decide::{begin_step, claimed, complete_step, expired, live, release_step, BeginStep};
 use crate::{
-    FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store, StoreError,
-    StoredResponse, Timestamp,
+    Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
 };
 
 const SHARDS: usize = 32;
@@ -85,30 +82,14 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let now = self.clock();
-        let id = (scope.clone(), key.clone());
-        let mut shard = self.shard(scope, key);
-        match begin_step(shard.get(&id), fingerprint, now) {
+        let id = (claim.scope.clone(), claim.key.clone());
+        let mut shard = self.shard(claim.scope, claim.key);
+        match begin_step(shard.get(&id), claim.fingerprint, now) {
             BeginStep::Answer(outcome) => Ok(outcome),
             BeginStep::Write { token, recovered } => {
-                let (lease_until, expires_at) = lease_and_expiry(now, lease, ttl);
-                let record = Record {
-                    scope: scope.clone(),
-                    key: key.clone(),
-                    fingerprint: *fingerprint,
-                    state: RecordState::InProgress { token, lease_until },
-                    created_at: now,
-                    expires_at,
-                };
-                shard.insert(id, record);
+                shard.insert(id, claimed(claim, token, now));
                 Ok(Outcome::Acquired { token, recovered })
             }
         }

@@ -30,6 +30,52 @@ pub enum Outcome {
     },
 }
 
+/// What one `begin` asks for: claim `(scope, key)` for the request with `fingerprint`,
+/// leased for `lease` and kept for `ttl` (DESIGN §2). Every store's `begin` takes it whole.
+///
+/// # Example
+///
+/// ```
+/// # use std::time::Duration;
+/// use idem::{Claim, Fingerprint, Key, Scope};
+/// let (scope, key) = (Scope::global(), Key::new("order-1").unwrap());
+/// let fp = Fingerprint::of_bytes("POST", "/pay", b"amount=5");
+/// let claim = Claim::new(&scope, &key, &fp, Duration::from_secs(30), Duration::from_secs(86_400));
+/// assert_eq!(claim.key.as_str(), "order-1");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// Whose key it is and for what: keys of different scopes never meet.
+    pub scope: &'a Scope,
+    /// The client's request id.
+    pub key: &'a Key,
+    /// What the request is: the same key with another fingerprint is a `Mismatch`.
+    pub fingerprint: &'a Fingerprint,
+    /// How long a new or taken-over record belongs to its holder.
+    pub lease: Duration,
+    /// How long the record lives ([`crate::TTL_FOREVER`]: for ever).
+    pub ttl: Duration,
+}
+
+impl<'a> Claim<'a> {
+    /// A claim on `(scope, key)` for the request with `fingerprint`.
+    pub fn new(
+        scope: &'a Scope,
+        key: &'a Key,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            scope,
+            key,
+            fingerprint,
+            lease,
+            ttl,
+        }
+    }
+}
+
 /// A boxed error from a backend driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -72,21 +118,14 @@ impl StoreError {
 /// The semantics are DESIGN §2; [`crate::conformance`] (feature `conformance`) checks them.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Claims `(scope, key)` for a request with `fingerprint`, or says why not.
-    ///
-    /// A new or taken-over record is leased for `lease` and lives for `ttl`.
+    /// Claims `claim.key` in `claim.scope` for the request with `claim.fingerprint`, or
+    /// says why not. A new or taken-over record is leased for `claim.lease` and lives for
+    /// `claim.ttl`.
     ///
     /// # Errors
     /// A [`StoreError`] when the store fails; no record changed unless it was transient
     /// `Unavailable`, in which case a retry sees the truth.
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError>;
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError>;
 
     /// Stores `response` for the record held with `token`.
     ///
@@ -129,15 +168,8 @@ pub trait Store: Send + Sync {
 
 #[async_trait]
 impl<S: Store + ?Sized> Store for Arc<S> {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        (**self).begin(scope, key, fingerprint, lease, ttl).await
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        (**self).begin(claim).await
     }
     async fn complete(
         &self,

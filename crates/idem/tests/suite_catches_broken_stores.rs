@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use idem::conformance::Harness;
-use idem::decide::{begin_step, lease_and_expiry, BeginStep};
+use idem::decide::{begin_step, claimed, BeginStep};
 use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store, StoreError,
+    Claim, FencingToken, Key, Outcome, Record, RecordState, Scope, Store, StoreError,
     StoredResponse, TimeTravel, Timestamp,
 };
 
@@ -39,34 +39,17 @@ impl CheckThenInsertStore {
 
 #[async_trait]
 impl Store for CheckThenInsertStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let now = wall_clock();
-        let found = self.read(scope, key);
+        let found = self.read(claim.scope, claim.key);
         // The bug: the decision is made on a read that another caller can overtake.
         tokio::time::sleep(Duration::from_millis(1)).await;
-        match begin_step(found.as_ref(), fingerprint, now) {
+        match begin_step(found.as_ref(), claim.fingerprint, now) {
             BeginStep::Answer(outcome) => Ok(outcome),
             BeginStep::Write { token, recovered } => {
-                let (lease_until, expires_at) = lease_and_expiry(now, lease, ttl);
-                let record = Record {
-                    scope: scope.clone(),
-                    key: key.clone(),
-                    fingerprint: *fingerprint,
-                    state: RecordState::InProgress { token, lease_until },
-                    created_at: now,
-                    expires_at,
-                };
-                self.records
-                    .lock()
-                    .expect("lock")
-                    .insert((scope.clone(), key.clone()), record);
+                let id = (claim.scope.clone(), claim.key.clone());
+                let record = claimed(claim, token, now);
+                self.records.lock().expect("lock").insert(id, record);
                 Ok(Outcome::Acquired { token, recovered })
             }
         }

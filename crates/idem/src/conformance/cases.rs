@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::{Harness, LEASE, TTL};
 use crate::{
-    FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError, StoredResponse,
-    TimeTravel,
+    Claim, FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError,
+    StoredResponse, TimeTravel,
 };
 
 fn key(raw: &str) -> Key {
@@ -35,7 +35,7 @@ async fn acquire<S: Store + ?Sized>(
     fp: &Fingerprint,
 ) -> FencingToken {
     match store
-        .begin(scope, key, fp, LEASE, TTL)
+        .begin(Claim::new(scope, key, fp, LEASE, TTL))
         .await
         .expect("begin")
     {
@@ -60,7 +60,7 @@ async fn begin<S: Store + ?Sized>(
     fp: &Fingerprint,
 ) -> Outcome {
     store
-        .begin(scope, key, fp, LEASE, TTL)
+        .begin(Claim::new(scope, key, fp, LEASE, TTL))
         .await
         .expect("begin")
 }
@@ -495,7 +495,7 @@ pub async fn forever_record_never_expires<H: Harness>(h: &H) {
     let store = h.fresh().await;
     let (s, k) = (scope("t"), key("order-forever"));
     let token = match store
-        .begin(&s, &k, &fp("a"), LEASE, crate::TTL_FOREVER)
+        .begin(Claim::new(&s, &k, &fp("a"), LEASE, crate::TTL_FOREVER))
         .await
         .expect("begin")
     {
@@ -529,7 +529,13 @@ pub async fn purge_expired_in_bounded_batches<H: Harness>(h: &H) {
     for i in 0..25 {
         let k = key(&format!("short-{i}"));
         match store
-            .begin(&s, &k, &fp("a"), Duration::from_secs(10), short_ttl)
+            .begin(Claim::new(
+                &s,
+                &k,
+                &fp("a"),
+                Duration::from_secs(10),
+                short_ttl,
+            ))
             .await
             .expect("begin")
         {
@@ -653,7 +659,8 @@ pub async fn racers_on_one_key_have_one_winner<H: Harness>(h: &H) {
         let (s, k, barrier) = (s.clone(), k.clone(), Arc::clone(&barrier));
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let outcome = node.begin(&s, &k, &f, LEASE, TTL).await.expect("begin");
+            let claim = Claim::new(&s, &k, &f, LEASE, TTL);
+            let outcome = node.begin(claim).await.expect("begin");
             if let Outcome::Acquired { token, .. } = outcome {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 node.complete(&s, &k, token, &response(&format!("winner-{i}")))

@@ -14,8 +14,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::Harness;
 use crate::{
-    FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError, StoredResponse,
-    TimeTravel,
+    Claim, FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError,
+    StoredResponse, TimeTravel,
 };
 
 const KEYS: u8 = 3;
@@ -155,7 +155,13 @@ async fn run_ops<S: Store + TimeTravel>(
         match *op {
             Op::Begin { key, fp } => {
                 let got = store
-                    .begin(&scope, &the_key(key), &the_fp(fp), lease(), ttl())
+                    .begin(Claim::new(
+                        &scope,
+                        &the_key(key),
+                        &the_fp(fp),
+                        lease(),
+                        ttl(),
+                    ))
                     .await
                     .map_err(|e| fail(at(&format!("begin failed: {e}"))))?;
                 let now = model.now;
