@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use idem::conformance::unique_name;
-use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
 use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
 use redis::aio::ConnectionManager;
 use tokio::runtime::Runtime;
@@ -71,7 +71,7 @@ static RESPONSE: LazyLock<StoredResponse> = LazyLock::new(response);
 async fn acquire_and_complete<S: Store>(store: &S, scope: &Scope, k: &Key) {
     match store.begin(Claim::new(scope, k, &FP, LEASE, TTL)).await {
         Ok(Outcome::Acquired { token, .. }) => store
-            .complete(scope, k, token, &RESPONSE)
+            .complete(Hold::new(scope, k, token), &RESPONSE)
             .await
             .expect("complete"),
         other => panic!("a fresh key acquires, got {other:?}"),

@@ -34,7 +34,7 @@
 //! match store.begin(claim).await? {
 //!     Outcome::Acquired { token, .. } => {
 //!         // ... move the money, once ...
-//!         store.complete(&scope, &key, token, &StoredResponse::new(201, "paid")).await?;
+//!         store.complete(claim.held(token), &StoredResponse::new(201, "paid")).await?;
 //!     }
 //!     Outcome::Replay(first) => println!("already done: {}", first.status),
 //!     Outcome::Mismatch => println!("422: key reused for another request"),

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    duration_ms, Claim, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
-    StoreError, StoredResponse, Timestamp,
+    duration_ms, Claim, FencingToken, Fingerprint, Hold, Key, Outcome, Record, RecordState, Scope,
+    Store, StoreError, StoredResponse, Timestamp,
 };
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -344,13 +344,8 @@ impl Store for RedisStore {
         parse_outcome(&reply)
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let mut conn = self.conn().await?;
         let reply: Value = SCRIPTS
             .complete
@@ -363,12 +358,8 @@ impl Store for RedisStore {
         done_or_fenced("complete", &reply)
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let mut conn = self.conn().await?;
         let reply: Value = SCRIPTS
             .release

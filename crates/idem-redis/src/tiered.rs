@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
+use idem::{Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
 
 use crate::{CacheStats, ReplayCache};
 
@@ -79,27 +79,16 @@ impl<S: Store> Store for TieredStore<S> {
         Ok(outcome)
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        self.truth.complete(scope, key, token, response).await?;
-        self.fill(scope, key).await;
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        self.truth.complete(hold, response).await?;
+        self.fill(hold.scope, hold.key).await;
         Ok(())
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
         // The cache holds completed records only, and a completed record cannot be
         // released: nothing to invalidate.
-        self.truth.release(scope, key, token).await
+        self.truth.release(hold).await
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {

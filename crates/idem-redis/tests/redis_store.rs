@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use idem::conformance::{LEASE, TTL};
 use idem::{
-    Claim, Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
+    Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
 };
 use idem_redis::{RedisOptions, RedisStore};
 
@@ -99,7 +99,7 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
     );
 
     store
-        .complete(&s, &k, token, &StoredResponse::new(201, "ok"))
+        .complete(Hold::new(&s, &k, token), &StoredResponse::new(201, "ok"))
         .await
         .expect("complete");
     let (state, _, _) = header(&mut conn, &name).await.expect("the record");
@@ -118,7 +118,10 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
         .query_async(&mut conn)
         .await
         .expect("PEXPIRETIME");
-    store.release(&s, &released, token).await.expect("release");
+    store
+        .release(Hold::new(&s, &released, token))
+        .await
+        .expect("release");
     let name = store.record_key(&s, &released);
     let (state, tok, _) = header(&mut conn, &name).await.expect("the tombstone");
     assert_eq!(
@@ -260,9 +263,7 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
     let token = acquire(&store, &s, &key("after-flush"), TTL).await;
     store
         .complete(
-            &s,
-            &key("after-flush"),
-            token,
+            Hold::new(&s, &key("after-flush"), token),
             &StoredResponse::new(200, "x"),
         )
         .await

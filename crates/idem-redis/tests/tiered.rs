@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use idem::conformance::{LEASE, TTL};
 use idem::{
-    Claim, Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
+    Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
 };
 use idem_redis::{RedisOptions, ReplayCache, TieredStore};
 use idem_sql::SqliteStore;
@@ -98,7 +98,7 @@ where
     log.push(a.clone());
     log.push(show_unit(
         store
-            .complete(&s, &key("k1"), token_of(&a), &response("one"))
+            .complete(Hold::new(&s, &key("k1"), token_of(&a)), &response("one"))
             .await,
     ));
     log.push(begin("k1", "a").await);
@@ -115,7 +115,7 @@ where
     log.push(begin("k2", "b").await);
     log.push(show_unit(
         store
-            .complete(&s, &key("k2"), token_of(&a2), &response("two"))
+            .complete(Hold::new(&s, &key("k2"), token_of(&a2)), &response("two"))
             .await,
     ));
     log.push(begin("k2", "a").await);
@@ -124,14 +124,19 @@ where
     let a3 = begin("k3", "a").await;
     log.push(a3.clone());
     log.push(show_unit(
-        store.release(&s, &key("k3"), token_of(&a3)).await,
+        store
+            .release(Hold::new(&s, &key("k3"), token_of(&a3)))
+            .await,
     ));
     let a3b = begin("k3", "a").await;
     log.push(a3b.clone());
     disturb(3).await;
     log.push(show_unit(
         store
-            .complete(&s, &key("k3"), token_of(&a3b), &response("three"))
+            .complete(
+                Hold::new(&s, &key("k3"), token_of(&a3b)),
+                &response("three"),
+            )
             .await,
     ));
     log.push(begin("k3", "a").await);
@@ -147,13 +152,16 @@ where
     log.push(new.clone());
     log.push(show_unit(
         store
-            .complete(&s, &key("k4"), token_of(&old), &response("stale"))
+            .complete(
+                Hold::new(&s, &key("k4"), token_of(&old)),
+                &response("stale"),
+            )
             .await,
     ));
     disturb(4).await;
     log.push(show_unit(
         store
-            .complete(&s, &key("k4"), token_of(&new), &response("four"))
+            .complete(Hold::new(&s, &key("k4"), token_of(&new)), &response("four"))
             .await,
     ));
     log.push(begin("k4", "a").await);
@@ -289,7 +297,7 @@ async fn redis_cut_mid_sequence_changes_no_answer_and_the_cache_comes_back() {
         other => panic!("fresh key acquires, got {other:?}"),
     };
     store
-        .complete(&s, &key("back"), t, &response("back"))
+        .complete(Hold::new(&s, &key("back"), t), &response("back"))
         .await
         .expect("complete");
     let hits_before = store.stats().hits;
@@ -326,7 +334,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
         panic!("fresh key acquires")
     };
     store
-        .complete(&s, &k, token, &response("a"))
+        .complete(Hold::new(&s, &k, token), &response("a"))
         .await
         .expect("complete");
     let record = store.get(&s, &k).await.expect("get").expect("record");
@@ -420,7 +428,7 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
         panic!("fresh key acquires")
     };
     node_a
-        .complete(&s, &k, token, &response("a"))
+        .complete(Hold::new(&s, &k, token), &response("a"))
         .await
         .expect("complete");
     let mut tasks = Vec::new();

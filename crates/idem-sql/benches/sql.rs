@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use idem::conformance::unique_name;
-use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore, StoreOptions};
 use sqlx::Executor;
 
@@ -67,7 +67,7 @@ async fn idem_fresh(store: Arc<dyn Store>, key: String) {
         .await
     {
         Ok(Outcome::Acquired { token, .. }) => store
-            .complete(&scope, &key, token, &response())
+            .complete(Hold::new(&scope, &key, token), &response())
             .await
             .expect("complete"),
         other => panic!("a fresh key acquires, got {other:?}"),

@@ -65,7 +65,7 @@
 //!             .execute(&mut **tx)
 //!             .await?;
 //!         let answer = StoredResponse::new(201, r#"{"status":"succeeded"}"#);
-//!         store.complete_in(&mut tx, &scope, &key, token, &answer).await?;
+//!         store.complete_in(&mut tx, claim.held(token), &answer).await?;
 //!         tx.commit().await?;
 //!     }
 //!     Outcome::Replay(first) => println!("already paid: {}", first.status),

@@ -12,7 +12,9 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use idem::{Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
+use idem::{
+    Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
+};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
@@ -321,11 +323,10 @@ impl BeginSql for PostgresStore {
 
 async fn complete<'e, E: Executor<'e, Database = Postgres>>(
     ex: E,
-    scope: &Scope,
-    key: &Key,
-    token: FencingToken,
+    hold: Hold<'_>,
     response: &StoredResponse,
 ) -> Result<bool, sqlx::Error> {
+    let Hold { scope, key, token } = hold;
     let done = sqlx::query(COMPLETE)
         .bind(scope.as_str())
         .bind(key.as_str())
@@ -346,27 +347,14 @@ impl Store for PostgresStore {
         begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let done = retry_contention!(
-            self.retries,
-            complete(&self.pool, scope, key, token, response).await
-        )
-        .map_err(store_error)?;
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let done = retry_contention!(self.retries, complete(&self.pool, hold, response).await)
+            .map_err(store_error)?;
         fenced_unless(done)
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let done = retry_contention!(
             self.retries,
             sqlx::query(RELEASE)

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use idem::{
-    Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
+    Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
+    Timestamp,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -269,11 +270,10 @@ impl BeginSql for SqliteStore {
 
 async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
     ex: E,
-    scope: &Scope,
-    key: &Key,
-    token: FencingToken,
+    hold: Hold<'_>,
     response: &StoredResponse,
 ) -> Result<bool, sqlx::Error> {
+    let Hold { scope, key, token } = hold;
     let done = sqlx::query(COMPLETE)
         .bind(scope.as_str())
         .bind(key.as_str())
@@ -294,27 +294,14 @@ impl Store for SqliteStore {
         begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let done = retry_contention!(
-            self.retries,
-            complete(&self.pool, scope, key, token, response).await
-        )
-        .map_err(store_error)?;
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let done = retry_contention!(self.retries, complete(&self.pool, hold, response).await)
+            .map_err(store_error)?;
         fenced_unless(done)
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let done = retry_contention!(
             self.retries,
             sqlx::query(RELEASE)

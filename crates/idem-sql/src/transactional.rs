@@ -5,7 +5,7 @@
 use std::ops::{Deref, DerefMut};
 
 use async_trait::async_trait;
-use idem::{Claim, FencingToken, Key, Outcome, Scope, Store, StoreError, StoredResponse};
+use idem::{Claim, Hold, Outcome, Store, StoreError, StoredResponse};
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::OwnedMutexGuard;
 
@@ -107,13 +107,11 @@ pub trait TransactionalStore: Store + Clone + 'static {
     /// [`Store::complete`] inside `tx`: the response is stored only if `tx` commits.
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    /// [`StoreError::Fenced`] when the record is not in progress under `hold.token`.
     async fn complete_in(
         &self,
         tx: &mut Transaction<'_, Self::Database>,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
+        hold: Hold<'_>,
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
 }
@@ -226,12 +224,10 @@ macro_rules! impl_transactional {
             async fn complete_in(
                 &self,
                 tx: &mut sqlx::Transaction<'_, $db>,
-                scope: &idem::Scope,
-                key: &idem::Key,
-                token: idem::FencingToken,
+                hold: idem::Hold<'_>,
                 response: &idem::StoredResponse,
             ) -> Result<(), idem::StoreError> {
-                let done = complete(&mut **tx, scope, key, token, response)
+                let done = complete(&mut **tx, hold, response)
                     .await
                     .map_err($crate::error::store_error)?;
                 $crate::common::fenced_unless(done)

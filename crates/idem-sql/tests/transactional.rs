@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem::conformance::backend_url;
-use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
+use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
 use idem_sql::TransactionalStore;
 use sqlx::Executor;
 
@@ -220,7 +220,7 @@ macro_rules! transactional_tests {
                     .await
                     .expect("business write");
                 store
-                    .complete_in(&mut tx, &s, &k, token, &response())
+                    .complete_in(&mut tx, Hold::new(&s, &k, token), &response())
                     .await
                     .expect("complete_in");
                 tx.rollback().await.expect("rollback");
@@ -263,7 +263,7 @@ macro_rules! transactional_tests {
                     .await
                     .expect("business write");
                 store
-                    .complete_in(&mut tx, &s, &k, token, &response())
+                    .complete_in(&mut tx, Hold::new(&s, &k, token), &response())
                     .await
                     .expect("complete_in");
                 tx.commit().await.expect("commit");
@@ -312,7 +312,7 @@ macro_rules! transactional_tests {
                     .await
                     .expect("business write");
                 store
-                    .complete_in(&mut first, &s, &k, token, &response())
+                    .complete_in(&mut first, Hold::new(&s, &k, token), &response())
                     .await
                     .expect("complete_in");
 

@@ -11,8 +11,9 @@
 //! - [`Store::begin`] takes a [`Claim`] on a key and decides it in one atomic step and answers one [`Outcome`]:
 //!   `Acquired` (run it), `Replay` (return the stored [`StoredResponse`]), `Mismatch`
 //!   (the key was reused for another request) or `InFlight` (still running elsewhere).
-//! - [`Store::complete`] stores the answer, refusing a holder whose [`FencingToken`] is
-//!   stale; [`Store::release`] frees the key when the operation failed before any effect.
+//! - [`Store::complete`] stores the answer for the [`Hold`] on a record, refusing a holder
+//!   whose [`FencingToken`] is stale; [`Store::release`] frees the key when the operation
+//!   failed before any effect.
 //! - [`ReplayMemory`] is a node's bounded memory of settled answers, for replays without
 //!   a round trip, over any store.
 //! - [`MemoryStore`] keeps records in memory; `idem-sql` and `idem-redis` keep them in
@@ -33,7 +34,7 @@
 //!
 //! let Outcome::Acquired { token, .. } = store.begin(claim).await.unwrap() else { unreachable!() };
 //! // ... run the operation once ...
-//! store.complete(&scope, &key, token, &StoredResponse::new(201, "paid")).await.unwrap();
+//! store.complete(claim.held(token), &StoredResponse::new(201, "paid")).await.unwrap();
 //!
 //! // A retry gets the first answer and runs nothing.
 //! let again = store.begin(claim).await.unwrap();
@@ -68,6 +69,6 @@ pub use record::{
 };
 pub use replay_memory::ReplayMemory;
 pub use response::{DecodeError, StoredResponse};
-pub use store::{BoxError, Claim, Outcome, Store, StoreError};
+pub use store::{BoxError, Claim, Hold, Outcome, Store, StoreError};
 #[cfg(feature = "test-clock")]
 pub use time_travel::{aged, TimeTravel};

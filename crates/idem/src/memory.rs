@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::decide::{begin_step, claimed, complete_step, expired, live, release_step, BeginStep};
 use crate::{
-    Claim, FencingToken, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
+    Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
 };
 
 const SHARDS: usize = 32;
@@ -95,13 +95,8 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let mut shard = self.shard(scope, key);
@@ -113,12 +108,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let mut shard = self.shard(scope, key);

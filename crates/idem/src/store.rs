@@ -76,6 +76,33 @@ impl<'a> Claim<'a> {
     }
 }
 
+impl<'a> Claim<'a> {
+    /// The record this claim acquired, held under `token`: what `complete` and `release`
+    /// take.
+    pub fn held(self, token: FencingToken) -> Hold<'a> {
+        Hold::new(self.scope, self.key, token)
+    }
+}
+
+/// A record its holder holds under a fencing token: what `complete` and `release` act on.
+/// A store refuses both (`Fenced`) when the token is no longer the record's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold<'a> {
+    /// The record's scope.
+    pub scope: &'a Scope,
+    /// The record's key.
+    pub key: &'a Key,
+    /// The token `begin` gave the holder.
+    pub token: FencingToken,
+}
+
+impl<'a> Hold<'a> {
+    /// The record `(scope, key)` held under `token`.
+    pub fn new(scope: &'a Scope, key: &'a Key, token: FencingToken) -> Self {
+        Self { scope, key, token }
+    }
+}
+
 /// A boxed error from a backend driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -127,31 +154,20 @@ pub trait Store: Send + Sync {
     /// `Unavailable`, in which case a retry sees the truth.
     async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError>;
 
-    /// Stores `response` for the record held with `token`.
+    /// Stores `response` for the record `hold` names, held with `hold.token`.
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError>;
+    /// [`StoreError::Fenced`] when the record is not in progress under `hold.token`.
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError>;
 
-    /// Frees the in-progress record held with `token`: the operation failed before any
+    /// Frees the in-progress record `hold` names, held with `hold.token`: the operation failed before any
     /// effect, and a retry (with any fingerprint) may run it again. The record is absent
     /// from then on, but the store keeps its token until it expires
     /// ([`crate::RecordState::Released`]), so the next holder's token is larger.
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError>;
+    /// [`StoreError::Fenced`] when the record is not in progress under `hold.token`.
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError>;
 
     /// The live record of `(scope, key)`, if any; an expired or released record is absent.
     ///
@@ -171,22 +187,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         (**self).begin(claim).await
     }
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        (**self).complete(scope, key, token, response).await
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        (**self).complete(hold, response).await
     }
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
-        (**self).release(scope, key, token).await
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        (**self).release(hold).await
     }
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         (**self).get(scope, key).await

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use idem::conformance::Harness;
 use idem::decide::{begin_step, claimed, BeginStep};
 use idem::{
-    Claim, FencingToken, Key, Outcome, Record, RecordState, Scope, Store, StoreError,
-    StoredResponse, TimeTravel, Timestamp,
+    Claim, Hold, Key, Outcome, Record, RecordState, Scope, Store, StoreError, StoredResponse,
+    TimeTravel, Timestamp,
 };
 
 /// Checks, then yields, then inserts: two round trips, as a naive SQL or Redis store would
@@ -55,13 +55,8 @@ impl Store for CheckThenInsertStore {
         }
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let mut records = self.records.lock().expect("lock");
         match records.get_mut(&(scope.clone(), key.clone())) {
             Some(record) if matches!(record.state, RecordState::InProgress { token: t, .. } if t == token) =>
@@ -76,12 +71,8 @@ impl Store for CheckThenInsertStore {
         }
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        _token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, .. } = hold;
         self.records
             .lock()
             .expect("lock")

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{Harness, LEASE, TTL};
 use crate::{
-    Claim, FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError,
+    Claim, FencingToken, Fingerprint, Hold, Key, Outcome, RecordState, Scope, Store, StoreError,
     StoredResponse, TimeTravel,
 };
 
@@ -115,7 +115,7 @@ pub async fn completed_same_fingerprint_replays<H: Harness>(h: &H) {
     let (s, k, f) = (scope("t"), key("replay"), fp("a"));
     let token = acquire(&store, &s, &k, &f).await;
     store
-        .complete(&s, &k, token, &response("first"))
+        .complete(Hold::new(&s, &k, token), &response("first"))
         .await
         .expect("complete");
     for _ in 0..3 {
@@ -150,7 +150,7 @@ pub async fn other_fingerprint_mismatches<H: Harness>(h: &H) {
     );
     let token = acquire(&store, &s, &done, &fp("a")).await;
     store
-        .complete(&s, &done, token, &response("a"))
+        .complete(Hold::new(&s, &done, token), &response("a"))
         .await
         .expect("complete");
     assert_eq!(begin(&store, &s, &done, &fp("b")).await, Outcome::Mismatch);
@@ -167,7 +167,7 @@ pub async fn mismatch_leaves_record_untouched<H: Harness>(h: &H) {
         Outcome::InFlight { .. }
     ));
     store
-        .complete(&s, &k, token, &response("a"))
+        .complete(Hold::new(&s, &k, token), &response("a"))
         .await
         .expect("the holder still completes");
     assert_eq!(
@@ -255,21 +255,28 @@ pub async fn stale_holder_is_fenced_and_new_holder_wins<H: Harness>(h: &H) {
     };
     assert!(
         matches!(
-            node_a.complete(&s, &k, old, &response("stale")).await,
+            node_a
+                .complete(Hold::new(&s, &k, old), &response("stale"))
+                .await,
             Err(StoreError::Fenced)
         ),
         "the stale holder's complete is fenced"
     );
     assert!(
-        matches!(node_a.release(&s, &k, old).await, Err(StoreError::Fenced)),
+        matches!(
+            node_a.release(Hold::new(&s, &k, old)).await,
+            Err(StoreError::Fenced)
+        ),
         "the stale holder's release is fenced"
     );
     node_b
-        .complete(&s, &k, new, &response("new"))
+        .complete(Hold::new(&s, &k, new), &response("new"))
         .await
         .expect("the new holder completes");
     assert!(matches!(
-        node_a.complete(&s, &k, old, &response("stale")).await,
+        node_a
+            .complete(Hold::new(&s, &k, old), &response("stale"))
+            .await,
         Err(StoreError::Fenced)
     ));
     assert_eq!(
@@ -287,25 +294,33 @@ pub async fn release_then_retry_acquires<H: Harness>(h: &H) {
     let store = h.fresh().await;
     let (s, k, f) = (scope("t"), key("release"), fp("a"));
     let token = acquire(&store, &s, &k, &f).await;
-    store.release(&s, &k, token).await.expect("release");
+    store
+        .release(Hold::new(&s, &k, token))
+        .await
+        .expect("release");
     assert!(
         store.get(&s, &k).await.expect("get").is_none(),
         "a released record is gone"
     );
     assert!(
-        matches!(store.release(&s, &k, token).await, Err(StoreError::Fenced)),
+        matches!(
+            store.release(Hold::new(&s, &k, token)).await,
+            Err(StoreError::Fenced)
+        ),
         "releasing twice is fenced"
     );
     assert!(
         matches!(
-            store.complete(&s, &k, token, &response("late")).await,
+            store
+                .complete(Hold::new(&s, &k, token), &response("late"))
+                .await,
             Err(StoreError::Fenced)
         ),
         "completing a released record is fenced"
     );
     let again = acquire(&store, &s, &k, &fp("other")).await;
     store
-        .complete(&s, &k, again, &response("again"))
+        .complete(Hold::new(&s, &k, again), &response("again"))
         .await
         .expect("complete after retry");
     assert_eq!(
@@ -334,7 +349,7 @@ pub async fn release_after_take_over_never_reuses_a_token<H: Harness>(h: &H) {
         other => panic!("node b takes over the ended lease, got {other:?}"),
     };
     node_b
-        .release(&s, &k, taken)
+        .release(Hold::new(&s, &k, taken))
         .await
         .expect("the new holder releases");
     assert!(
@@ -348,17 +363,22 @@ pub async fn release_after_take_over_never_reuses_a_token<H: Harness>(h: &H) {
     );
     assert!(
         matches!(
-            node_a.complete(&s, &k, stale, &response("stale")).await,
+            node_a
+                .complete(Hold::new(&s, &k, stale), &response("stale"))
+                .await,
             Err(StoreError::Fenced)
         ),
         "the holder taken over before the release stays fenced"
     );
     assert!(
-        matches!(node_a.release(&s, &k, stale).await, Err(StoreError::Fenced)),
+        matches!(
+            node_a.release(Hold::new(&s, &k, stale)).await,
+            Err(StoreError::Fenced)
+        ),
         "the holder taken over before the release cannot release the new holder's record"
     );
     node_b
-        .complete(&s, &k, fresh, &response("fresh"))
+        .complete(Hold::new(&s, &k, fresh), &response("fresh"))
         .await
         .expect("the new holder completes");
     assert_eq!(
@@ -373,11 +393,11 @@ pub async fn release_after_complete_is_fenced<H: Harness>(h: &H) {
     let (s, k, f) = (scope("t"), key("done"), fp("a"));
     let token = acquire(&store, &s, &k, &f).await;
     store
-        .complete(&s, &k, token, &response("kept"))
+        .complete(Hold::new(&s, &k, token), &response("kept"))
         .await
         .expect("complete");
     assert!(matches!(
-        store.release(&s, &k, token).await,
+        store.release(Hold::new(&s, &k, token)).await,
         Err(StoreError::Fenced)
     ));
     assert_eq!(
@@ -393,7 +413,7 @@ pub async fn complete_without_holding_is_fenced<H: Harness>(h: &H) {
     assert!(
         matches!(
             store
-                .complete(&s, &k, FencingToken::FIRST, &response("x"))
+                .complete(Hold::new(&s, &k, FencingToken::FIRST), &response("x"))
                 .await,
             Err(StoreError::Fenced)
         ),
@@ -401,7 +421,7 @@ pub async fn complete_without_holding_is_fenced<H: Harness>(h: &H) {
     );
     assert!(
         matches!(
-            store.release(&s, &k, FencingToken::FIRST).await,
+            store.release(Hold::new(&s, &k, FencingToken::FIRST)).await,
             Err(StoreError::Fenced)
         ),
         "no record: fenced"
@@ -409,18 +429,22 @@ pub async fn complete_without_holding_is_fenced<H: Harness>(h: &H) {
     let token = acquire(&store, &s, &k, &f).await;
     assert!(
         matches!(
-            store.complete(&s, &k, token.next(), &response("x")).await,
+            store
+                .complete(Hold::new(&s, &k, token.next()), &response("x"))
+                .await,
             Err(StoreError::Fenced)
         ),
         "a token never issued: fenced"
     );
     store
-        .complete(&s, &k, token, &response("one"))
+        .complete(Hold::new(&s, &k, token), &response("one"))
         .await
         .expect("complete");
     assert!(
         matches!(
-            store.complete(&s, &k, token, &response("two")).await,
+            store
+                .complete(Hold::new(&s, &k, token), &response("two"))
+                .await,
             Err(StoreError::Fenced)
         ),
         "a second complete is fenced"
@@ -441,7 +465,7 @@ pub async fn expired_record_is_absent<H: Harness>(h: &H) {
     let (done, running) = (key("expired-done"), key("expired-running"));
     let t_done = acquire(&store, &s, &done, &fp("a")).await;
     store
-        .complete(&s, &done, t_done, &response("old"))
+        .complete(Hold::new(&s, &done, t_done), &response("old"))
         .await
         .expect("complete");
     let t_running = acquire(&store, &s, &running, &fp("a")).await;
@@ -457,7 +481,7 @@ pub async fn expired_record_is_absent<H: Harness>(h: &H) {
     assert!(
         matches!(
             store
-                .complete(&s, &running, t_running, &response("late"))
+                .complete(Hold::new(&s, &running, t_running), &response("late"))
                 .await,
             Err(StoreError::Fenced)
         ),
@@ -472,7 +496,7 @@ pub async fn expired_record_is_absent<H: Harness>(h: &H) {
         assert!(
             matches!(
                 store
-                    .complete(&s, &running, t_running, &response("late"))
+                    .complete(Hold::new(&s, &running, t_running), &response("late"))
                     .await,
                 Err(StoreError::Fenced)
             ),
@@ -480,7 +504,7 @@ pub async fn expired_record_is_absent<H: Harness>(h: &H) {
         );
     }
     store
-        .complete(&s, &running, again, &response("new"))
+        .complete(Hold::new(&s, &running, again), &response("new"))
         .await
         .expect("complete");
     assert_eq!(
@@ -503,7 +527,7 @@ pub async fn forever_record_never_expires<H: Harness>(h: &H) {
         other => panic!("a fresh key with TTL_FOREVER must be Acquired, got {other:?}"),
     };
     store
-        .complete(&s, &k, token, &response("forever"))
+        .complete(Hold::new(&s, &k, token), &response("forever"))
         .await
         .expect("complete");
     advance(&store, Duration::from_secs(1000 * 365 * 24 * 3600)).await;
@@ -540,7 +564,7 @@ pub async fn purge_expired_in_bounded_batches<H: Harness>(h: &H) {
             .expect("begin")
         {
             Outcome::Acquired { token, .. } if i % 2 == 0 => store
-                .complete(&s, &k, token, &response("x"))
+                .complete(Hold::new(&s, &k, token), &response("x"))
                 .await
                 .expect("complete"),
             Outcome::Acquired { .. } => {}
@@ -612,7 +636,7 @@ pub async fn scopes_are_isolated<H: Harness>(h: &H) {
     let t_alice = acquire(&store, &alice, &k, &fp("a")).await;
     let t_bob = acquire(&store, &bob, &k, &fp("b")).await;
     store
-        .complete(&alice, &k, t_alice, &response("alice"))
+        .complete(Hold::new(&alice, &k, t_alice), &response("alice"))
         .await
         .expect("complete");
     assert!(
@@ -623,7 +647,7 @@ pub async fn scopes_are_isolated<H: Harness>(h: &H) {
         "bob's record is his own"
     );
     store
-        .complete(&bob, &k, t_bob, &response("bob"))
+        .complete(Hold::new(&bob, &k, t_bob), &response("bob"))
         .await
         .expect("complete");
     assert_eq!(
@@ -663,7 +687,7 @@ pub async fn racers_on_one_key_have_one_winner<H: Harness>(h: &H) {
             let outcome = node.begin(claim).await.expect("begin");
             if let Outcome::Acquired { token, .. } = outcome {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                node.complete(&s, &k, token, &response(&format!("winner-{i}")))
+                node.complete(Hold::new(&s, &k, token), &response(&format!("winner-{i}")))
                     .await
                     .expect("the winner completes");
                 return (outcome, Some(response(&format!("winner-{i}"))));
@@ -723,7 +747,7 @@ pub async fn many_keys_from_many_tasks_none_lost<H: Harness>(h: &H) {
             for i in 0..KEYS_PER_TASK {
                 let k = key(&format!("k-{t}-{i}"));
                 let token = acquire(node.as_ref(), &s, &k, &fp("a")).await;
-                node.complete(&s, &k, token, &response(&format!("{t}-{i}")))
+                node.complete(Hold::new(&s, &k, token), &response(&format!("{t}-{i}")))
                     .await
                     .expect("complete");
             }
@@ -780,7 +804,7 @@ pub async fn replay_is_byte_for_byte<H: Harness>(h: &H) {
         let k = key(&format!("bytes-{i}"));
         let token = acquire(&store, &s, &k, &fp("a")).await;
         store
-            .complete(&s, &k, token, expected)
+            .complete(Hold::new(&s, &k, token), expected)
             .await
             .expect("complete");
         assert_eq!(

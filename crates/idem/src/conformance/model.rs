@@ -14,7 +14,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::Harness;
 use crate::{
-    Claim, FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError,
+    Claim, FencingToken, Fingerprint, Hold, Key, Outcome, RecordState, Scope, Store, StoreError,
     StoredResponse, TimeTravel,
 };
 
@@ -249,7 +249,10 @@ async fn run_ops<S: Store + TimeTravel>(
             } => {
                 let token = model.token_for(key, stale);
                 let got = store
-                    .complete(&scope, &the_key(key), token, &the_response(response))
+                    .complete(
+                        Hold::new(&scope, &the_key(key), token),
+                        &the_response(response),
+                    )
                     .await;
                 if model.holds(key, token) {
                     prop_assert!(
@@ -270,7 +273,7 @@ async fn run_ops<S: Store + TimeTravel>(
             }
             Op::Release { key, stale } => {
                 let token = model.token_for(key, stale);
-                let got = store.release(&scope, &the_key(key), token).await;
+                let got = store.release(Hold::new(&scope, &the_key(key), token)).await;
                 if model.holds(key, token) {
                     prop_assert!(
                         got.is_ok(),
