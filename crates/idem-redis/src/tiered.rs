@@ -1,7 +1,5 @@
 //! [`TieredStore`]: Redis in front for replays, any [`Store`] behind as the truth.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use idem::{Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
 
@@ -111,7 +109,7 @@ impl<S: Store + idem::TimeTravel> idem::TimeTravel for TieredStore<S> {
     /// Ages the truth store's records and the cache's entries alike. A cache that cannot
     /// be reached keeps its entries as they are: as every cache failure, that is logged,
     /// never returned (the truth store's answers are the ones under test).
-    async fn advance(&self, by: Duration) -> Result<(), StoreError> {
+    async fn advance(&self, by: std::time::Duration) -> Result<(), StoreError> {
         self.truth.advance(by).await?;
         if let Err(err) = self.cache.advance(by).await {
             tracing::debug!(target: "idem_redis::tiered", error = %err, "cannot age the cache's entries");

@@ -12,17 +12,12 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use idem::{
-    Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-    Timestamp,
-};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::Executor;
 
-use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{
-    birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row, RELEASED,
-};
+use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, ms, RetryCounter, Row, RELEASED};
 use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -309,38 +304,9 @@ async fn complete<'e, E: Executor<'e, Database = MySql>>(
     Ok(done.rows_affected() == 1)
 }
 
-#[async_trait]
-impl Store for MySqlStore {
-    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
-        let request = Request {
-            claim,
-            answer: None,
-        };
-        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
-    }
-
-    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
-        let done = retry_contention!(self.retries, complete(&self.pool, hold, response).await)
-            .map_err(store_error)?;
-        fenced_unless(done)
-    }
-
-    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
-        let Hold { scope, key, token } = hold;
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(RELEASE)
-                .bind(scope.as_str())
-                .bind(key.as_str())
-                .bind(token.as_i64())
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done.rows_affected() == 1)
-    }
-
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+impl MySqlStore {
+    /// The live record of `(scope, key)`: `Store::get`.
+    async fn live(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         let found = read(&mut On::Pool(&self.pool), READ, scope, key)
             .await
             .map_err(store_error)?;
@@ -352,20 +318,9 @@ impl Store for MySqlStore {
             _ => Ok(None),
         }
     }
-
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(PURGE).bind(limit).execute(&self.pool).await
-        )
-        .map_err(store_error)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
 }
+
+crate::common::impl_store!(MySqlStore);
 
 impl_transactional!(MySqlStore, MySql, run_mysql);
 

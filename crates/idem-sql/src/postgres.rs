@@ -12,14 +12,12 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use idem::{
-    Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
-use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter};
+use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, forever_ms, ms, RetryCounter};
 use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -337,38 +335,9 @@ async fn complete<'e, E: Executor<'e, Database = Postgres>>(
     Ok(done.rows_affected() == 1)
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
-        let request = Request {
-            claim,
-            answer: None,
-        };
-        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
-    }
-
-    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
-        let done = retry_contention!(self.retries, complete(&self.pool, hold, response).await)
-            .map_err(store_error)?;
-        fenced_unless(done)
-    }
-
-    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
-        let Hold { scope, key, token } = hold;
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(RELEASE)
-                .bind(scope.as_str())
-                .bind(key.as_str())
-                .bind(token.as_i64())
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done.rows_affected() == 1)
-    }
-
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+impl PostgresStore {
+    /// The live record of `(scope, key)`: `Store::get`.
+    async fn live(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         let row = sqlx::query(GET)
             .bind(scope.as_str())
             .bind(key.as_str())
@@ -383,20 +352,9 @@ impl Store for PostgresStore {
             }
         }
     }
-
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(PURGE).bind(limit).execute(&self.pool).await
-        )
-        .map_err(store_error)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
 }
+
+crate::common::impl_store!(PostgresStore);
 
 impl_transactional!(PostgresStore, Postgres, run);
 

@@ -9,20 +9,15 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use idem::{
-    Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-    Timestamp,
-};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Executor, Row as _, Sqlite};
 use tokio::sync::Mutex;
 
-use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{
-    birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter, Row, RELEASED,
-};
+use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row, RELEASED};
 use crate::error::{open_error, store_error};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
@@ -284,38 +279,9 @@ async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
     Ok(done.rows_affected() == 1)
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
-        let request = Request {
-            claim,
-            answer: None,
-        };
-        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
-    }
-
-    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
-        let done = retry_contention!(self.retries, complete(&self.pool, hold, response).await)
-            .map_err(store_error)?;
-        fenced_unless(done)
-    }
-
-    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
-        let Hold { scope, key, token } = hold;
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(RELEASE)
-                .bind(scope.as_str())
-                .bind(key.as_str())
-                .bind(token.as_i64())
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done.rows_affected() == 1)
-    }
-
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+impl SqliteStore {
+    /// The live record of `(scope, key)`: `Store::get`.
+    async fn live(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         let found = read(&mut On::Pool(&self.pool), scope, key)
             .await
             .map_err(store_error)?;
@@ -327,20 +293,9 @@ impl Store for SqliteStore {
             _ => Ok(None),
         }
     }
-
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(PURGE).bind(limit).execute(&self.pool).await
-        )
-        .map_err(store_error)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
 }
+
+crate::common::impl_store!(SqliteStore);
 
 impl_transactional!(SqliteStore, Sqlite, run);
 
