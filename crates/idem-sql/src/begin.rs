@@ -79,12 +79,39 @@ pub(crate) trait BeginSql: Send + Sync {
     /// The backend's database.
     type Db: Database;
 
-    /// The round's first step.
-    async fn first(
+    /// The round's first step on the pool, where each statement is its own transaction.
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, Self::Db>,
         request: &Request<'_>,
     ) -> Result<Found, sqlx::Error>;
+
+    /// The record a transaction's insert found in its way, as the transaction must decide
+    /// on it: the latest committed row, with the store's time.
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, Self::Db>,
+        request: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error>;
+
+    /// The round's first step. On the pool, [`BeginSql::first_pooled`]. In a transaction,
+    /// insert first: the common case there is a fresh key (one statement), and a
+    /// concurrent insert of the key waits for its transaction to end; then read the row
+    /// that was there.
+    async fn first(
+        &self,
+        on: &mut On<'_, '_, Self::Db>,
+        request: &Request<'_>,
+    ) -> Result<Found, sqlx::Error> {
+        if on.pooled() {
+            return self.first_pooled(on, request).await;
+        }
+        if let Some(token) = self.insert(on, request).await? {
+            return Ok(Found::Claimed(token));
+        }
+        let found = self.read_in_tx(on, request).await?;
+        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+    }
 
     /// Inserts a fresh record (token 1); `None` when a row was there first.
     async fn insert(

@@ -218,24 +218,26 @@ async fn read(
 impl BeginSql for MySqlStore {
     type Db = MySql;
 
-    async fn first(
+    /// Read first, without locks: replays and refusals take no lock at all, and an
+    /// answer read here is true at the moment of the read.
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, MySql>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        if on.pooled() {
-            // Read first, without locks: replays and refusals take no lock at all, and an
-            // answer read here is true at the moment of the read.
-            let found = read(on, READ, r.claim.scope, r.claim.key).await?;
-            return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
-        }
-        // In a transaction, insert first: it waits on the key's lock while another
-        // transaction holds it, and its duplicate-key error only rolls back this statement.
-        if let Some(token) = BeginSql::insert(self, on, r).await? {
-            return Ok(Found::Claimed(token));
-        }
-        let found = read(on, READ_LOCKED, r.claim.scope, r.claim.key).await?;
-        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+        let found = read(on, READ, r.claim.scope, r.claim.key).await?;
+        Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)))
+    }
+
+    /// A shared lock: the latest committed row, kept until the caller's commit. (The
+    /// insert before it waited on the key's lock while another transaction held it, and
+    /// its duplicate-key error only rolled back that statement.)
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, MySql>,
+        r: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
+        read(on, READ_LOCKED, r.claim.scope, r.claim.key).await
     }
 
     /// A duplicate key (recognised by its code) is `None`: another caller won.

@@ -12,12 +12,12 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
 use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, forever_ms, ms, RetryCounter};
+use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row};
 use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
@@ -249,32 +249,26 @@ async fn read_or_insert(
 impl BeginSql for PostgresStore {
     type Db = Postgres;
 
-    /// On the pool, one call: `idem_begin` reads, and inserts only when there is no row
-    /// (a replay is one indexed read, no lock, no write). In a transaction, a plain insert
-    /// first (the common case there is a fresh key: one statement, no function), then a
-    /// read when a row was there.
-    async fn first(
+    /// One call: `idem_begin` reads, and inserts only when there is no row (a replay is
+    /// one indexed read, no lock, no write).
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, Postgres>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        if on.pooled() {
-            return read_or_insert(on, r).await;
-        }
-        if let Some(token) = BeginSql::insert(self, on, r).await? {
-            return Ok(Found::Claimed(token));
-        }
+        read_or_insert(on, r).await
+    }
+
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, Postgres>,
+        r: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
         let query = sqlx::query(READ)
             .bind(r.claim.scope.as_str())
             .bind(r.claim.key.as_str());
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-        Ok(match row {
-            Some(row) => {
-                let (raw, now) = decode(&row, 0)?;
-                Found::Record(raw, now)
-            }
-            None => Found::Lost,
-        })
+        row.as_ref().map(|row| decode(row, 0)).transpose()
     }
 
     async fn insert(

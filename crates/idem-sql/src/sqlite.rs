@@ -202,23 +202,23 @@ async fn read(
 impl BeginSql for SqliteStore {
     type Db = Sqlite;
 
-    async fn first(
+    /// Read first: replays and refusals need no write lock.
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, Sqlite>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        if on.pooled() {
-            // Read first: replays and refusals need no write lock.
-            let found = read(on, r.claim.scope, r.claim.key).await?;
-            return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
-        }
-        // In a transaction, write first: the insert takes the write lock, after which
-        // the read is the latest.
-        if let Some(token) = BeginSql::insert(self, on, r).await? {
-            return Ok(Found::Claimed(token));
-        }
         let found = read(on, r.claim.scope, r.claim.key).await?;
-        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+        Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)))
+    }
+
+    /// The transaction's insert took the write lock, so a plain read is the latest.
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, Sqlite>,
+        r: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
+        read(on, r.claim.scope, r.claim.key).await
     }
 
     async fn insert(
