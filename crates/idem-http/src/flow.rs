@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use idem::{
-    BoxError, FencingToken, FieldSelection, Fingerprint, Key, Outcome, Scope, StoreError,
+    BoxError, Claim, FencingToken, FieldSelection, Fingerprint, Key, Outcome, Scope, StoreError,
     StoredResponse,
 };
 use tokio::time::Instant;
@@ -168,7 +168,13 @@ async fn acquire(
     loop {
         let outcome = shared
             .store
-            .begin(scope, key, fingerprint, config.lease, config.ttl)
+            .begin(Claim::new(
+                scope,
+                key,
+                fingerprint,
+                config.lease,
+                config.ttl,
+            ))
             .await?;
         match outcome {
             Outcome::Acquired { token, recovered } => {

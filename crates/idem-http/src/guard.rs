@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use idem::{FencingToken, Key, Scope, Store, StoreError, StoredResponse};
+use idem::{FencingToken, Hold, Key, Scope, Store, StoreError, StoredResponse};
 
 /// A record this request holds. If the request ends any way other than [`Held::complete`]
 /// or [`Held::release`] — the handler failed or panicked, or the client disconnected and
@@ -32,7 +32,7 @@ impl Held {
     pub(crate) async fn complete(mut self, response: &StoredResponse) -> Result<(), StoreError> {
         let result = self
             .store
-            .complete(&self.scope, &self.key, self.token, response)
+            .complete(Hold::new(&self.scope, &self.key, self.token), response)
             .await;
         match &result {
             Ok(()) => self.armed = false,
@@ -52,7 +52,7 @@ impl Held {
 }
 
 async fn release(store: &dyn Store, scope: &Scope, key: &Key, token: FencingToken) {
-    match store.release(scope, key, token).await {
+    match store.release(Hold::new(scope, key, token)).await {
         Ok(()) | Err(StoreError::Fenced) => {}
         Err(error) => tracing::warn!(
             %error, scope = %scope, key = %key,

@@ -54,7 +54,7 @@ async fn purge_all(store: &dyn Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use idem::{Fingerprint, Key, MemoryStore, Outcome, Scope, TimeTravel};
+    use idem::{Claim, Fingerprint, Key, MemoryStore, Outcome, Scope, TimeTravel};
 
     #[tokio::test]
     async fn expired_records_go_and_live_ones_stay() {
@@ -65,18 +65,27 @@ mod tests {
         for i in 0..(PURGE_BATCH + 5) {
             let key = Key::new(format!("k-{i}")).expect("key");
             let outcome = store
-                .begin(&scope, &key, &fp, Duration::from_secs(1), short)
+                .begin(Claim::new(&scope, &key, &fp, Duration::from_secs(1), short))
                 .await
                 .expect("begin");
             assert!(matches!(outcome, Outcome::Acquired { .. }));
         }
         let live = Key::new("live").expect("key");
         let outcome = store
-            .begin(&scope, &live, &fp, Duration::from_secs(1), short * 10)
+            .begin(Claim::new(
+                &scope,
+                &live,
+                &fp,
+                Duration::from_secs(1),
+                short * 10,
+            ))
             .await
             .expect("begin");
         assert!(matches!(outcome, Outcome::Acquired { .. }));
-        store.advance_clock(short + Duration::from_secs(1));
+        store
+            .advance(short + Duration::from_secs(1))
+            .await
+            .expect("advance");
 
         let purger = spawn_purger(Arc::new(store.clone()), Duration::from_millis(10));
         for _ in 0..500 {

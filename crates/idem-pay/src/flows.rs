@@ -12,6 +12,8 @@
 //! the locked rows (404, 402), and rolled back. Any early return drops the transaction, which rolls it
 //! back, record included: nothing is kept from a refused call, and the key stays free.
 
+use std::time::Duration;
+
 use idem::{Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
 use idem_sql::TransactionalStore;
 
@@ -85,16 +87,15 @@ impl Claim {
         tx: &mut sqlx::Transaction<'_, S::Database>,
         answer: &StoredResponse,
     ) -> Result<Outcome> {
-        Ok(store
-            .begin_answered_in(
-                tx,
-                &self.scope,
-                &self.key,
-                &self.fingerprint,
-                answer,
-                TTL_FOREVER,
-            )
-            .await?)
+        // Born completed: the lease is not used.
+        let claim = idem::Claim::new(
+            &self.scope,
+            &self.key,
+            &self.fingerprint,
+            Duration::ZERO,
+            TTL_FOREVER,
+        );
+        Ok(store.begin_answered_in(tx, claim, answer).await?)
     }
 }
 

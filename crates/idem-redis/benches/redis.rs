@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use idem::conformance::unique_name;
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
 use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
 use redis::aio::ConnectionManager;
 use tokio::runtime::Runtime;
@@ -69,9 +69,9 @@ static FP: LazyLock<Fingerprint> = LazyLock::new(fp);
 static RESPONSE: LazyLock<StoredResponse> = LazyLock::new(response);
 
 async fn acquire_and_complete<S: Store>(store: &S, scope: &Scope, k: &Key) {
-    match store.begin(scope, k, &FP, LEASE, TTL).await {
+    match store.begin(Claim::new(scope, k, &FP, LEASE, TTL)).await {
         Ok(Outcome::Acquired { token, .. }) => store
-            .complete(scope, k, token, &RESPONSE)
+            .complete(Hold::new(scope, k, token), &RESPONSE)
             .await
             .expect("complete"),
         other => panic!("a fresh key acquires, got {other:?}"),
@@ -79,7 +79,7 @@ async fn acquire_and_complete<S: Store>(store: &S, scope: &Scope, k: &Key) {
 }
 
 async fn replay<S: Store>(store: &S, scope: &Scope, k: &Key) {
-    match store.begin(scope, k, &FP, LEASE, TTL).await {
+    match store.begin(Claim::new(scope, k, &FP, LEASE, TTL)).await {
         Ok(Outcome::Replay(_)) => {}
         other => panic!("a completed key replays, got {other:?}"),
     }

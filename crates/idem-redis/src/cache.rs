@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idem::{
-    duration_ms, ClockOffset, Fingerprint, Key, Record, RecordState, Scope, StoredResponse,
-    TimeTravel, DURATION_MS_MAX,
+    duration_ms, Fingerprint, Key, Record, RecordState, Scope, StoredResponse, DURATION_MS_MAX,
 };
 use redis::{RedisError, Value};
 
@@ -28,7 +27,6 @@ use crate::{Error, RedisOptions};
 pub struct ReplayCache {
     connection: Connection,
     keys: KeyLayout,
-    offset: ClockOffset,
     clock_skew: Duration,
     cooldown: Duration,
     retention_max: Duration,
@@ -92,7 +90,6 @@ impl ReplayCache {
         Ok(Self {
             connection: Connection::new(&options)?,
             keys: KeyLayout::new(&prefix),
-            offset: ClockOffset::new(),
             clock_skew: Duration::from_secs(5),
             cooldown: Duration::from_secs(1),
             retention_max: Duration::from_secs(24 * 3600),
@@ -228,13 +225,12 @@ impl ReplayCache {
         }
     }
 
-    /// A second handle on the same entries over a connection of its own, with a clock
-    /// offset of its own starting at this one's (another node, for tests).
+    /// A second handle on the same entries over a connection of its own (another node, for
+    /// tests).
     pub fn peer(&self) -> Self {
         Self {
             connection: self.connection.independent(),
             keys: self.keys.clone(),
-            offset: self.offset.fork(),
             clock_skew: self.clock_skew,
             cooldown: self.cooldown,
             retention_max: self.retention_max,
@@ -286,7 +282,6 @@ impl ReplayCache {
             SCRIPTS
                 .cache_get
                 .key(self.keys.cache_entry(scope, key))
-                .arg(self.offset.millis())
                 .arg(&fingerprint.as_bytes()[..])
                 .invoke_async::<Value>(&mut conn)
                 .await
@@ -322,7 +317,6 @@ impl ReplayCache {
             SCRIPTS
                 .cache_put
                 .key(self.keys.cache_entry(scope, key))
-                .arg(self.offset.millis())
                 .arg(&fingerprint.as_bytes()[..])
                 .arg(expires_at)
                 .arg(response)
@@ -341,8 +335,19 @@ impl ReplayCache {
     }
 }
 
-impl TimeTravel for ReplayCache {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
+impl ReplayCache {
+    /// Ages every entry of the prefix by `by`, as `idem::TimeTravel::advance` ages the
+    /// records the entries were read from (tests only).
+    ///
+    /// # Errors
+    /// [`idem::StoreError::Unavailable`] when Redis cannot be reached.
+    #[cfg(feature = "test-clock")]
+    pub async fn advance(&self, by: Duration) -> Result<(), idem::StoreError> {
+        let mut conn = self
+            .connection
+            .get()
+            .await
+            .map_err(crate::error::store_error)?;
+        crate::store::age(&mut conn, &self.keys.cache_pattern(), by).await
     }
 }

@@ -164,15 +164,28 @@ impl KeyLayout {
 
     /// A `SCAN MATCH` pattern for every record of the prefix (and no cache entry): the
     /// prefix with its glob characters escaped, then `:{*`.
+    #[cfg(feature = "test-clock")]
     pub(crate) fn record_pattern(&self) -> String {
-        let mut pattern = String::with_capacity(self.prefix.len() + 4);
+        self.pattern(":{*")
+    }
+
+    /// A `SCAN MATCH` pattern for every cache entry of the prefix.
+    #[cfg(feature = "test-clock")]
+    pub(crate) fn cache_pattern(&self) -> String {
+        self.pattern(":cache:{*")
+    }
+
+    /// The prefix with its glob characters escaped, then `tail`.
+    #[cfg(feature = "test-clock")]
+    fn pattern(&self, tail: &str) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + tail.len() + 2);
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                 pattern.push('\\');
             }
             pattern.push(c);
         }
-        pattern.push_str(":{*");
+        pattern.push_str(tail);
         pattern
     }
 
@@ -234,6 +247,18 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "test-clock")]
+    fn scan_patterns_escape_the_prefix() {
+        let layout = KeyLayout::new("idem");
+        assert_eq!(layout.record_pattern(), "idem:{*");
+        assert_eq!(layout.cache_pattern(), "idem:cache:{*");
+        assert_eq!(
+            KeyLayout::new("a*b?[c]\\").record_pattern(),
+            "a\\*b\\?\\[c\\]\\\\:{*"
+        );
+    }
+
+    #[test]
     fn records_of_one_scope_share_a_hash_tag() {
         let layout = KeyLayout::new("idem");
         let scope = idem::Scope::new("tenant-1|POST /v1/payments").expect("scope");
@@ -252,11 +277,6 @@ mod tests {
         assert_eq!(
             layout.cache_entry(&scope, &key),
             "idem:cache:{tenant-1|POST /v1/payments}:order:}{-7"
-        );
-        assert_eq!(layout.record_pattern(), "idem:{*");
-        assert_eq!(
-            KeyLayout::new("a*b?[c]\\").record_pattern(),
-            "a\\*b\\?\\[c\\]\\\\:{*"
         );
         assert_eq!(
             layout.record(&idem::Scope::global(), &key).to_string(),

@@ -10,5 +10,5 @@ mod tiered;
 pub use cache::{CacheStats, ReplayCache};
 pub use connection::{RedisOptions, DEFAULT_PREFIX};
 pub use error::Error;
-pub use store::{RedisStore, PURGE_LIMIT_MAX};
+pub use store::RedisStore;
 pub use tiered::TieredStore;

@@ -2,10 +2,10 @@
 //!
 //! [`redis::Script`] hashes each script once and calls it by SHA (`EVALSHA`); when the
 //! server answers `NOSCRIPT` (restarted, failed over, `SCRIPT FLUSH`), it loads the script
-//! and calls it again. Every script starts with `lua/prelude.lua`: the time is `TIME` plus
-//! the handle's clock offset (its first argument), so the store's clock is Redis's, never a
-//! node's. Redis 5+ replicates script effects, not scripts, so reading `TIME` in a writing
-//! script is safe without `redis.replicate_commands()`.
+//! and calls it again. Every script starts with `lua/prelude.lua`: the time is `TIME`, so
+//! the store's clock is Redis's, never a node's. Redis 5+ replicates script effects, not
+//! scripts, so reading `TIME` in a writing script is safe without
+//! `redis.replicate_commands()`.
 
 use std::sync::LazyLock;
 
@@ -17,8 +17,10 @@ pub(crate) struct Scripts {
     pub(crate) complete: Script,
     pub(crate) release: Script,
     pub(crate) get: Script,
-    pub(crate) purge: Script,
+    #[cfg(feature = "test-clock")]
     pub(crate) now: Script,
+    #[cfg(feature = "test-clock")]
+    pub(crate) age: Script,
     pub(crate) cache_get: Script,
     pub(crate) cache_put: Script,
 }
@@ -41,8 +43,10 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     complete: script!("held", "complete"),
     release: script!("held", "release"),
     get: script!("get"),
-    purge: script!("purge"),
+    #[cfg(feature = "test-clock")]
     now: script!("now"),
+    #[cfg(feature = "test-clock")]
+    age: script!("age"),
     cache_get: script!("cache_get"),
     cache_put: script!("cache_put"),
 });

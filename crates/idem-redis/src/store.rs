@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    duration_ms, ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope,
-    Store, StoreError, StoredResponse, TimeTravel, Timestamp,
+    duration_ms, Claim, FencingToken, Fingerprint, Hold, Key, Outcome, Record, RecordState, Scope,
+    Store, StoreError, StoredResponse, Timestamp,
 };
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -15,13 +15,11 @@ use crate::error::{bad_reply, store_error};
 use crate::scripts::SCRIPTS;
 use crate::{Error, RedisOptions};
 
-/// The largest batch one `purge_expired` call takes on; larger limits are cut to it.
-pub const PURGE_LIMIT_MAX: usize = 10_000;
+/// Keys one `SCAN` step of `TimeTravel::advance` asks the server to look at.
+#[cfg(feature = "test-clock")]
+pub(crate) const SCAN_COUNT: usize = 1_000;
 
-/// Keys one `SCAN` step of `purge_expired` asks the server to look at.
-const PURGE_SCAN_COUNT: usize = 1_000;
-
-/// An idempotency store on Redis (or Valkey). Clones share the connection and clock offset.
+/// An idempotency store on Redis (or Valkey). Clones share the connection.
 ///
 /// Each record is one string at `<prefix>:{<scope>}:<key>` that Redis expires (`PXAT`) at
 /// the record's expiry; each operation is one command or one Lua script touching that key
@@ -31,7 +29,6 @@ const PURGE_SCAN_COUNT: usize = 1_000;
 pub struct RedisStore {
     connection: Connection,
     keys: KeyLayout,
-    offset: ClockOffset,
 }
 
 impl RedisStore {
@@ -70,17 +67,15 @@ impl RedisStore {
         Ok(Self {
             connection: Connection::new(&options)?,
             keys: KeyLayout::new(&prefix),
-            offset: ClockOffset::new(),
         })
     }
 
-    /// A second handle on the same records over a connection of its own, with a clock
-    /// offset of its own starting at this one's: another node, as tests need it.
+    /// A second handle on the same records over a connection of its own: another node,
+    /// as tests need it.
     pub fn peer(&self) -> Self {
         Self {
             connection: self.connection.independent(),
             keys: self.keys.clone(),
-            offset: self.offset.fork(),
         }
     }
 
@@ -292,26 +287,19 @@ fn done_or_fenced(what: &str, reply: &Value) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        let fingerprint = claim.fingerprint;
         let mut conn = self.conn().await?;
-        let name = self.keys.record(scope, key);
-        let (lease_ms, ttl_ms) = (duration_ms(lease), duration_ms(ttl));
+        let name = self.keys.record(claim.scope, claim.key);
+        let (lease_ms, ttl_ms) = (duration_ms(claim.lease), duration_ms(claim.ttl));
         // A record never expires while its lease runs.
         let life_ms = ttl_ms.max(lease_ms);
         // The common cases in one native command: claim a fresh key with the record
         // `begin.lua` would write (Redis's clock sets its expiry, which pins its creation),
         // or get the record that is there. A live record — Redis still holds it — with
         // another fingerprint is a mismatch, a completed one a replay; one in progress needs
-        // the clock to tell a running lease from an ended one, so the script decides. A
-        // test clock offset is not Redis's clock: those handles always run the script.
-        if self.offset.millis() == 0 && (2..EXACT_MS).contains(&life_ms) {
+        // the clock to tell a running lease from an ended one, so the script decides.
+        if (2..EXACT_MS).contains(&life_ms) {
             let reply: Value = redis::cmd("SET")
                 .arg(name)
                 .arg(&RawRecord::fresh(fingerprint, lease_ms, life_ms)[..])
@@ -347,7 +335,6 @@ impl Store for RedisStore {
         let reply: Value = SCRIPTS
             .begin
             .key(name)
-            .arg(self.offset.millis())
             .arg(&fingerprint.as_bytes()[..])
             .arg(lease_ms)
             .arg(ttl_ms)
@@ -357,18 +344,12 @@ impl Store for RedisStore {
         parse_outcome(&reply)
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let mut conn = self.conn().await?;
         let reply: Value = SCRIPTS
             .complete
             .key(self.keys.record(scope, key))
-            .arg(self.offset.millis())
             .arg(token.as_i64())
             .arg(response.encode())
             .invoke_async(&mut conn)
@@ -377,17 +358,12 @@ impl Store for RedisStore {
         done_or_fenced("complete", &reply)
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let mut conn = self.conn().await?;
         let reply: Value = SCRIPTS
             .release
             .key(self.keys.record(scope, key))
-            .arg(self.offset.millis())
             .arg(token.as_i64())
             .invoke_async(&mut conn)
             .await
@@ -400,76 +376,26 @@ impl Store for RedisStore {
         let reply: Value = SCRIPTS
             .get
             .key(self.keys.record(scope, key))
-            .arg(self.offset.millis())
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)?;
         parse_record(scope, key, &reply)
     }
 
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        let limit = limit.min(PURGE_LIMIT_MAX);
-        // By Redis's own clock (or one behind it) every expired record is already gone:
-        // Redis drops each at its expiry. Walking the keyspace would find nothing, and on a
-        // shared server it walks every other key too, each time a purger calls this. Only a
-        // handle whose clock runs ahead (tests) sees records expired that Redis still holds.
-        if limit == 0 || self.offset.millis() <= 0 {
-            return Ok(0);
-        }
-        let mut conn = self.conn().await?;
-        let script = &SCRIPTS.purge;
-        // Loaded once here, so the pipelined calls below can go by SHA.
-        script
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        let pattern = self.keys.record_pattern();
-        let mut cursor: u64 = 0;
-        let mut purged = 0;
-        loop {
-            let (next, candidates): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(PURGE_SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(store_error)?;
-            // Each candidate deletes at most one record, so sending no more than the
-            // remaining allowance at a time keeps the total within `limit`.
-            let mut rest = candidates.as_slice();
-            while !rest.is_empty() {
-                let (chunk, tail) = rest.split_at(rest.len().min(limit - purged));
-                rest = tail;
-                let mut pipe = redis::pipe();
-                for candidate in chunk {
-                    pipe.cmd("EVALSHA")
-                        .arg(script.get_hash())
-                        .arg(1)
-                        .arg(candidate)
-                        .arg(self.offset.millis());
-                }
-                let deleted: Vec<i64> = pipe.query_async(&mut conn).await.map_err(store_error)?;
-                purged += deleted.iter().filter(|&&d| d == 1).count();
-                debug_assert!(purged <= limit, "purge deleted more than its limit");
-                if purged == limit {
-                    return Ok(purged);
-                }
-            }
-            if next == 0 {
-                return Ok(purged);
-            }
-            cursor = next;
-        }
+    async fn purge_expired(&self, _limit: usize) -> Result<usize, StoreError> {
+        // Redis drops each record at its expiry by its own clock, the store's clock: no
+        // expired record is left to purge, and walking the keyspace would find nothing.
+        Ok(0)
     }
+}
 
+#[cfg(feature = "test-clock")]
+#[async_trait]
+impl idem::TimeTravel for RedisStore {
     async fn now(&self) -> Result<Timestamp, StoreError> {
         let mut conn = self.conn().await?;
         let reply: Value = SCRIPTS
             .now
-            .arg(self.offset.millis())
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)?;
@@ -477,11 +403,45 @@ impl Store for RedisStore {
             .map(Timestamp)
             .ok_or_else(|| bad_reply("now", &reply))
     }
+
+    async fn advance(&self, by: Duration) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        age(&mut conn, &self.keys.record_pattern(), by).await
+    }
 }
 
-impl TimeTravel for RedisStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
+/// Ages every key matching `pattern` by `by` (`age.lua`, one call per key): a test's
+/// `TimeTravel::advance` for records and cache entries alike.
+#[cfg(feature = "test-clock")]
+pub(crate) async fn age(
+    conn: &mut ConnectionManager,
+    pattern: &str,
+    by: Duration,
+) -> Result<(), StoreError> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(conn)
+            .await
+            .map_err(store_error)?;
+        for key in keys {
+            let _: i64 = SCRIPTS
+                .age
+                .key(key)
+                .arg(duration_ms(by))
+                .invoke_async(conn)
+                .await
+                .map_err(store_error)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

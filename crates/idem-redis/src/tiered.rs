@@ -1,12 +1,7 @@
 //! [`TieredStore`]: Redis in front for replays, any [`Store`] behind as the truth.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use idem::{
-    FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse,
-    TimeTravel, Timestamp,
-};
+use idem::{Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
 
 use crate::{CacheStats, ReplayCache};
 
@@ -70,48 +65,28 @@ impl<S: Store> TieredStore<S> {
 
 #[async_trait]
 impl<S: Store> Store for TieredStore<S> {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        if let Some(response) = self.cache.lookup(scope, key, fingerprint).await {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        let (scope, key) = (claim.scope, claim.key);
+        if let Some(response) = self.cache.lookup(scope, key, claim.fingerprint).await {
             return Ok(Outcome::Replay(response));
         }
-        let outcome = self
-            .truth
-            .begin(scope, key, fingerprint, lease, ttl)
-            .await?;
+        let outcome = self.truth.begin(claim).await?;
         if matches!(outcome, Outcome::Replay(_)) {
             self.fill(scope, key).await;
         }
         Ok(outcome)
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        self.truth.complete(scope, key, token, response).await?;
-        self.fill(scope, key).await;
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        self.truth.complete(hold, response).await?;
+        self.fill(hold.scope, hold.key).await;
         Ok(())
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
         // The cache holds completed records only, and a completed record cannot be
         // released: nothing to invalidate.
-        self.truth.release(scope, key, token).await
+        self.truth.release(hold).await
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
@@ -122,15 +97,23 @@ impl<S: Store> Store for TieredStore<S> {
         // Cache entries expire in Redis on their own, never later than their records.
         self.truth.purge_expired(limit).await
     }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        self.truth.now().await
-    }
 }
 
-impl<S: TimeTravel> TimeTravel for TieredStore<S> {
-    fn advance_clock(&self, by: Duration) {
-        self.truth.advance_clock(by);
-        self.cache.advance_clock(by);
+#[cfg(feature = "test-clock")]
+#[async_trait]
+impl<S: Store + idem::TimeTravel> idem::TimeTravel for TieredStore<S> {
+    async fn now(&self) -> Result<idem::Timestamp, StoreError> {
+        self.truth.now().await
+    }
+
+    /// Ages the truth store's records and the cache's entries alike. A cache that cannot
+    /// be reached keeps its entries as they are: as every cache failure, that is logged,
+    /// never returned (the truth store's answers are the ones under test).
+    async fn advance(&self, by: std::time::Duration) -> Result<(), StoreError> {
+        self.truth.advance(by).await?;
+        if let Err(err) = self.cache.advance(by).await {
+            tracing::debug!(target: "idem_redis::tiered", error = %err, "cannot age the cache's entries");
+        }
+        Ok(())
     }
 }

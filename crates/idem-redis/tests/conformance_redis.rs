@@ -1,6 +1,7 @@
 //! The conformance suite and the model-based property test against [`RedisStore`] on the
 //! server at `IDEM_TEST_REDIS`, each case under a key prefix of its own, the second node a
-//! second client with a clock offset of its own.
+//! second client of its own. Redis drops a record itself at its expiry, which the cases
+//! allow for ([`Harness::DROPS_EXPIRED`]).
 
 mod common;
 
@@ -15,6 +16,7 @@ struct RedisHarness {
 #[async_trait]
 impl Harness for RedisHarness {
     type Store = RedisStore;
+    const DROPS_EXPIRED: bool = true;
 
     async fn fresh(&self) -> RedisStore {
         RedisStore::connect(common::fresh_options(&self.url))

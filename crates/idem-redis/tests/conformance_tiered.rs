@@ -1,8 +1,7 @@
 //! The conformance suite and the model-based property test against [`TieredStore`]: Redis
 //! (`IDEM_TEST_REDIS`, a key prefix per case) in front of a truth store of its own per
 //! case — an SQLite file, and, when `IDEM_TEST_POSTGRES` is set, a PostgreSQL schema. The
-//! second node has its own Redis client and its own SQL pool on the same namespace, both
-//! clocks forked from the first node's.
+//! second node has its own Redis client and its own SQL pool on the same namespace.
 
 mod common;
 
@@ -11,7 +10,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use idem::conformance::Harness;
-use idem::{ClockOffset, Store, TimeTravel};
+use idem::{Store, TimeTravel};
 use idem_redis::{ReplayCache, TieredStore};
 
 /// How to open a truth store on a fresh namespace, and a second pool on the same one.
@@ -20,8 +19,7 @@ trait Truth: Send + Sync + 'static {
     type Store: Store + TimeTravel + Send + Sync + 'static;
     /// A store on a fresh namespace, and what `reopen` needs to find it again.
     async fn fresh(&self) -> (Self::Store, String);
-    async fn reopen(&self, namespace: &str, offset: ClockOffset) -> Self::Store;
-    fn offset(store: &Self::Store) -> &ClockOffset;
+    async fn reopen(&self, namespace: &str) -> Self::Store;
 }
 
 struct TieredHarness<T> {
@@ -65,8 +63,7 @@ impl<T: Truth> Harness for TieredHarness<T> {
             .get(store.cache().prefix())
             .cloned()
             .expect("the store came from fresh()");
-        let offset = T::offset(store.get_ref()).fork();
-        let truth = self.truth.reopen(&namespace, offset).await;
+        let truth = self.truth.reopen(&namespace).await;
         TieredStore::new(truth, store.cache().peer())
     }
 }
@@ -87,15 +84,10 @@ mod sqlite {
             (store, url)
         }
 
-        async fn reopen(&self, url: &str, offset: ClockOffset) -> SqliteStore {
+        async fn reopen(&self, url: &str) -> SqliteStore {
             SqliteStore::connect(url)
                 .await
                 .expect("a second pool on the SQLite file")
-                .with_clock_offset(offset)
-        }
-
-        fn offset(store: &SqliteStore) -> &ClockOffset {
-            store.clock_offset()
         }
     }
 
@@ -130,15 +122,10 @@ mod postgres {
             (store, schema)
         }
 
-        async fn reopen(&self, schema: &str, offset: ClockOffset) -> PostgresStore {
+        async fn reopen(&self, schema: &str) -> PostgresStore {
             PostgresStore::connect_with(&self.url, &options(schema))
                 .await
                 .expect("a second pool on the schema")
-                .with_clock_offset(offset)
-        }
-
-        fn offset(store: &PostgresStore) -> &ClockOffset {
-            store.clock_offset()
         }
     }
 

@@ -1,5 +1,5 @@
 //! [`RedisStore`] beyond the conformance suite: what it leaves in Redis (key layout, one
-//! string per record, expiry set in Redis), exact purge counts when Redis evicted records first,
+//! string per record, expiry set in Redis), ageing that drops what Redis would have,
 //! `NOSCRIPT` recovery, and a server that goes away and comes back.
 
 mod common;
@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use idem::conformance::{LEASE, TTL};
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel};
+use idem::{
+    Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
+};
 use idem_redis::{RedisOptions, RedisStore};
 
 fn key(raw: &str) -> Key {
@@ -20,7 +22,11 @@ fn fp() -> Fingerprint {
 }
 
 async fn acquire(store: &RedisStore, s: &Scope, k: &Key, ttl: Duration) -> idem::FencingToken {
-    match store.begin(s, k, &fp(), LEASE, ttl).await.expect("begin") {
+    match store
+        .begin(Claim::new(s, k, &fp(), LEASE, ttl))
+        .await
+        .expect("begin")
+    {
         Outcome::Acquired { token, .. } => token,
         other => panic!("a fresh key acquires, got {other:?}"),
     }
@@ -34,6 +40,15 @@ async fn store_and_raw() -> Option<(RedisStore, redis::aio::MultiplexedConnectio
         .await
         .expect("connect");
     Some((store, common::raw(&url).await))
+}
+
+/// The key's remaining time to live in ms.
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(name)
+        .query_async(conn)
+        .await
+        .expect("PTTL")
 }
 
 /// The record's string: `(state, token, life)` read from its 57-byte header.
@@ -84,7 +99,7 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
     );
 
     store
-        .complete(&s, &k, token, &StoredResponse::new(201, "ok"))
+        .complete(Hold::new(&s, &k, token), &StoredResponse::new(201, "ok"))
         .await
         .expect("complete");
     let (state, _, _) = header(&mut conn, &name).await.expect("the record");
@@ -103,7 +118,10 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
         .query_async(&mut conn)
         .await
         .expect("PEXPIRETIME");
-    store.release(&s, &released, token).await.expect("release");
+    store
+        .release(Hold::new(&s, &released, token))
+        .await
+        .expect("release");
     let name = store.record_key(&s, &released);
     let (state, tok, _) = header(&mut conn, &name).await.expect("the tombstone");
     assert_eq!(
@@ -124,7 +142,7 @@ async fn records_live_at_their_hash_tagged_key_and_expire_in_redis() {
 }
 
 #[tokio::test]
-async fn purge_counts_only_the_records_it_deleted() {
+async fn ageing_drops_what_redis_would_have_and_purge_has_nothing_to_do() {
     let Some((store, mut conn)) = store_and_raw().await else {
         return;
     };
@@ -134,19 +152,18 @@ async fn purge_counts_only_the_records_it_deleted() {
         acquire(&store, &s, &key(&format!("short-{i}")), short).await;
     }
     acquire(&store, &s, &key("long"), TTL).await;
-    // Two records vanish as if Redis had expired them.
-    let () = redis::cmd("DEL")
-        .arg(store.record_key(&s, &key("short-0")))
-        .arg(store.record_key(&s, &key("short-1")))
-        .query_async(&mut conn)
+    let long = store.record_key(&s, &key("long"));
+    let before = pttl(&mut conn, &long).await;
+    store
+        .advance(short + Duration::from_secs(1))
         .await
-        .expect("DEL");
-    // By Redis's own clock nothing Redis still holds has expired: nothing to purge.
-    assert_eq!(store.purge_expired(100).await.expect("purge"), 0);
-    store.advance_clock(short + Duration::from_secs(1));
-    assert_eq!(store.purge_expired(3).await.expect("purge"), 3);
-    assert_eq!(store.purge_expired(3).await.expect("purge"), 1);
-    assert_eq!(store.purge_expired(3).await.expect("purge"), 0);
+        .expect("advance");
+    let after = pttl(&mut conn, &long).await;
+    let aged = before - after;
+    assert!(
+        (61_000..66_000).contains(&aged),
+        "the live record's PTTL shrinks by the advance, by {aged} ms"
+    );
     let left: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*", store.prefix()))
         .query_async(&mut conn)
@@ -155,8 +172,9 @@ async fn purge_counts_only_the_records_it_deleted() {
     assert_eq!(
         left,
         vec![store.record_key(&s, &key("long"))],
-        "only the live record stays"
+        "records whose TTL ran out are gone, as Redis would have dropped them"
     );
+    assert_eq!(store.purge_expired(100).await.expect("purge"), 0);
     assert!(store.get(&s, &key("long")).await.expect("get").is_some());
 }
 
@@ -166,7 +184,9 @@ async fn a_lazy_store_on_a_dead_port_is_unavailable_not_broken() {
     assert!(RedisStore::connect(RedisOptions::new(&url)).await.is_err());
     let store = RedisStore::lazy(RedisOptions::new(&url)).expect("lazy store");
     let s = Scope::global();
-    let got = store.begin(&s, &key("k"), &fp(), LEASE, TTL).await;
+    let got = store
+        .begin(Claim::new(&s, &key("k"), &fp(), LEASE, TTL))
+        .await;
     assert!(
         matches!(got, Err(StoreError::Unavailable(_))),
         "a refused connection is Unavailable, got {got:?}"
@@ -243,16 +263,16 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
     let token = acquire(&store, &s, &key("after-flush"), TTL).await;
     store
         .complete(
-            &s,
-            &key("after-flush"),
-            token,
+            Hold::new(&s, &key("after-flush"), token),
             &StoredResponse::new(200, "x"),
         )
         .await
         .expect("complete reloads its script too");
 
     server.stop().await;
-    let down = store.begin(&s, &key("down"), &fp(), LEASE, TTL).await;
+    let down = store
+        .begin(Claim::new(&s, &key("down"), &fp(), LEASE, TTL))
+        .await;
     assert!(
         matches!(down, Err(StoreError::Unavailable(_))),
         "a stopped server is Unavailable, got {down:?}"
@@ -261,7 +281,10 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
     let server = PrivateServer::start(port).await.expect("restart");
     // The connection manager reconnects on the next call; the first may still fail.
     for attempt in 0.. {
-        match store.begin(&s, &key("back"), &fp(), LEASE, TTL).await {
+        match store
+            .begin(Claim::new(&s, &key("back"), &fp(), LEASE, TTL))
+            .await
+        {
             Ok(Outcome::Acquired { .. }) => break,
             Err(StoreError::Unavailable(_)) if attempt < 20 => {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -294,7 +317,7 @@ async fn a_record_of_the_earlier_layout_is_corrupt_not_misread() {
         .query_async(&mut conn)
         .await
         .expect("SET");
-    let got = store.begin(&s, &k, &fp(), LEASE, TTL).await;
+    let got = store.begin(Claim::new(&s, &k, &fp(), LEASE, TTL)).await;
     assert!(matches!(got, Err(StoreError::Corrupt(_))), "got {got:?}");
     let got = store.get(&s, &k).await;
     assert!(matches!(got, Err(StoreError::Corrupt(_))), "got {got:?}");

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idem::conformance::{LEASE, TTL};
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel};
+use idem::{
+    Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoreError, StoredResponse, TimeTravel,
+};
 use idem_redis::{RedisOptions, ReplayCache, TieredStore};
 use idem_sql::SqliteStore;
 
@@ -82,7 +84,13 @@ where
     let mut log = Vec::new();
     let begin = |k: &'static str, f: &'static str| {
         let s = s.clone();
-        async move { show(store.begin(&s, &key(k), &fp(f), LEASE, TTL).await) }
+        async move {
+            show(
+                store
+                    .begin(Claim::new(&s, &key(k), &fp(f), LEASE, TTL))
+                    .await,
+            )
+        }
     };
 
     // A completed key replays, before and after the first disturbance.
@@ -90,7 +98,7 @@ where
     log.push(a.clone());
     log.push(show_unit(
         store
-            .complete(&s, &key("k1"), token_of(&a), &response("one"))
+            .complete(Hold::new(&s, &key("k1"), token_of(&a)), &response("one"))
             .await,
     ));
     log.push(begin("k1", "a").await);
@@ -107,7 +115,7 @@ where
     log.push(begin("k2", "b").await);
     log.push(show_unit(
         store
-            .complete(&s, &key("k2"), token_of(&a2), &response("two"))
+            .complete(Hold::new(&s, &key("k2"), token_of(&a2)), &response("two"))
             .await,
     ));
     log.push(begin("k2", "a").await);
@@ -116,14 +124,19 @@ where
     let a3 = begin("k3", "a").await;
     log.push(a3.clone());
     log.push(show_unit(
-        store.release(&s, &key("k3"), token_of(&a3)).await,
+        store
+            .release(Hold::new(&s, &key("k3"), token_of(&a3)))
+            .await,
     ));
     let a3b = begin("k3", "a").await;
     log.push(a3b.clone());
     disturb(3).await;
     log.push(show_unit(
         store
-            .complete(&s, &key("k3"), token_of(&a3b), &response("three"))
+            .complete(
+                Hold::new(&s, &key("k3"), token_of(&a3b)),
+                &response("three"),
+            )
             .await,
     ));
     log.push(begin("k3", "a").await);
@@ -131,18 +144,24 @@ where
     // A lease take-over fences the old holder; the new holder's result wins.
     let old = begin("k4", "a").await;
     log.push(old.clone());
-    store.advance_clock(LEASE + Duration::from_secs(1));
+    store
+        .advance(LEASE + Duration::from_secs(1))
+        .await
+        .expect("advance");
     let new = begin("k4", "a").await;
     log.push(new.clone());
     log.push(show_unit(
         store
-            .complete(&s, &key("k4"), token_of(&old), &response("stale"))
+            .complete(
+                Hold::new(&s, &key("k4"), token_of(&old)),
+                &response("stale"),
+            )
             .await,
     ));
     disturb(4).await;
     log.push(show_unit(
         store
-            .complete(&s, &key("k4"), token_of(&new), &response("four"))
+            .complete(Hold::new(&s, &key("k4"), token_of(&new)), &response("four"))
             .await,
     ));
     log.push(begin("k4", "a").await);
@@ -150,7 +169,10 @@ where
     log.push(begin("k2", "a").await);
 
     // Expiry: every record is absent, the cache must not answer for any.
-    store.advance_clock(TTL + Duration::from_secs(1));
+    store
+        .advance(TTL + Duration::from_secs(1))
+        .await
+        .expect("advance");
     log.push(begin("k1", "a").await);
     disturb(5).await;
     log.push(begin("k1", "a").await);
@@ -267,17 +289,22 @@ async fn redis_cut_mid_sequence_changes_no_answer_and_the_cache_comes_back() {
 
     // After the restore the connection manager reconnects and replays hit Redis again.
     let s = Scope::new("after").expect("scope");
-    let t = match store.begin(&s, &key("back"), &fp("a"), LEASE, TTL).await {
+    let t = match store
+        .begin(Claim::new(&s, &key("back"), &fp("a"), LEASE, TTL))
+        .await
+    {
         Ok(Outcome::Acquired { token, .. }) => token,
         other => panic!("fresh key acquires, got {other:?}"),
     };
     store
-        .complete(&s, &key("back"), t, &response("back"))
+        .complete(Hold::new(&s, &key("back"), t), &response("back"))
         .await
         .expect("complete");
     let hits_before = store.stats().hits;
     for _ in 0..20 {
-        let got = store.begin(&s, &key("back"), &fp("a"), LEASE, TTL).await;
+        let got = store
+            .begin(Claim::new(&s, &key("back"), &fp("a"), LEASE, TTL))
+            .await;
         assert_eq!(got.expect("begin"), Outcome::Replay(response("back")));
         if store.stats().hits > hits_before {
             return;
@@ -300,14 +327,14 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     let s = Scope::new("t").expect("scope");
     let k = key("fp");
     let Outcome::Acquired { token, .. } = store
-        .begin(&s, &k, &fp("a"), LEASE, TTL)
+        .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
         .await
         .expect("begin")
     else {
         panic!("fresh key acquires")
     };
     store
-        .complete(&s, &k, token, &response("a"))
+        .complete(Hold::new(&s, &k, token), &response("a"))
         .await
         .expect("complete");
     let record = store.get(&s, &k).await.expect("get").expect("record");
@@ -332,7 +359,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     let hits = store.stats().hits;
     assert_eq!(
         store
-            .begin(&s, &k, &fp("b"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("b"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Mismatch
@@ -340,7 +367,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     assert_eq!(store.stats().hits, hits, "another fingerprint is not a hit");
     assert_eq!(
         store
-            .begin(&s, &k, &fp("a"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Replay(response("a"))
@@ -349,10 +376,13 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
 
     // Just before the record's expiry the entry is already gone (clock-skew margin);
     // after it, the truth acquires and the cache never answers.
-    store.advance_clock(TTL - Duration::from_secs(2));
+    store
+        .advance(TTL - Duration::from_secs(2))
+        .await
+        .expect("advance");
     assert_eq!(
         store
-            .begin(&s, &k, &fp("a"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Replay(response("a"))
@@ -362,10 +392,13 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
         hits + 1,
         "within the skew margin: a miss"
     );
-    store.advance_clock(Duration::from_secs(3));
+    store
+        .advance(Duration::from_secs(3))
+        .await
+        .expect("advance");
     assert!(matches!(
         store
-            .begin(&s, &k, &fp("a"), LEASE, TTL)
+            .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
             .await
             .expect("begin"),
         Outcome::Acquired { .. }
@@ -388,14 +421,14 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
     let s = Scope::new("t").expect("scope");
     let k = key("shared");
     let Outcome::Acquired { token, .. } = node_a
-        .begin(&s, &k, &fp("a"), LEASE, TTL)
+        .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
         .await
         .expect("begin")
     else {
         panic!("fresh key acquires")
     };
     node_a
-        .complete(&s, &k, token, &response("a"))
+        .complete(Hold::new(&s, &k, token), &response("a"))
         .await
         .expect("complete");
     let mut tasks = Vec::new();
@@ -403,7 +436,7 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
         let node = if i % 2 == 0 { &node_a } else { &node_b };
         let (node, s, k) = (std::sync::Arc::clone(node), s.clone(), k.clone());
         tasks.push(tokio::spawn(async move {
-            node.begin(&s, &k, &fp("a"), LEASE, TTL).await
+            node.begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL)).await
         }));
     }
     for task in tasks {

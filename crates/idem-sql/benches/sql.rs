@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use idem::conformance::unique_name;
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore, StoreOptions};
 use sqlx::Executor;
 
@@ -62,9 +62,12 @@ async fn idem_fresh(store: Arc<dyn Store>, key: String) {
         Scope::new("idem").expect("scope"),
         Key::new(key).expect("key"),
     );
-    match store.begin(&scope, &key, &fp(), LEASE, TTL).await {
+    match store
+        .begin(Claim::new(&scope, &key, &fp(), LEASE, TTL))
+        .await
+    {
         Ok(Outcome::Acquired { token, .. }) => store
-            .complete(&scope, &key, token, &response())
+            .complete(Hold::new(&scope, &key, token), &response())
             .await
             .expect("complete"),
         other => panic!("a fresh key acquires, got {other:?}"),
@@ -76,7 +79,10 @@ async fn idem_replay(store: Arc<dyn Store>, key: String) {
         Scope::new("idem").expect("scope"),
         Key::new(key).expect("key"),
     );
-    match store.begin(&scope, &key, &fp(), LEASE, TTL).await {
+    match store
+        .begin(Claim::new(&scope, &key, &fp(), LEASE, TTL))
+        .await
+    {
         Ok(Outcome::Replay(_)) => {}
         other => panic!("a completed key replays, got {other:?}"),
     }

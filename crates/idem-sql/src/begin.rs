@@ -9,11 +9,9 @@
 //! so it applies to exactly the row that was decided on. A lost write goes round again, a
 //! fresh read each time.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use idem::decide::{begin_step, BeginStep};
-use idem::{FencingToken, Fingerprint, Key, Outcome, Scope, StoreError, Timestamp};
+use idem::{Claim, FencingToken, Outcome, StoreError, Timestamp};
 use sqlx::{ColumnIndex, Database, Decode, Pool, Transaction, Type};
 
 use crate::common::{retry_contention, RetryCounter, Row, ROUNDS_MAX};
@@ -53,16 +51,11 @@ macro_rules! run_on {
 }
 pub(crate) use run_on;
 
-/// One `begin` call's inputs, as bound into SQL.
+/// One `begin` call's inputs, as bound into SQL: the caller's claim, and the answer of a
+/// record born completed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Request<'a> {
-    pub(crate) scope: &'a Scope,
-    pub(crate) key: &'a Key,
-    pub(crate) fingerprint: &'a Fingerprint,
-    pub(crate) lease: Duration,
-    pub(crate) ttl: Duration,
-    /// The handle's clock offset in ms (zero unless a test moved it).
-    pub(crate) offset: i64,
+    pub(crate) claim: Claim<'a>,
     /// The answer of a record born completed (`begin_answered_in`); `None`: in progress.
     pub(crate) answer: Option<&'a [u8]>,
 }
@@ -86,12 +79,39 @@ pub(crate) trait BeginSql: Send + Sync {
     /// The backend's database.
     type Db: Database;
 
-    /// The round's first step.
-    async fn first(
+    /// The round's first step on the pool, where each statement is its own transaction.
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, Self::Db>,
         request: &Request<'_>,
     ) -> Result<Found, sqlx::Error>;
+
+    /// The record a transaction's insert found in its way, as the transaction must decide
+    /// on it: the latest committed row, with the store's time.
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, Self::Db>,
+        request: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error>;
+
+    /// The round's first step. On the pool, [`BeginSql::first_pooled`]. In a transaction,
+    /// insert first: the common case there is a fresh key (one statement), and a
+    /// concurrent insert of the key waits for its transaction to end; then read the row
+    /// that was there.
+    async fn first(
+        &self,
+        on: &mut On<'_, '_, Self::Db>,
+        request: &Request<'_>,
+    ) -> Result<Found, sqlx::Error> {
+        if on.pooled() {
+            return self.first_pooled(on, request).await;
+        }
+        if let Some(token) = self.insert(on, request).await? {
+            return Ok(Found::Claimed(token));
+        }
+        let found = self.read_in_tx(on, request).await?;
+        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+    }
 
     /// Inserts a fresh record (token 1); `None` when a row was there first.
     async fn insert(
@@ -136,7 +156,12 @@ pub(crate) async fn begin<B: BeginSql>(
     retries: &RetryCounter,
     request: &Request<'_>,
 ) -> Result<Outcome, StoreError> {
-    let (scope, key) = (request.scope, request.key);
+    let Claim {
+        scope,
+        key,
+        fingerprint,
+        ..
+    } = request.claim;
     for _ in 0..ROUNDS_MAX {
         let (raw, now) = match attempt!(on, retries, sql.first(on, request).await)? {
             Found::Claimed(token) => return Ok(acquired(token, false)),
@@ -148,7 +173,7 @@ pub(crate) async fn begin<B: BeginSql>(
             Found::Record(raw, now) => (raw, now),
         };
         let record = raw.into_record(scope, key)?;
-        match begin_step(Some(&record), request.fingerprint, now) {
+        match begin_step(Some(&record), fingerprint, now) {
             BeginStep::Answer(outcome) => return Ok(outcome),
             BeginStep::Write { token, recovered } => {
                 let old = record.token();

@@ -23,6 +23,133 @@ macro_rules! forever_ms {
 }
 pub(crate) use forever_ms;
 
+/// Implements `idem::Store` for an SQL store, written once for the three backends: `begin`
+/// by [`crate::begin`], and `complete`, `release` and `purge_expired` as one conditional
+/// statement each (the backend's `complete` function, `RELEASE` and `PURGE`), tried again
+/// on contention. `get` is the backend's own `live` method. Each backend keeps only its SQL.
+macro_rules! impl_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl idem::Store for $store {
+            async fn begin(
+                &self,
+                claim: idem::Claim<'_>,
+            ) -> Result<idem::Outcome, idem::StoreError> {
+                let request = $crate::begin::Request {
+                    claim,
+                    answer: None,
+                };
+                let on = &mut $crate::begin::On::Pool(&self.pool);
+                $crate::begin::begin(self, on, &self.retries, &request).await
+            }
+
+            async fn complete(
+                &self,
+                hold: idem::Hold<'_>,
+                response: &idem::StoredResponse,
+            ) -> Result<(), idem::StoreError> {
+                let done = $crate::common::retry_contention!(
+                    self.retries,
+                    complete(&self.pool, hold, response).await
+                )
+                .map_err($crate::error::store_error)?;
+                $crate::common::fenced_unless(done)
+            }
+
+            async fn release(&self, hold: idem::Hold<'_>) -> Result<(), idem::StoreError> {
+                let done = $crate::common::retry_contention!(
+                    self.retries,
+                    sqlx::query(RELEASE)
+                        .bind(hold.scope.as_str())
+                        .bind(hold.key.as_str())
+                        .bind(hold.token.as_i64())
+                        .execute(&self.pool)
+                        .await
+                )
+                .map_err($crate::error::store_error)?;
+                $crate::common::fenced_unless(done.rows_affected() == 1)
+            }
+
+            async fn get(
+                &self,
+                scope: &idem::Scope,
+                key: &idem::Key,
+            ) -> Result<Option<idem::Record>, idem::StoreError> {
+                self.live(scope, key).await
+            }
+
+            async fn purge_expired(&self, limit: usize) -> Result<usize, idem::StoreError> {
+                if limit == 0 {
+                    return Ok(0);
+                }
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let done = $crate::common::retry_contention!(
+                    self.retries,
+                    sqlx::query(PURGE).bind(limit).execute(&self.pool).await
+                )
+                .map_err($crate::error::store_error)?;
+                Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+            }
+        }
+    };
+}
+pub(crate) use impl_store;
+
+/// The statement that ages every record of the table by the bound duration (`$by`, one
+/// placeholder each time it appears), for `idem::TimeTravel::advance`: lease ends,
+/// creation and expiry move back, except the expiry of a record that never expires.
+#[cfg(feature = "test-clock")]
+macro_rules! age_sql {
+    ($by:literal) => {
+        concat!(
+            "UPDATE idem_records SET lease_until = lease_until - ",
+            $by,
+            ", created_at = created_at - ",
+            $by,
+            ", expires_at = CASE WHEN expires_at >= ",
+            $crate::common::forever_ms!(),
+            " THEN expires_at ELSE expires_at - ",
+            $by,
+            " END"
+        )
+    };
+}
+#[cfg(feature = "test-clock")]
+pub(crate) use age_sql;
+
+/// Implements `idem::TimeTravel` for a store with a `pool`: `$now` reads the database's
+/// clock, `$age` (from [`age_sql!`], with `$binds` placeholders) ages its records.
+#[cfg(feature = "test-clock")]
+macro_rules! impl_time_travel {
+    ($store:ty, $now:expr, $age:expr, $binds:literal) => {
+        #[async_trait::async_trait]
+        impl idem::TimeTravel for $store {
+            async fn now(&self) -> Result<idem::Timestamp, idem::StoreError> {
+                let now: i64 = sqlx::query_scalar($now)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::error::store_error)?;
+                Ok(idem::Timestamp(now))
+            }
+
+            async fn advance(&self, by: std::time::Duration) -> Result<(), idem::StoreError> {
+                let by_ms = $crate::common::ms(by);
+                let mut query = sqlx::query($age);
+                for _ in 0..$binds {
+                    query = query.bind(by_ms);
+                }
+                query
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::store_error)?;
+                Ok(())
+            }
+        }
+    };
+}
+#[cfg(feature = "test-clock")]
+pub(crate) use impl_time_travel;
+
 /// `state` of a record whose holder still runs the operation.
 pub(crate) const IN_PROGRESS: i16 = 0;
 /// `state` of a record whose response is stored.

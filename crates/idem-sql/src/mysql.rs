@@ -10,38 +10,32 @@
 //! [`MySqlStore::retries`]). Time is `NOW(3)` of the server (the session time zone is UTC).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{
-    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
-    StoredResponse, TimeTravel, Timestamp,
-};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::Executor;
 
-use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{
-    birth_state, fenced_unless, ms, retry_contention, RetryCounter, Row, RELEASED,
-};
+use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, ms, RetryCounter, Row, RELEASED};
 use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
-/// The server's clock in Unix milliseconds plus the handle's offset (one `?` each time).
+/// The server's clock in Unix milliseconds.
 /// `NOW(3)` is fixed for the whole statement, so every use in one statement agrees. It is
 /// written inline rather than as a joined one-row table: InnoDB runs a single-table
 /// `INSERT … VALUES`, `UPDATE` or `DELETE` on its fast path, and a multi-table one (or an
 /// `INSERT … SELECT`) costs far more per statement.
 macro_rules! now {
     () => {
-        "(CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED) + ?)"
+        "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)"
     };
 }
 
-/// Binds: offset, scope, key.
+/// Binds: scope, key.
 const READ: &str = concat!(
     "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, ",
     now!(),
@@ -56,15 +50,15 @@ const READ_LOCKED: &str = concat!(
     " FROM idem_records WHERE scope = ? AND idem_key = ? LOCK IN SHARE MODE"
 );
 
-/// Binds: scope, key, fingerprint, state, offset, lease, response, offset, offset,
-/// lifetime (the longer of TTL and lease: a record never expires while its lease runs).
+/// Binds: scope, key, fingerprint, state, lease, response, lifetime (the longer of TTL
+/// and lease: a record never expires while its lease runs).
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
     "VALUES (?, ?, ?, 1, ?, ", now!(), " + ?, ?, ", now!(), ", ", now!(), " + ?)"
 );
 
-/// Binds: fingerprint, new token, state, offset, lease, response, offset, offset,
-/// lifetime, scope, key, old token, then the condition's.
+/// Binds: fingerprint, new token, state, lease, response, lifetime, scope, key, old token,
+/// then the condition's.
 macro_rules! replace_set {
     () => {
         concat!(
@@ -82,8 +76,7 @@ macro_rules! replace_set {
     };
 }
 
-/// Takes over an abandoned lease of the same request. Condition binds: fingerprint,
-/// offset, offset.
+/// Takes over an abandoned lease of the same request. Condition binds: fingerprint.
 const TAKEOVER: &str = concat!(
     replace_set!(),
     "state = 0 AND fingerprint = ? AND lease_until <= ",
@@ -92,29 +85,32 @@ const TAKEOVER: &str = concat!(
     now!()
 );
 
-/// Replaces an expired record. Condition binds: offset.
+/// Replaces an expired record. No condition binds.
 const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(state = 2 OR expires_at <= ", now!(), ")");
 
-/// Binds: response, scope, key, token, offset.
+/// Binds: response, scope, key, token.
 const COMPLETE: &str = concat!(
     "UPDATE idem_records SET state = 1, response = ? ",
     "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
     now!()
 );
 
-/// Binds: scope, key, token, offset.
+/// Binds: scope, key, token.
 const RELEASE: &str = concat!(
     "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = ? AND idem_key = ? AND token = ? AND state = 0 AND expires_at > ",
     now!()
 );
 
-/// Binds: offset, limit.
-const PURGE: &str = "DELETE FROM idem_records \
-    WHERE expires_at <= CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED) LIMIT ?";
+/// Binds: limit.
+const PURGE: &str = concat!(
+    "DELETE FROM idem_records WHERE expires_at <= ",
+    now!(),
+    " LIMIT ?"
+);
 
-/// Binds: offset.
-const NOW: &str = "SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNED)";
+#[cfg(feature = "test-clock")]
+const NOW: &str = concat!("SELECT ", now!());
 
 /// Records in a MySQL or MariaDB table (`idem_records`). Clones share the pool; any number
 /// of nodes may share the database.
@@ -129,7 +125,6 @@ const NOW: &str = "SELECT CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) + ? AS SIGNE
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    offset: ClockOffset,
     retries: RetryCounter,
 }
 
@@ -186,7 +181,6 @@ impl MySqlStore {
         }
         Ok(Self {
             pool,
-            offset: ClockOffset::new(),
             retries: RetryCounter::default(),
         })
     }
@@ -194,17 +188,6 @@ impl MySqlStore {
     /// The pool, for the caller's own queries and transactions.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
-    }
-
-    /// This handle's clock offset (zero unless a test moved it).
-    pub fn clock_offset(&self) -> &ClockOffset {
-        &self.offset
-    }
-
-    /// This store with `offset` as its clock offset (a test's second node forks the first's).
-    pub fn with_clock_offset(mut self, offset: ClockOffset) -> Self {
-        self.offset = offset;
-        self
     }
 
     /// How many statements were retried after a deadlock (1213) or a lock-wait timeout
@@ -225,12 +208,8 @@ async fn read(
     sql: &'static str,
     scope: &Scope,
     key: &Key,
-    offset: i64,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let query = sqlx::query(sql)
-        .bind(offset)
-        .bind(scope.as_str())
-        .bind(key.as_str());
+    let query = sqlx::query(sql).bind(scope.as_str()).bind(key.as_str());
     let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
     row.as_ref().map(|row| decode(row, 0)).transpose()
 }
@@ -239,24 +218,26 @@ async fn read(
 impl BeginSql for MySqlStore {
     type Db = MySql;
 
-    async fn first(
+    /// Read first, without locks: replays and refusals take no lock at all, and an
+    /// answer read here is true at the moment of the read.
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, MySql>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        if on.pooled() {
-            // Read first, without locks: replays and refusals take no lock at all, and an
-            // answer read here is true at the moment of the read.
-            let found = read(on, READ, r.scope, r.key, r.offset).await?;
-            return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
-        }
-        // In a transaction, insert first: it waits on the key's lock while another
-        // transaction holds it, and its duplicate-key error only rolls back this statement.
-        if let Some(token) = BeginSql::insert(self, on, r).await? {
-            return Ok(Found::Claimed(token));
-        }
-        let found = read(on, READ_LOCKED, r.scope, r.key, r.offset).await?;
-        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+        let found = read(on, READ, r.claim.scope, r.claim.key).await?;
+        Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)))
+    }
+
+    /// A shared lock: the latest committed row, kept until the caller's commit. (The
+    /// insert before it waited on the key's lock while another transaction held it, and
+    /// its duplicate-key error only rolled back that statement.)
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, MySql>,
+        r: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
+        read(on, READ_LOCKED, r.claim.scope, r.claim.key).await
     }
 
     /// A duplicate key (recognised by its code) is `None`: another caller won.
@@ -266,16 +247,13 @@ impl BeginSql for MySqlStore {
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
         let query = sqlx::query(INSERT)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
             .bind(birth_state(r.answer))
-            .bind(r.offset)
-            .bind(ms(r.lease))
+            .bind(ms(r.claim.lease))
             .bind(r.answer)
-            .bind(r.offset)
-            .bind(r.offset)
-            .bind(ms(r.ttl.max(r.lease)));
+            .bind(ms(r.claim.ttl.max(r.claim.lease)));
         match run_on!(on, ex => query.execute(ex).await) {
             Ok(_) => Ok(Some(FencingToken::FIRST)),
             Err(err) if classify(&err) == Class::Unique => Ok(None),
@@ -292,25 +270,20 @@ impl BeginSql for MySqlStore {
         recovered: bool,
     ) -> Result<bool, sqlx::Error> {
         let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-        let fingerprint = &r.fingerprint.as_bytes()[..];
+        let fingerprint = &r.claim.fingerprint.as_bytes()[..];
         let mut query = sqlx::query(sql)
             .bind(fingerprint)
             .bind(new.as_i64())
             .bind(birth_state(r.answer))
-            .bind(r.offset)
-            .bind(ms(r.lease))
+            .bind(ms(r.claim.lease))
             .bind(r.answer)
-            .bind(r.offset)
-            .bind(r.offset)
-            .bind(ms(r.ttl.max(r.lease)))
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
+            .bind(ms(r.claim.ttl.max(r.claim.lease)))
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
             .bind(old.as_i64());
-        query = if recovered {
-            query.bind(fingerprint).bind(r.offset).bind(r.offset)
-        } else {
-            query.bind(r.offset)
-        };
+        if recovered {
+            query = query.bind(fingerprint);
+        }
         // The connection reports matched rows (CLIENT_FOUND_ROWS), and the token changes.
         let done = run_on!(on, ex => query.execute(ex).await)?;
         Ok(done.rows_affected() == 1)
@@ -319,92 +292,26 @@ impl BeginSql for MySqlStore {
 
 async fn complete<'e, E: Executor<'e, Database = MySql>>(
     ex: E,
-    scope: &Scope,
-    key: &Key,
-    token: FencingToken,
+    hold: Hold<'_>,
     response: &StoredResponse,
-    offset: i64,
 ) -> Result<bool, sqlx::Error> {
+    let Hold { scope, key, token } = hold;
     let done = sqlx::query(COMPLETE)
         .bind(response.encode())
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(token.as_i64())
-        .bind(offset)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
-#[async_trait]
-impl Store for MySqlStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        let request = Request {
-            scope,
-            key,
-            fingerprint,
-            lease,
-            ttl,
-            offset: self.offset.millis(),
-            answer: None,
-        };
-        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
-    }
-
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            complete(&self.pool, scope, key, token, response, offset).await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done)
-    }
-
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(RELEASE)
-                .bind(scope.as_str())
-                .bind(key.as_str())
-                .bind(token.as_i64())
-                .bind(offset)
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done.rows_affected() == 1)
-    }
-
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        let found = read(
-            &mut On::Pool(&self.pool),
-            READ,
-            scope,
-            key,
-            self.offset.millis(),
-        )
-        .await
-        .map_err(store_error)?;
+impl MySqlStore {
+    /// The live record of `(scope, key)`: `Store::get`.
+    async fn live(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        let found = read(&mut On::Pool(&self.pool), READ, scope, key)
+            .await
+            .map_err(store_error)?;
         match found {
             // An expired or released record is absent.
             Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
@@ -413,39 +320,11 @@ impl Store for MySqlStore {
             _ => Ok(None),
         }
     }
-
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(PURGE)
-                .bind(offset)
-                .bind(limit)
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        let now: i64 = sqlx::query_scalar(NOW)
-            .bind(self.offset.millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(Timestamp(now))
-    }
 }
+
+crate::common::impl_store!(MySqlStore);
 
 impl_transactional!(MySqlStore, MySql, run_mysql);
 
-impl TimeTravel for MySqlStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
-    }
-}
+#[cfg(feature = "test-clock")]
+crate::common::impl_time_travel!(MySqlStore, NOW, crate::common::age_sql!("?"), 3);

@@ -10,63 +10,55 @@
 //! `clock_timestamp()` of the server.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{
-    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
-    StoredResponse, TimeTravel, Timestamp,
-};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
-use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter};
+use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row};
 use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
-/// The server's clock in Unix milliseconds, plus the handle's offset (`$N`).
-/// `clock_timestamp()` moves within a statement, so a statement that uses one instant
-/// several times (the replacing `UPDATE`s) reads it once, from a one-row subquery.
+/// The server's clock in Unix milliseconds. `clock_timestamp()` moves within a
+/// statement, so a statement that uses one instant several times (the replacing
+/// `UPDATE`s) reads it once, from a one-row subquery.
 macro_rules! now {
-    ($offset:literal) => {
-        concat!(
-            "((extract(epoch FROM clock_timestamp()) * 1000)::bigint + $",
-            $offset,
-            "::bigint)"
-        )
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
     };
 }
 
-/// `$1` scope, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` offset,
-/// `$7` the answer of a record born completed (NULL: in progress).
+/// `$1` scope, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` the answer of
+/// a record born completed (NULL: in progress).
 /// One row `(inserted, columns…, now_ms)`, or none when a concurrent insert won (see the
 /// migration that creates `idem_begin`).
 const BEGIN: &str = "SELECT inserted, fingerprint, token, state, lease_until, response, \
-    created_at, expires_at, now_ms FROM idem_begin($1, $2, $3, $4, $5, $6, $7)";
+    created_at, expires_at, now_ms FROM idem_begin($1, $2, $3, $4, $5, $6)";
 
 /// Inserts a fresh record unless a row is there (a concurrent insert of the key waits for
 /// its transaction to end), one clock reading for all its times. `$1` scope, `$2` key,
-/// `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` offset, `$7` state, `$8` response.
+/// `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` state, `$7` response.
 /// Returns the token, or no row when a row was there first.
 const INSERT: &str = concat!(
     "INSERT INTO idem_records ",
     "(scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "SELECT $1, $2, $3, 1, $7, c.now_ms + $4, $8, c.now_ms, c.now_ms + greatest($5, $4) ",
+    "SELECT $1, $2, $3, 1, $6, c.now_ms + $4, $7, c.now_ms, c.now_ms + greatest($5, $4) ",
     "FROM (SELECT ",
-    now!("6"),
+    now!(),
     " AS now_ms) AS c ",
     "ON CONFLICT (scope, idem_key) DO NOTHING RETURNING token"
 );
 
-/// The record, live or expired, and the clock: `$1` scope, `$2` key, `$3` offset.
+/// The record, live or expired, and the clock: `$1` scope, `$2` key.
 const READ: &str = concat!(
     "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, c.now_ms ",
     "FROM idem_records r CROSS JOIN (SELECT ",
-    now!("3"),
+    now!(),
     " AS now_ms) AS c ",
     "WHERE r.scope = $1 AND r.idem_key = $2"
 );
@@ -74,42 +66,42 @@ const READ: &str = concat!(
 macro_rules! replace_set {
     () => {
         concat!(
-            "UPDATE idem_records AS r SET fingerprint = $3, token = $4, state = $9, ",
-            "lease_until = c.now_ms + $5, response = $10, created_at = c.now_ms, ",
+            "UPDATE idem_records AS r SET fingerprint = $3, token = $4, state = $8, ",
+            "lease_until = c.now_ms + $5, response = $9, created_at = c.now_ms, ",
             "expires_at = greatest(c.now_ms + $6, c.now_ms + $5) ",
             "FROM (SELECT ",
-            now!("7"),
+            now!(),
             " AS now_ms) AS c ",
-            "WHERE r.scope = $1 AND r.idem_key = $2 AND r.token = $8 AND "
+            "WHERE r.scope = $1 AND r.idem_key = $2 AND r.token = $7 AND "
         )
     };
 }
 
-/// Takes over an abandoned lease of the same request, if the row still holds `$8`.
+/// Takes over an abandoned lease of the same request, if the row still holds `$7`.
 const TAKEOVER: &str = concat!(
     replace_set!(),
     "r.state = 0 AND r.fingerprint = $3 AND r.lease_until <= c.now_ms AND r.expires_at > c.now_ms"
 );
 
-/// Replaces an expired or released record, if the row still holds `$8`.
+/// Replaces an expired or released record, if the row still holds `$7`.
 const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(r.state = 2 OR r.expires_at <= c.now_ms)");
 
 const COMPLETE: &str = concat!(
     "UPDATE idem_records SET state = 1, response = $4 ",
     "WHERE scope = $1 AND idem_key = $2 AND token = $3 AND state = 0 AND expires_at > ",
-    now!("5")
+    now!()
 );
 
 const RELEASE: &str = concat!(
     "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = $1 AND idem_key = $2 AND token = $3 AND state = 0 AND expires_at > ",
-    now!("4")
+    now!()
 );
 
 const GET: &str =
     concat!(
     "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, c.now_ms ",
-    "FROM idem_records r CROSS JOIN (SELECT ", now!("3"), " AS now_ms) AS c ",
+    "FROM idem_records r CROSS JOIN (SELECT ", now!(), " AS now_ms) AS c ",
     "WHERE r.scope = $1 AND r.idem_key = $2 AND r.expires_at > c.now_ms AND r.state <> 2"
 );
 
@@ -120,12 +112,13 @@ const PURGE: &str = concat!(
     "WHERE expires_at < ",
     forever_ms!(),
     " AND expires_at <= ",
-    now!("2"),
+    now!(),
     " LIMIT $1 FOR UPDATE SKIP LOCKED) AS d ",
     "WHERE r.scope = d.scope AND r.idem_key = d.idem_key"
 );
 
-const NOW: &str = concat!("SELECT ", now!("1"));
+#[cfg(feature = "test-clock")]
+const NOW: &str = concat!("SELECT ", now!());
 
 /// Records in a PostgreSQL table (`idem_records`, in the connections' schema). Clones share
 /// the pool; any number of nodes may share the database.
@@ -142,7 +135,6 @@ const NOW: &str = concat!("SELECT ", now!("1"));
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    offset: ClockOffset,
     retries: RetryCounter,
 }
 
@@ -196,7 +188,6 @@ impl PostgresStore {
         }
         Ok(Self {
             pool,
-            offset: ClockOffset::new(),
             retries: RetryCounter::default(),
         })
     }
@@ -204,17 +195,6 @@ impl PostgresStore {
     /// The pool, for the caller's own queries and transactions.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// This handle's clock offset (zero unless a test moved it).
-    pub fn clock_offset(&self) -> &ClockOffset {
-        &self.offset
-    }
-
-    /// This store with `offset` as its clock offset (a test's second node forks the first's).
-    pub fn with_clock_offset(mut self, offset: ClockOffset) -> Self {
-        self.offset = offset;
-        self
     }
 
     /// How many statements were retried after contention (deadlock, serialization
@@ -247,12 +227,11 @@ async fn read_or_insert(
     r: &Request<'_>,
 ) -> Result<Found, sqlx::Error> {
     let query = sqlx::query(BEGIN)
-        .bind(r.scope.as_str())
-        .bind(r.key.as_str())
-        .bind(&r.fingerprint.as_bytes()[..])
-        .bind(ms(r.lease))
-        .bind(ms(r.ttl))
-        .bind(r.offset)
+        .bind(r.claim.scope.as_str())
+        .bind(r.claim.key.as_str())
+        .bind(&r.claim.fingerprint.as_bytes()[..])
+        .bind(ms(r.claim.lease))
+        .bind(ms(r.claim.ttl))
         .bind(r.answer);
     let Some(row) = run_on!(on, ex => query.fetch_optional(ex).await)? else {
         return Ok(Found::Lost);
@@ -270,33 +249,26 @@ async fn read_or_insert(
 impl BeginSql for PostgresStore {
     type Db = Postgres;
 
-    /// On the pool, one call: `idem_begin` reads, and inserts only when there is no row
-    /// (a replay is one indexed read, no lock, no write). In a transaction, a plain insert
-    /// first (the common case there is a fresh key: one statement, no function), then a
-    /// read when a row was there.
-    async fn first(
+    /// One call: `idem_begin` reads, and inserts only when there is no row (a replay is
+    /// one indexed read, no lock, no write).
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, Postgres>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        if on.pooled() {
-            return read_or_insert(on, r).await;
-        }
-        if let Some(token) = BeginSql::insert(self, on, r).await? {
-            return Ok(Found::Claimed(token));
-        }
+        read_or_insert(on, r).await
+    }
+
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, Postgres>,
+        r: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
         let query = sqlx::query(READ)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(r.offset);
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str());
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-        Ok(match row {
-            Some(row) => {
-                let (raw, now) = decode(&row, 0)?;
-                Found::Record(raw, now)
-            }
-            None => Found::Lost,
-        })
+        row.as_ref().map(|row| decode(row, 0)).transpose()
     }
 
     async fn insert(
@@ -305,12 +277,11 @@ impl BeginSql for PostgresStore {
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
         let query = sqlx::query(INSERT)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
-            .bind(r.offset)
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(birth_state(r.answer))
             .bind(r.answer);
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
@@ -328,13 +299,12 @@ impl BeginSql for PostgresStore {
     ) -> Result<bool, sqlx::Error> {
         let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
         let query = sqlx::query(sql)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
             .bind(new.as_i64())
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
-            .bind(r.offset)
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(old.as_i64())
             .bind(birth_state(r.answer))
             .bind(r.answer);
@@ -345,87 +315,26 @@ impl BeginSql for PostgresStore {
 
 async fn complete<'e, E: Executor<'e, Database = Postgres>>(
     ex: E,
-    scope: &Scope,
-    key: &Key,
-    token: FencingToken,
+    hold: Hold<'_>,
     response: &StoredResponse,
-    offset: i64,
 ) -> Result<bool, sqlx::Error> {
+    let Hold { scope, key, token } = hold;
     let done = sqlx::query(COMPLETE)
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(token.as_i64())
         .bind(response.encode())
-        .bind(offset)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        let request = Request {
-            scope,
-            key,
-            fingerprint,
-            lease,
-            ttl,
-            offset: self.offset.millis(),
-            answer: None,
-        };
-        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
-    }
-
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            complete(&self.pool, scope, key, token, response, offset).await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done)
-    }
-
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(RELEASE)
-                .bind(scope.as_str())
-                .bind(key.as_str())
-                .bind(token.as_i64())
-                .bind(offset)
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done.rows_affected() == 1)
-    }
-
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+impl PostgresStore {
+    /// The live record of `(scope, key)`: `Store::get`.
+    async fn live(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         let row = sqlx::query(GET)
             .bind(scope.as_str())
             .bind(key.as_str())
-            .bind(self.offset.millis())
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?;
@@ -437,39 +346,11 @@ impl Store for PostgresStore {
             }
         }
     }
-
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(PURGE)
-                .bind(limit)
-                .bind(offset)
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        let now: i64 = sqlx::query_scalar(NOW)
-            .bind(self.offset.millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(Timestamp(now))
-    }
 }
+
+crate::common::impl_store!(PostgresStore);
 
 impl_transactional!(PostgresStore, Postgres, run);
 
-impl TimeTravel for PostgresStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
-    }
-}
+#[cfg(feature = "test-clock")]
+crate::common::impl_time_travel!(PostgresStore, NOW, crate::common::age_sql!("$1"), 1);

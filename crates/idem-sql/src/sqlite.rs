@@ -7,95 +7,80 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{
-    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, Scope, Store, StoreError,
-    StoredResponse, TimeTravel, Timestamp,
-};
+use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Executor, Row as _, Sqlite};
 use tokio::sync::Mutex;
 
-use crate::begin::{self, decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{
-    birth_state, fenced_unless, forever_ms, ms, retry_contention, RetryCounter, Row, RELEASED,
-};
+use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row, RELEASED};
 use crate::error::{open_error, store_error};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, StoreOptions};
 
-/// The database's clock in Unix milliseconds plus the handle's offset (`?N`). SQLite keeps
-/// `'now'` fixed for the whole statement, so every use in one statement agrees.
+/// The database's clock in Unix milliseconds. SQLite keeps `'now'` fixed for the whole
+/// statement, so every use in one statement agrees.
 macro_rules! now {
-    ($offset:literal) => {
-        concat!(
-            "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) + ?",
-            $offset,
-            ")"
-        )
+    () => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
     };
 }
 
 const READ: &str = concat!(
     "SELECT fingerprint, token, state, lease_until, response, created_at, expires_at, ",
-    now!("3"),
+    now!(),
     " AS now_ms FROM idem_records WHERE scope = ?1 AND idem_key = ?2"
 );
 
 const INSERT: &str = concat!(
     "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) ",
-    "VALUES (?1, ?2, ?3, 1, ?7, ", now!("6"), " + ?4, ?8, ", now!("6"), ", ", now!("6"), " + MAX(?5, ?4)) ",
+    "VALUES (?1, ?2, ?3, 1, ?6, ", now!(), " + ?4, ?7, ", now!(), ", ", now!(), " + MAX(?5, ?4)) ",
     "ON CONFLICT (scope, idem_key) DO NOTHING RETURNING token"
 );
 
 macro_rules! replace_set {
     () => {
         concat!(
-            "UPDATE idem_records SET fingerprint = ?3, token = ?4, state = ?9, lease_until = ",
-            now!("7"),
-            " + ?5, response = ?10, created_at = ",
-            now!("7"),
+            "UPDATE idem_records SET fingerprint = ?3, token = ?4, state = ?8, lease_until = ",
+            now!(),
+            " + ?5, response = ?9, created_at = ",
+            now!(),
             ", expires_at = MAX(",
-            now!("7"),
+            now!(),
             " + ?6, ",
-            now!("7"),
-            " + ?5) WHERE scope = ?1 AND idem_key = ?2 AND token = ?8 AND "
+            now!(),
+            " + ?5) WHERE scope = ?1 AND idem_key = ?2 AND token = ?7 AND "
         )
     };
 }
 
-/// Takes over an abandoned lease of the same request, if the row still holds `?8`.
+/// Takes over an abandoned lease of the same request, if the row still holds `?7`.
 const TAKEOVER: &str = concat!(
     replace_set!(),
     "state = 0 AND fingerprint = ?3 AND lease_until <= ",
-    now!("7"),
+    now!(),
     " AND expires_at > ",
-    now!("7")
+    now!()
 );
 
-/// Replaces an expired or released record, if the row still holds `?8`.
-const REPLACE_EXPIRED: &str = concat!(
-    replace_set!(),
-    "(state = 2 OR expires_at <= ",
-    now!("7"),
-    ")"
-);
+/// Replaces an expired or released record, if the row still holds `?7`.
+const REPLACE_EXPIRED: &str = concat!(replace_set!(), "(state = 2 OR expires_at <= ", now!(), ")");
 
 const COMPLETE: &str = concat!(
     "UPDATE idem_records SET state = 1, response = ?4 ",
     "WHERE scope = ?1 AND idem_key = ?2 AND token = ?3 AND state = 0 AND expires_at > ",
-    now!("5")
+    now!()
 );
 
 const RELEASE: &str = concat!(
     "UPDATE idem_records SET state = 2, response = NULL ",
     "WHERE scope = ?1 AND idem_key = ?2 AND token = ?3 AND state = 0 AND expires_at > ",
-    now!("4")
+    now!()
 );
 
 const PURGE: &str = concat!(
@@ -103,11 +88,12 @@ const PURGE: &str = concat!(
     "(SELECT scope, idem_key FROM idem_records WHERE expires_at < ",
     forever_ms!(),
     " AND expires_at <= ",
-    now!("2"),
+    now!(),
     " LIMIT ?1)"
 );
 
-const NOW: &str = concat!("SELECT ", now!("1"));
+#[cfg(feature = "test-clock")]
+const NOW: &str = concat!("SELECT ", now!());
 
 /// Records in an SQLite database file, in WAL mode. Clones share the pool.
 ///
@@ -122,7 +108,6 @@ const NOW: &str = concat!("SELECT ", now!("1"));
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    offset: ClockOffset,
     retries: RetryCounter,
     // SQLite has one writer per file; queueing this process's writers here is cheaper
     // than letting them spin in SQLite's busy handler. Other processes are still kept
@@ -180,7 +165,6 @@ impl SqliteStore {
         }
         Ok(Self {
             pool,
-            offset: ClockOffset::new(),
             retries: RetryCounter::default(),
             writer: Arc::default(),
         })
@@ -189,17 +173,6 @@ impl SqliteStore {
     /// The pool, for the caller's own queries and transactions.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-
-    /// This handle's clock offset (zero unless a test moved it).
-    pub fn clock_offset(&self) -> &ClockOffset {
-        &self.offset
-    }
-
-    /// This store with `offset` as its clock offset (a test's second node forks the first's).
-    pub fn with_clock_offset(mut self, offset: ClockOffset) -> Self {
-        self.offset = offset;
-        self
     }
 
     /// How many statements were retried after contention (SQLite BUSY) so far.
@@ -219,12 +192,8 @@ async fn read(
     on: &mut On<'_, '_, Sqlite>,
     scope: &Scope,
     key: &Key,
-    offset: i64,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let query = sqlx::query(READ)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(offset);
+    let query = sqlx::query(READ).bind(scope.as_str()).bind(key.as_str());
     let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
     row.as_ref().map(|row| decode(row, 0)).transpose()
 }
@@ -233,23 +202,23 @@ async fn read(
 impl BeginSql for SqliteStore {
     type Db = Sqlite;
 
-    async fn first(
+    /// Read first: replays and refusals need no write lock.
+    async fn first_pooled(
         &self,
         on: &mut On<'_, '_, Sqlite>,
         r: &Request<'_>,
     ) -> Result<Found, sqlx::Error> {
-        if on.pooled() {
-            // Read first: replays and refusals need no write lock.
-            let found = read(on, r.scope, r.key, r.offset).await?;
-            return Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)));
-        }
-        // In a transaction, write first: the insert takes the write lock, after which
-        // the read is the latest.
-        if let Some(token) = BeginSql::insert(self, on, r).await? {
-            return Ok(Found::Claimed(token));
-        }
-        let found = read(on, r.scope, r.key, r.offset).await?;
-        Ok(found.map_or(Found::Lost, |(raw, now)| Found::Record(raw, now)))
+        let found = read(on, r.claim.scope, r.claim.key).await?;
+        Ok(found.map_or(Found::Absent, |(raw, now)| Found::Record(raw, now)))
+    }
+
+    /// The transaction's insert took the write lock, so a plain read is the latest.
+    async fn read_in_tx(
+        &self,
+        on: &mut On<'_, '_, Sqlite>,
+        r: &Request<'_>,
+    ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
+        read(on, r.claim.scope, r.claim.key).await
     }
 
     async fn insert(
@@ -258,12 +227,11 @@ impl BeginSql for SqliteStore {
         r: &Request<'_>,
     ) -> Result<Option<FencingToken>, sqlx::Error> {
         let query = sqlx::query(INSERT)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
-            .bind(r.offset)
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(birth_state(r.answer))
             .bind(r.answer);
         let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
@@ -281,13 +249,12 @@ impl BeginSql for SqliteStore {
     ) -> Result<bool, sqlx::Error> {
         let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
         let query = sqlx::query(sql)
-            .bind(r.scope.as_str())
-            .bind(r.key.as_str())
-            .bind(&r.fingerprint.as_bytes()[..])
+            .bind(r.claim.scope.as_str())
+            .bind(r.claim.key.as_str())
+            .bind(&r.claim.fingerprint.as_bytes()[..])
             .bind(new.as_i64())
-            .bind(ms(r.lease))
-            .bind(ms(r.ttl))
-            .bind(r.offset)
+            .bind(ms(r.claim.lease))
+            .bind(ms(r.claim.ttl))
             .bind(old.as_i64())
             .bind(birth_state(r.answer))
             .bind(r.answer);
@@ -298,84 +265,24 @@ impl BeginSql for SqliteStore {
 
 async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
     ex: E,
-    scope: &Scope,
-    key: &Key,
-    token: FencingToken,
+    hold: Hold<'_>,
     response: &StoredResponse,
-    offset: i64,
 ) -> Result<bool, sqlx::Error> {
+    let Hold { scope, key, token } = hold;
     let done = sqlx::query(COMPLETE)
         .bind(scope.as_str())
         .bind(key.as_str())
         .bind(token.as_i64())
         .bind(response.encode())
-        .bind(offset)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        let request = Request {
-            scope,
-            key,
-            fingerprint,
-            lease,
-            ttl,
-            offset: self.offset.millis(),
-            answer: None,
-        };
-        begin::begin(self, &mut On::Pool(&self.pool), &self.retries, &request).await
-    }
-
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            complete(&self.pool, scope, key, token, response, offset).await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done)
-    }
-
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(RELEASE)
-                .bind(scope.as_str())
-                .bind(key.as_str())
-                .bind(token.as_i64())
-                .bind(offset)
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        fenced_unless(done.rows_affected() == 1)
-    }
-
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        let found = read(&mut On::Pool(&self.pool), scope, key, self.offset.millis())
+impl SqliteStore {
+    /// The live record of `(scope, key)`: `Store::get`.
+    async fn live(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        let found = read(&mut On::Pool(&self.pool), scope, key)
             .await
             .map_err(store_error)?;
         match found {
@@ -386,39 +293,11 @@ impl Store for SqliteStore {
             _ => Ok(None),
         }
     }
-
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let offset = self.offset.millis();
-        let done = retry_contention!(
-            self.retries,
-            sqlx::query(PURGE)
-                .bind(limit)
-                .bind(offset)
-                .execute(&self.pool)
-                .await
-        )
-        .map_err(store_error)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        let now: i64 = sqlx::query_scalar(NOW)
-            .bind(self.offset.millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(Timestamp(now))
-    }
 }
+
+crate::common::impl_store!(SqliteStore);
 
 impl_transactional!(SqliteStore, Sqlite, run);
 
-impl TimeTravel for SqliteStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
-    }
-}
+#[cfg(feature = "test-clock")]
+crate::common::impl_time_travel!(SqliteStore, NOW, crate::common::age_sql!("?1"), 1);

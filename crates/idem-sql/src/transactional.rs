@@ -3,10 +3,9 @@
 //! database transaction.
 
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use idem::{FencingToken, Fingerprint, Key, Outcome, Scope, Store, StoreError, StoredResponse};
+use idem::{Claim, Hold, Outcome, Store, StoreError, StoredResponse};
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::OwnedMutexGuard;
 
@@ -31,15 +30,17 @@ use tokio::sync::OwnedMutexGuard;
 /// # Example
 ///
 /// ```no_run
-/// use idem::{Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
+/// use std::time::Duration;
+/// use idem::{Claim, Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
 /// use idem_sql::{PostgresStore, TransactionalStore};
 ///
 /// # async fn run(store: PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
 /// let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-42")?);
 /// let fp = Fingerprint::of_bytes("POST", "/v1/payments", br#"{"amount":500}"#);
 /// let answer = StoredResponse::new(201, r#"{"status":"succeeded"}"#);
+/// let claim = Claim::new(&scope, &key, &fp, Duration::ZERO, TTL_FOREVER);
 /// let mut tx = store.begin_write().await?;
-/// match store.begin_answered_in(&mut tx, &scope, &key, &fp, &answer, TTL_FOREVER).await? {
+/// match store.begin_answered_in(&mut tx, claim, &answer).await? {
 ///     Outcome::Acquired { .. } => {
 ///         sqlx::query("UPDATE accounts SET balance = balance - 500 WHERE id = 'alice'")
 ///             .execute(&mut **tx)
@@ -79,46 +80,38 @@ pub trait TransactionalStore: Store + Clone + 'static {
     async fn begin_write(&self) -> Result<WriteTransaction<Self::Database>, StoreError>;
 
     /// [`Store::begin`] inside `tx`: an acquired record is in progress under the returned
-    /// token, leased for `lease`, and exists only if `tx` commits.
+    /// token, leased for `claim.lease`, and exists only if `tx` commits.
     ///
     /// # Errors
     /// A [`StoreError`]; when transient, roll `tx` back and run the transaction again.
     async fn begin_in(
         &self,
         tx: &mut Transaction<'_, Self::Database>,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
+        claim: Claim<'_>,
     ) -> Result<Outcome, StoreError>;
 
-    /// Claims `(scope, key)` with its answer already known: on `Acquired` the record holds
+    /// Claims the key with its answer already known: on `Acquired` the record holds
     /// `answer` as completed, and exists only if `tx` commits. Every other outcome is
-    /// [`Store::begin`]'s, decided by the same rules.
+    /// [`Store::begin`]'s, decided by the same rules. The claim's lease is not used: a
+    /// record born completed has no lease to run.
     ///
     /// # Errors
     /// As [`TransactionalStore::begin_in`].
     async fn begin_answered_in(
         &self,
         tx: &mut Transaction<'_, Self::Database>,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
+        claim: Claim<'_>,
         answer: &StoredResponse,
-        ttl: Duration,
     ) -> Result<Outcome, StoreError>;
 
     /// [`Store::complete`] inside `tx`: the response is stored only if `tx` commits.
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
+    /// [`StoreError::Fenced`] when the record is not in progress under `hold.token`.
     async fn complete_in(
         &self,
         tx: &mut Transaction<'_, Self::Database>,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
+        hold: Hold<'_>,
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
 }
@@ -199,19 +192,10 @@ macro_rules! impl_transactional {
             async fn begin_in(
                 &self,
                 tx: &mut sqlx::Transaction<'_, $db>,
-                scope: &idem::Scope,
-                key: &idem::Key,
-                fingerprint: &idem::Fingerprint,
-                lease: std::time::Duration,
-                ttl: std::time::Duration,
+                claim: idem::Claim<'_>,
             ) -> Result<idem::Outcome, idem::StoreError> {
                 let request = $crate::begin::Request {
-                    scope,
-                    key,
-                    fingerprint,
-                    lease,
-                    ttl,
-                    offset: self.offset.millis(),
+                    claim,
                     answer: None,
                 };
                 let on = &mut $crate::begin::On::Tx(tx);
@@ -221,21 +205,16 @@ macro_rules! impl_transactional {
             async fn begin_answered_in(
                 &self,
                 tx: &mut sqlx::Transaction<'_, $db>,
-                scope: &idem::Scope,
-                key: &idem::Key,
-                fingerprint: &idem::Fingerprint,
+                claim: idem::Claim<'_>,
                 answer: &idem::StoredResponse,
-                ttl: std::time::Duration,
             ) -> Result<idem::Outcome, idem::StoreError> {
                 let encoded = answer.encode();
                 let request = $crate::begin::Request {
-                    scope,
-                    key,
-                    fingerprint,
                     // Born completed: no lease to run.
-                    lease: std::time::Duration::ZERO,
-                    ttl,
-                    offset: self.offset.millis(),
+                    claim: idem::Claim {
+                        lease: std::time::Duration::ZERO,
+                        ..claim
+                    },
                     answer: Some(&encoded),
                 };
                 let on = &mut $crate::begin::On::Tx(tx);
@@ -245,13 +224,10 @@ macro_rules! impl_transactional {
             async fn complete_in(
                 &self,
                 tx: &mut sqlx::Transaction<'_, $db>,
-                scope: &idem::Scope,
-                key: &idem::Key,
-                token: idem::FencingToken,
+                hold: idem::Hold<'_>,
                 response: &idem::StoredResponse,
             ) -> Result<(), idem::StoreError> {
-                let offset = self.offset.millis();
-                let done = complete(&mut **tx, scope, key, token, response, offset)
+                let done = complete(&mut **tx, hold, response)
                     .await
                     .map_err($crate::error::store_error)?;
                 $crate::common::fenced_unless(done)

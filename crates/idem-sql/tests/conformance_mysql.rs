@@ -28,10 +28,9 @@ impl Harness for MySqlHarness {
             .await
             .expect("the store's database");
         let database = String::from_utf8(database).expect("an ASCII name");
-        let peer = MySqlStore::connect_with(&self.url, &support::options().schema(database))
+        MySqlStore::connect_with(&self.url, &support::options().schema(database))
             .await
-            .expect("open a second pool on the same database");
-        peer.with_clock_offset(store.clock_offset().fork())
+            .expect("open a second pool on the same database")
     }
 }
 

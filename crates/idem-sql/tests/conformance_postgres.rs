@@ -27,10 +27,9 @@ impl Harness for PostgresHarness {
             .fetch_one(store.pool())
             .await
             .expect("the store's schema");
-        let peer = PostgresStore::connect_with(&self.url, &support::options().schema(schema))
+        PostgresStore::connect_with(&self.url, &support::options().schema(schema))
             .await
-            .expect("open a second pool on the same schema");
-        peer.with_clock_offset(store.clock_offset().fork())
+            .expect("open a second pool on the same schema")
     }
 }
 

@@ -22,10 +22,9 @@ impl Harness for SqliteHarness {
     async fn peer(&self, store: &SqliteStore) -> SqliteStore {
         let file = store.pool().connect_options().get_filename().to_owned();
         let url = format!("sqlite://{}?mode=rwc", file.display());
-        let peer = SqliteStore::connect_with(&url, &support::options())
+        SqliteStore::connect_with(&url, &support::options())
             .await
-            .expect("open a second pool on the same file");
-        peer.with_clock_offset(store.clock_offset().fork())
+            .expect("open a second pool on the same file")
     }
 }
 

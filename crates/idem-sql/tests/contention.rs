@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem::conformance::backend_url;
-use idem::{Fingerprint, Key, Outcome, Scope, Store};
+use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store};
 
 const RACERS: usize = 64;
 const ROUNDS: usize = 8;
@@ -34,7 +34,7 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
                 let (scope, key, barrier) = (scope.clone(), key.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    node.begin(&scope, &key, &fp, LEASE, TTL).await
+                    node.begin(Claim::new(&scope, &key, &fp, LEASE, TTL)).await
                 })
             })
             .collect();

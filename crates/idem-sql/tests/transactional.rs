@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem::conformance::backend_url;
-use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
+use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
 use idem_sql::TransactionalStore;
 use sqlx::Executor;
 
@@ -51,7 +51,11 @@ async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
     let (s, k) = (scope(), key("order-answered"));
     let mut tx = store.begin_write().await.expect("begin_write");
     let outcome = store
-        .begin_answered_in(&mut tx, &s, &k, &fp(), &response(), TTL_FOREVER)
+        .begin_answered_in(
+            &mut tx,
+            Claim::new(&s, &k, &fp(), Duration::ZERO, TTL_FOREVER),
+            &response(),
+        )
         .await
         .expect("begin_answered_in");
     assert!(
@@ -72,7 +76,11 @@ async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
 
     let mut tx = store.begin_write().await.expect("begin_write");
     let outcome = store
-        .begin_answered_in(&mut tx, &s, &k, &fp(), &response(), TTL_FOREVER)
+        .begin_answered_in(
+            &mut tx,
+            Claim::new(&s, &k, &fp(), Duration::ZERO, TTL_FOREVER),
+            &response(),
+        )
         .await
         .expect("begin_answered_in");
     assert!(
@@ -96,7 +104,11 @@ async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
     ] {
         let mut tx = store.begin_write().await.expect("begin_write");
         let outcome = store
-            .begin_answered_in(&mut tx, &s, &k, &fingerprint, &response(), TTL_FOREVER)
+            .begin_answered_in(
+                &mut tx,
+                Claim::new(&s, &k, &fingerprint, Duration::ZERO, TTL_FOREVER),
+                &response(),
+            )
             .await
             .expect("begin_answered_in");
         assert_eq!(outcome, expected);
@@ -104,7 +116,7 @@ async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
         // Store::begin, outside any transaction, sees the same record.
         assert_eq!(
             store
-                .begin(&s, &k, &fingerprint, LEASE, TTL)
+                .begin(Claim::new(&s, &k, &fingerprint, LEASE, TTL))
                 .await
                 .expect("begin"),
             expected
@@ -125,7 +137,11 @@ async fn answered_racers_have_one_winner<S: TransactionalStore>(store: S) {
                 barrier.wait().await;
                 let mut tx = store.begin_write().await.expect("begin_write");
                 let outcome = store
-                    .begin_answered_in(&mut tx, &s, &k, &fp(), &response(), TTL_FOREVER)
+                    .begin_answered_in(
+                        &mut tx,
+                        Claim::new(&s, &k, &fp(), Duration::ZERO, TTL_FOREVER),
+                        &response(),
+                    )
                     .await
                     .expect("begin_answered_in");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -191,7 +207,7 @@ macro_rules! transactional_tests {
                 let (s, k) = (scope(), key("order-rolled-back"));
                 let mut tx = store.pool().begin().await.expect("begin a transaction");
                 let Outcome::Acquired { token, .. } = store
-                    .begin_in(&mut tx, &s, &k, &fp(), LEASE, TTL)
+                    .begin_in(&mut tx, Claim::new(&s, &k, &fp(), LEASE, TTL))
                     .await
                     .expect("begin_in")
                 else {
@@ -204,7 +220,7 @@ macro_rules! transactional_tests {
                     .await
                     .expect("business write");
                 store
-                    .complete_in(&mut tx, &s, &k, token, &response())
+                    .complete_in(&mut tx, Hold::new(&s, &k, token), &response())
                     .await
                     .expect("complete_in");
                 tx.rollback().await.expect("rollback");
@@ -215,7 +231,10 @@ macro_rules! transactional_tests {
                 assert_eq!(count(&store, k.as_str()).await, 0, "and no business row");
                 assert!(
                     matches!(
-                        store.begin(&s, &k, &fp(), LEASE, TTL).await.expect("begin"),
+                        store
+                            .begin(Claim::new(&s, &k, &fp(), LEASE, TTL))
+                            .await
+                            .expect("begin"),
                         Outcome::Acquired {
                             recovered: false,
                             ..
@@ -231,7 +250,7 @@ macro_rules! transactional_tests {
                 let (s, k) = (scope(), key("order-committed"));
                 let mut tx = store.pool().begin().await.expect("begin a transaction");
                 let Outcome::Acquired { token, .. } = store
-                    .begin_in(&mut tx, &s, &k, &fp(), LEASE, TTL)
+                    .begin_in(&mut tx, Claim::new(&s, &k, &fp(), LEASE, TTL))
                     .await
                     .expect("begin_in")
                 else {
@@ -244,7 +263,7 @@ macro_rules! transactional_tests {
                     .await
                     .expect("business write");
                 store
-                    .complete_in(&mut tx, &s, &k, token, &response())
+                    .complete_in(&mut tx, Hold::new(&s, &k, token), &response())
                     .await
                     .expect("complete_in");
                 tx.commit().await.expect("commit");
@@ -254,14 +273,17 @@ macro_rules! transactional_tests {
                     "the business row is there"
                 );
                 assert_eq!(
-                    store.begin(&s, &k, &fp(), LEASE, TTL).await.expect("begin"),
+                    store
+                        .begin(Claim::new(&s, &k, &fp(), LEASE, TTL))
+                        .await
+                        .expect("begin"),
                     Outcome::Replay(response()),
                     "the record is there and replays"
                 );
                 let mut again = store.pool().begin().await.expect("begin a transaction");
                 assert_eq!(
                     store
-                        .begin_in(&mut again, &s, &k, &fp(), LEASE, TTL)
+                        .begin_in(&mut again, Claim::new(&s, &k, &fp(), LEASE, TTL))
                         .await
                         .expect("begin_in"),
                     Outcome::Replay(response()),
@@ -277,7 +299,7 @@ macro_rules! transactional_tests {
                 let (s, k) = (scope(), key("order-raced"));
                 let mut first = store.pool().begin().await.expect("begin a transaction");
                 let Outcome::Acquired { token, .. } = store
-                    .begin_in(&mut first, &s, &k, &fp(), LEASE, TTL)
+                    .begin_in(&mut first, Claim::new(&s, &k, &fp(), LEASE, TTL))
                     .await
                     .expect("begin_in")
                 else {
@@ -290,7 +312,7 @@ macro_rules! transactional_tests {
                     .await
                     .expect("business write");
                 store
-                    .complete_in(&mut first, &s, &k, token, &response())
+                    .complete_in(&mut first, Hold::new(&s, &k, token), &response())
                     .await
                     .expect("complete_in");
 
@@ -301,7 +323,7 @@ macro_rules! transactional_tests {
                         let mut tx = store.pool().begin().await.expect("begin a transaction");
                         let _ = id_tx.send($session_id(&mut tx).await);
                         let outcome = store
-                            .begin_in(&mut tx, &s, &k, &fp(), LEASE, TTL)
+                            .begin_in(&mut tx, Claim::new(&s, &k, &fp(), LEASE, TTL))
                             .await
                             .expect("the duplicate's begin_in");
                         if let Outcome::Acquired { .. } = outcome {

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::{FencingToken, Fingerprint, Outcome, Record, RecordState, StoredResponse, Timestamp};
+use crate::{
+    Claim, FencingToken, Fingerprint, Outcome, Record, RecordState, StoredResponse, Timestamp,
+};
 
 /// What `begin` does to the record it finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,4 +133,18 @@ pub fn lease_and_expiry(now: Timestamp, lease: Duration, ttl: Duration) -> (Time
     // A record never expires while its lease runs.
     let expires_at = now.plus(ttl).max(lease_until);
     (lease_until, expires_at)
+}
+
+/// The in-progress record `begin` writes for `claim` at `now`, held under `token`: leased
+/// for the claim's lease and kept for its TTL.
+pub fn claimed(claim: Claim<'_>, token: FencingToken, now: Timestamp) -> Record {
+    let (lease_until, expires_at) = lease_and_expiry(now, claim.lease, claim.ttl);
+    Record {
+        scope: claim.scope.clone(),
+        key: claim.key.clone(),
+        fingerprint: *claim.fingerprint,
+        state: RecordState::InProgress { token, lease_until },
+        created_at: now,
+        expires_at,
+    }
 }

@@ -8,11 +8,12 @@
 //!   one key are the same request (SHA-256 over method, path and canonical JSON).
 //! - [`key_from_header`] reads an `Idempotency-Key` header (an sf-string or a bare token)
 //!   into a [`Key`]: the one parser every HTTP surface uses.
-//! - [`Store::begin`] claims a key in one atomic step and answers one [`Outcome`]:
+//! - [`Store::begin`] takes a [`Claim`] on a key and decides it in one atomic step and answers one [`Outcome`]:
 //!   `Acquired` (run it), `Replay` (return the stored [`StoredResponse`]), `Mismatch`
 //!   (the key was reused for another request) or `InFlight` (still running elsewhere).
-//! - [`Store::complete`] stores the answer, refusing a holder whose [`FencingToken`] is
-//!   stale; [`Store::release`] frees the key when the operation failed before any effect.
+//! - [`Store::complete`] stores the answer for the [`Hold`] on a record, refusing a holder
+//!   whose [`FencingToken`] is stale; [`Store::release`] frees the key when the operation
+//!   failed before any effect.
 //! - [`ReplayMemory`] is a node's bounded memory of settled answers, for replays without
 //!   a round trip, over any store.
 //! - [`MemoryStore`] keeps records in memory; `idem-sql` and `idem-redis` keep them in
@@ -23,21 +24,20 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use idem::{Fingerprint, Key, MemoryStore, Outcome, Scope, Store, StoredResponse};
+//! use idem::{Claim, Fingerprint, Key, MemoryStore, Outcome, Scope, Store, StoredResponse};
 //!
 //! # tokio_test_block(async {
 //! let store = MemoryStore::new();
 //! let (scope, key) = (Scope::global(), Key::new("order-1").unwrap());
 //! let fp = Fingerprint::of_bytes("POST", "/pay", b"amount=5");
-//! let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(86_400));
+//! let claim = Claim::new(&scope, &key, &fp, Duration::from_secs(30), Duration::from_secs(86_400));
 //!
-//! let Outcome::Acquired { token, .. } = store.begin(&scope, &key, &fp, lease, ttl).await.unwrap()
-//! else { unreachable!() };
+//! let Outcome::Acquired { token, .. } = store.begin(claim).await.unwrap() else { unreachable!() };
 //! // ... run the operation once ...
-//! store.complete(&scope, &key, token, &StoredResponse::new(201, "paid")).await.unwrap();
+//! store.complete(claim.held(token), &StoredResponse::new(201, "paid")).await.unwrap();
 //!
 //! // A retry gets the first answer and runs nothing.
-//! let again = store.begin(&scope, &key, &fp, lease, ttl).await.unwrap();
+//! let again = store.begin(claim).await.unwrap();
 //! assert_eq!(again, Outcome::Replay(StoredResponse::new(201, "paid")));
 //! # });
 //! # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
@@ -54,6 +54,8 @@ mod record;
 mod replay_memory;
 mod response;
 mod store;
+#[cfg(feature = "test-clock")]
+mod time_travel;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -67,4 +69,6 @@ pub use record::{
 };
 pub use replay_memory::ReplayMemory;
 pub use response::{DecodeError, StoredResponse};
-pub use store::{BoxError, ClockOffset, Outcome, Store, StoreError, TimeTravel};
+pub use store::{BoxError, Claim, Hold, Outcome, Store, StoreError};
+#[cfg(feature = "test-clock")]
+pub use time_travel::{aged, TimeTravel};

@@ -9,19 +9,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::decide::{
-    begin_step, complete_step, expired, lease_and_expiry, live, release_step, BeginStep,
-};
+use crate::decide::{begin_step, claimed, complete_step, expired, live, release_step, BeginStep};
 use crate::{
-    ClockOffset, FencingToken, Fingerprint, Key, Outcome, Record, RecordState, Scope, Store,
-    StoreError, StoredResponse, TimeTravel, Timestamp,
+    Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
 };
 
 const SHARDS: usize = 32;
 
 type Shard = HashMap<(Scope, Key), Record>;
 
-/// A store in this process's memory. Clones share the records and the clock offset.
+/// A store in this process's memory. Clones share the records.
 ///
 /// Each `begin` holds the lock of one shard for its whole decision, so it is atomic across
 /// tasks and threads; the clock is this process's, which is the one clock every caller of
@@ -33,7 +30,6 @@ type Shard = HashMap<(Scope, Key), Record>;
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
-    offset: ClockOffset,
 }
 
 impl Default for MemoryStore {
@@ -48,16 +44,6 @@ impl MemoryStore {
         let shards: Vec<Mutex<Shard>> = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Self {
             shards: shards.into(),
-            offset: ClockOffset::new(),
-        }
-    }
-
-    /// A second handle on the same records with a clock offset of its own, as a second
-    /// node would have.
-    pub fn peer(&self) -> Self {
-        Self {
-            shards: Arc::clone(&self.shards),
-            offset: self.offset.fork(),
         }
     }
 
@@ -82,7 +68,7 @@ impl MemoryStore {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        Timestamp(crate::record::duration_ms(wall).saturating_add(self.offset.millis()))
+        Timestamp(crate::record::duration_ms(wall))
     }
 }
 
@@ -96,42 +82,21 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let now = self.clock();
-        let id = (scope.clone(), key.clone());
-        let mut shard = self.shard(scope, key);
-        match begin_step(shard.get(&id), fingerprint, now) {
+        let id = (claim.scope.clone(), claim.key.clone());
+        let mut shard = self.shard(claim.scope, claim.key);
+        match begin_step(shard.get(&id), claim.fingerprint, now) {
             BeginStep::Answer(outcome) => Ok(outcome),
             BeginStep::Write { token, recovered } => {
-                let (lease_until, expires_at) = lease_and_expiry(now, lease, ttl);
-                let record = Record {
-                    scope: scope.clone(),
-                    key: key.clone(),
-                    fingerprint: *fingerprint,
-                    state: RecordState::InProgress { token, lease_until },
-                    created_at: now,
-                    expires_at,
-                };
-                shard.insert(id, record);
+                shard.insert(id, claimed(claim, token, now));
                 Ok(Outcome::Acquired { token, recovered })
             }
         }
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let mut shard = self.shard(scope, key);
@@ -143,12 +108,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let mut shard = self.shard(scope, key);
@@ -187,14 +148,22 @@ impl Store for MemoryStore {
         }
         Ok(purged)
     }
+}
 
+#[cfg(feature = "test-clock")]
+#[async_trait]
+impl crate::TimeTravel for MemoryStore {
     async fn now(&self) -> Result<Timestamp, StoreError> {
         Ok(self.clock())
     }
-}
 
-impl TimeTravel for MemoryStore {
-    fn advance_clock(&self, by: Duration) {
-        self.offset.advance(by);
+    async fn advance(&self, by: Duration) -> Result<(), StoreError> {
+        let by_ms = crate::duration_ms(by);
+        for shard in self.shards.iter() {
+            for record in lock(shard).values_mut() {
+                *record = crate::aged(record.clone(), by_ms);
+            }
+        }
+        Ok(())
     }
 }

@@ -1,12 +1,11 @@
 //! The [`Store`] trait every backend implements, its [`Outcome`] and its [`StoreError`].
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{FencingToken, Fingerprint, Key, Record, Scope, StoredResponse, Timestamp};
+use crate::{FencingToken, Fingerprint, Key, Record, Scope, StoredResponse};
 
 /// What `begin` decided, in the order of DESIGN §2's table. Exactly one per call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +28,79 @@ pub enum Outcome {
         /// How long until the lease ends and a retry might take over.
         retry_after: Duration,
     },
+}
+
+/// What one `begin` asks for: claim `(scope, key)` for the request with `fingerprint`,
+/// leased for `lease` and kept for `ttl` (DESIGN §2). Every store's `begin` takes it whole.
+///
+/// # Example
+///
+/// ```
+/// # use std::time::Duration;
+/// use idem::{Claim, Fingerprint, Key, Scope};
+/// let (scope, key) = (Scope::global(), Key::new("order-1").unwrap());
+/// let fp = Fingerprint::of_bytes("POST", "/pay", b"amount=5");
+/// let claim = Claim::new(&scope, &key, &fp, Duration::from_secs(30), Duration::from_secs(86_400));
+/// assert_eq!(claim.key.as_str(), "order-1");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// Whose key it is and for what: keys of different scopes never meet.
+    pub scope: &'a Scope,
+    /// The client's request id.
+    pub key: &'a Key,
+    /// What the request is: the same key with another fingerprint is a `Mismatch`.
+    pub fingerprint: &'a Fingerprint,
+    /// How long a new or taken-over record belongs to its holder.
+    pub lease: Duration,
+    /// How long the record lives ([`crate::TTL_FOREVER`]: for ever).
+    pub ttl: Duration,
+}
+
+impl<'a> Claim<'a> {
+    /// A claim on `(scope, key)` for the request with `fingerprint`.
+    pub fn new(
+        scope: &'a Scope,
+        key: &'a Key,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            scope,
+            key,
+            fingerprint,
+            lease,
+            ttl,
+        }
+    }
+}
+
+impl<'a> Claim<'a> {
+    /// The record this claim acquired, held under `token`: what `complete` and `release`
+    /// take.
+    pub fn held(self, token: FencingToken) -> Hold<'a> {
+        Hold::new(self.scope, self.key, token)
+    }
+}
+
+/// A record its holder holds under a fencing token: what `complete` and `release` act on.
+/// A store refuses both (`Fenced`) when the token is no longer the record's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold<'a> {
+    /// The record's scope.
+    pub scope: &'a Scope,
+    /// The record's key.
+    pub key: &'a Key,
+    /// The token `begin` gave the holder.
+    pub token: FencingToken,
+}
+
+impl<'a> Hold<'a> {
+    /// The record `(scope, key)` held under `token`.
+    pub fn new(scope: &'a Scope, key: &'a Key, token: FencingToken) -> Self {
+        Self { scope, key, token }
+    }
 }
 
 /// A boxed error from a backend driver.
@@ -68,52 +140,34 @@ impl StoreError {
 }
 
 /// Where idempotency records live. Every operation is one atomic step of the store, and
-/// every time is the store's own (`now`), so any number of nodes may share one store.
+/// every time is the store's own clock, so any number of nodes may share one store.
 ///
 /// The semantics are DESIGN §2; [`crate::conformance`] (feature `conformance`) checks them.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Claims `(scope, key)` for a request with `fingerprint`, or says why not.
-    ///
-    /// A new or taken-over record is leased for `lease` and lives for `ttl`.
+    /// Claims `claim.key` in `claim.scope` for the request with `claim.fingerprint`, or
+    /// says why not. A new or taken-over record is leased for `claim.lease` and lives for
+    /// `claim.ttl`.
     ///
     /// # Errors
     /// A [`StoreError`] when the store fails; no record changed unless it was transient
     /// `Unavailable`, in which case a retry sees the truth.
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError>;
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError>;
 
-    /// Stores `response` for the record held with `token`.
+    /// Stores `response` for the record `hold` names, held with `hold.token`.
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError>;
+    /// [`StoreError::Fenced`] when the record is not in progress under `hold.token`.
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError>;
 
-    /// Frees the in-progress record held with `token`: the operation failed before any
+    /// Frees the in-progress record `hold` names, held with `hold.token`: the operation failed before any
     /// effect, and a retry (with any fingerprint) may run it again. The record is absent
     /// from then on, but the store keeps its token until it expires
     /// ([`crate::RecordState::Released`]), so the next holder's token is larger.
     ///
     /// # Errors
-    /// [`StoreError::Fenced`] when the record is not in progress under `token`.
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError>;
+    /// [`StoreError::Fenced`] when the record is not in progress under `hold.token`.
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError>;
 
     /// The live record of `(scope, key)`, if any; an expired or released record is absent.
     ///
@@ -126,93 +180,23 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// A [`StoreError`] when the store fails.
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError>;
-
-    /// The store's clock (plus this handle's test offset, see [`TimeTravel`]).
-    ///
-    /// # Errors
-    /// A [`StoreError`] when the store fails.
-    async fn now(&self) -> Result<Timestamp, StoreError>;
-}
-
-/// Moves a store handle's clock forward, so tests can end leases and TTLs without sleeping.
-///
-/// The offset belongs to one handle (one "node"): a test with two handles advances both.
-pub trait TimeTravel {
-    /// Adds `by` to every time this handle reads from its store from now on.
-    fn advance_clock(&self, by: Duration);
-}
-
-/// A shareable clock offset in milliseconds, for stores to add to their store time.
-///
-/// Zero in production; tests move it with [`TimeTravel`].
-#[derive(Debug, Clone, Default)]
-pub struct ClockOffset(Arc<AtomicI64>);
-
-impl ClockOffset {
-    /// An offset of zero.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The offset now, in milliseconds.
-    pub fn millis(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Moves the offset forward.
-    pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(crate::record::duration_ms(by), Ordering::Relaxed);
-    }
-
-    /// A new, independent offset starting at this one's value (for a second node).
-    pub fn fork(&self) -> Self {
-        Self(Arc::new(AtomicI64::new(self.millis())))
-    }
 }
 
 #[async_trait]
 impl<S: Store + ?Sized> Store for Arc<S> {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        (**self).begin(scope, key, fingerprint, lease, ttl).await
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        (**self).begin(claim).await
     }
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        (**self).complete(scope, key, token, response).await
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        (**self).complete(hold, response).await
     }
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-    ) -> Result<(), StoreError> {
-        (**self).release(scope, key, token).await
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        (**self).release(hold).await
     }
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         (**self).get(scope, key).await
     }
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
         (**self).purge_expired(limit).await
-    }
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        (**self).now().await
-    }
-}
-
-impl<S: TimeTravel + ?Sized> TimeTravel for Arc<S> {
-    fn advance_clock(&self, by: Duration) {
-        (**self).advance_clock(by)
     }
 }

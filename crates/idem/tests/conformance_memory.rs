@@ -15,7 +15,7 @@ impl Harness for MemoryHarness {
     }
 
     async fn peer(&self, store: &MemoryStore) -> MemoryStore {
-        store.peer()
+        store.clone()
     }
 }
 

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use idem::conformance::Harness;
-use idem::decide::{begin_step, lease_and_expiry, BeginStep};
+use idem::decide::{begin_step, claimed, BeginStep};
 use idem::{
-    FencingToken, Fingerprint, Key, MemoryStore, Outcome, Record, RecordState, Scope, Store,
-    StoreError, StoredResponse, TimeTravel, Timestamp,
+    Claim, Hold, Key, Outcome, Record, RecordState, Scope, Store, StoreError, StoredResponse,
+    TimeTravel, Timestamp,
 };
 
 /// Checks, then yields, then inserts: two round trips, as a naive SQL or Redis store would
@@ -18,7 +18,13 @@ use idem::{
 #[derive(Clone, Default)]
 struct CheckThenInsertStore {
     records: Arc<Mutex<HashMap<(Scope, Key), Record>>>,
-    clock: MemoryStore,
+}
+
+fn wall_clock() -> Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    Timestamp(idem::duration_ms(since_epoch))
 }
 
 impl CheckThenInsertStore {
@@ -33,46 +39,24 @@ impl CheckThenInsertStore {
 
 #[async_trait]
 impl Store for CheckThenInsertStore {
-    async fn begin(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        let now = self.clock.now().await?;
-        let found = self.read(scope, key);
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        let now = wall_clock();
+        let found = self.read(claim.scope, claim.key);
         // The bug: the decision is made on a read that another caller can overtake.
         tokio::time::sleep(Duration::from_millis(1)).await;
-        match begin_step(found.as_ref(), fingerprint, now) {
+        match begin_step(found.as_ref(), claim.fingerprint, now) {
             BeginStep::Answer(outcome) => Ok(outcome),
             BeginStep::Write { token, recovered } => {
-                let (lease_until, expires_at) = lease_and_expiry(now, lease, ttl);
-                let record = Record {
-                    scope: scope.clone(),
-                    key: key.clone(),
-                    fingerprint: *fingerprint,
-                    state: RecordState::InProgress { token, lease_until },
-                    created_at: now,
-                    expires_at,
-                };
-                self.records
-                    .lock()
-                    .expect("lock")
-                    .insert((scope.clone(), key.clone()), record);
+                let id = (claim.scope.clone(), claim.key.clone());
+                let record = claimed(claim, token, now);
+                self.records.lock().expect("lock").insert(id, record);
                 Ok(Outcome::Acquired { token, recovered })
             }
         }
     }
 
-    async fn complete(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        token: FencingToken,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
         let mut records = self.records.lock().expect("lock");
         match records.get_mut(&(scope.clone(), key.clone())) {
             Some(record) if matches!(record.state, RecordState::InProgress { token: t, .. } if t == token) =>
@@ -87,12 +71,8 @@ impl Store for CheckThenInsertStore {
         }
     }
 
-    async fn release(
-        &self,
-        scope: &Scope,
-        key: &Key,
-        _token: FencingToken,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        let Hold { scope, key, .. } = hold;
         self.records
             .lock()
             .expect("lock")
@@ -107,15 +87,20 @@ impl Store for CheckThenInsertStore {
     async fn purge_expired(&self, _limit: usize) -> Result<usize, StoreError> {
         Ok(0)
     }
-
-    async fn now(&self) -> Result<Timestamp, StoreError> {
-        self.clock.now().await
-    }
 }
 
+#[async_trait]
 impl TimeTravel for CheckThenInsertStore {
-    fn advance_clock(&self, by: Duration) {
-        self.clock.advance_clock(by);
+    async fn now(&self) -> Result<Timestamp, StoreError> {
+        Ok(wall_clock())
+    }
+
+    async fn advance(&self, by: Duration) -> Result<(), StoreError> {
+        let by_ms = idem::duration_ms(by);
+        for record in self.records.lock().expect("lock").values_mut() {
+            *record = idem::aged(record.clone(), by_ms);
+        }
+        Ok(())
     }
 }
 
@@ -128,10 +113,7 @@ impl Harness for BrokenHarness {
         CheckThenInsertStore::default()
     }
     async fn peer(&self, store: &CheckThenInsertStore) -> CheckThenInsertStore {
-        CheckThenInsertStore {
-            records: Arc::clone(&store.records),
-            clock: store.clock.peer(),
-        }
+        store.clone()
     }
 }
 

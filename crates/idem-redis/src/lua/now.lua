@@ -1,3 +1,2 @@
--- now(): the store's clock, Redis TIME in milliseconds plus the handle's offset.
--- ARGV: clock offset ms.
+-- now(): the store's clock, Redis TIME in milliseconds (idem::TimeTravel, tests only).
 return clock()

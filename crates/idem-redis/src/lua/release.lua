@@ -3,9 +3,9 @@
 -- token until it expires, so the next begin writes a larger one (idem::decide::release_step:
 -- deleting it would hand token 1 again to the next holder, a token a holder taken over
 -- earlier may still carry).
--- KEYS[1] the record (layout in begin.lua). ARGV: clock offset ms, token.
+-- KEYS[1] the record (layout in begin.lua). ARGV: token.
 -- Returns 1 when released, 0 when fenced.
-local cur = held(KEYS[1], ARGV[2])
+local cur = held(KEYS[1], ARGV[1])
 if not cur then
   return 0
 end

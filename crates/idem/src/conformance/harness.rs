@@ -16,11 +16,15 @@ pub trait Harness: Send + Sync + 'static {
     /// The store under test.
     type Store: Store + TimeTravel + Send + Sync + 'static;
 
+    /// True when the store drops a record itself at its expiry (Redis does): the cases then
+    /// expect nothing left for `purge_expired`, and a key's next generation may start again
+    /// at the first token, as after a purge.
+    const DROPS_EXPIRED: bool = false;
+
     /// A store over a fresh, empty namespace no other test sees (its own database,
     /// schema, table or key prefix). Panics if it cannot be opened: tests only.
     async fn fresh(&self) -> Self::Store;
 
-    /// A second node on the same namespace as `store`, with connections and a clock
-    /// offset of its own (starting at `store`'s offset).
+    /// A second node on the same namespace as `store`, with connections of its own.
     async fn peer(&self, store: &Self::Store) -> Self::Store;
 }

@@ -47,7 +47,7 @@ macro_rules! conformance_tests {
             racers_on_one_key_have_one_winner,
             many_keys_from_many_tasks_none_lost,
             replay_is_byte_for_byte,
-            now_is_store_time_plus_offset,
+            advance_ages_records_not_the_clock,
         );
 
         #[test]

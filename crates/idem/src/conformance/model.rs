@@ -14,8 +14,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::Harness;
 use crate::{
-    FencingToken, Fingerprint, Key, Outcome, RecordState, Scope, Store, StoreError, StoredResponse,
-    TimeTravel,
+    Claim, FencingToken, Fingerprint, Hold, Key, Outcome, RecordState, Scope, Store, StoreError,
+    StoredResponse, TimeTravel,
 };
 
 const KEYS: u8 = 3;
@@ -50,7 +50,7 @@ pub enum Op {
         /// Use a token one below the latest.
         stale: bool,
     },
-    /// Move the store's clock forward by `steps` × 7 s.
+    /// Age the store's records by `steps` × 7 s.
     Advance {
         /// How many steps.
         steps: u8,
@@ -141,7 +141,13 @@ fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
 }
 
-async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), TestCaseError> {
+/// Runs `ops` against `store` and the model. `drops_expired`: the store drops a record
+/// itself at its expiry ([`Harness::DROPS_EXPIRED`]), as if purged at that moment.
+async fn run_ops<S: Store + TimeTravel>(
+    store: &S,
+    ops: &[Op],
+    drops_expired: bool,
+) -> Result<(), TestCaseError> {
     let scope = Scope::new("model").expect("valid scope");
     let mut model = Model::default();
     for (step, op) in ops.iter().enumerate() {
@@ -149,7 +155,13 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
         match *op {
             Op::Begin { key, fp } => {
                 let got = store
-                    .begin(&scope, &the_key(key), &the_fp(fp), lease(), ttl())
+                    .begin(Claim::new(
+                        &scope,
+                        &the_key(key),
+                        &the_fp(fp),
+                        lease(),
+                        ttl(),
+                    ))
                     .await
                     .map_err(|e| fail(at(&format!("begin failed: {e}"))))?;
                 let now = model.now;
@@ -237,7 +249,10 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
             } => {
                 let token = model.token_for(key, stale);
                 let got = store
-                    .complete(&scope, &the_key(key), token, &the_response(response))
+                    .complete(
+                        Hold::new(&scope, &the_key(key), token),
+                        &the_response(response),
+                    )
                     .await;
                 if model.holds(key, token) {
                     prop_assert!(
@@ -258,7 +273,7 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
             }
             Op::Release { key, stale } => {
                 let token = model.token_for(key, stale);
-                let got = store.release(&scope, &the_key(key), token).await;
+                let got = store.release(Hold::new(&scope, &the_key(key), token)).await;
                 if model.holds(key, token) {
                     prop_assert!(
                         got.is_ok(),
@@ -278,8 +293,15 @@ async fn run_ops<S: Store + TimeTravel>(store: &S, ops: &[Op]) -> Result<(), Tes
             }
             Op::Advance { steps } => {
                 let by = STEP_MS * i64::from(steps);
-                store.advance_clock(Duration::from_millis(by as u64));
+                store
+                    .advance(Duration::from_millis(by as u64))
+                    .await
+                    .map_err(|e| fail(at(&format!("advance failed: {e}"))))?;
                 model.now += by;
+                if drops_expired {
+                    let now = model.now;
+                    model.records.retain(|_, r| r.expires_at > now);
+                }
             }
             Op::Purge { limit } => {
                 let now = model.now;
@@ -363,7 +385,7 @@ pub fn check<H: Harness>(runtime: &tokio::runtime::Runtime, harness: &H) {
     let result = runner.run(&strategy, |ops| {
         runtime.block_on(async {
             let store = harness.fresh().await;
-            run_ops(&store, &ops).await
+            run_ops(&store, &ops, H::DROPS_EXPIRED).await
         })
     });
     if let Err(failure) = result {
