@@ -1,6 +1,5 @@
-//! A database restart under load costs no 500 (the issue: `pg_ctlcluster … restart` under
-//! load answered 6 of 82 000 requests 500, `57P01 admin_shutdown` not classed transient). A
-//! request caught by the restart is retried inside the service, or answered 503 with
+//! A database restart under load costs no 500: the errors a restart causes (PostgreSQL's
+//! `57P01 admin_shutdown`, a closed connection) are transient. A request caught by the restart is retried inside the service, or answered 503 with
 //! `Retry-After`; no order is lost or paid twice.
 //!
 //! Each test starts a database server of its own (never the shared `IDEM_TEST_*` one, since

@@ -296,13 +296,13 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn a_record_of_the_earlier_layout_is_corrupt_not_misread() {
+async fn a_record_with_an_unknown_state_is_corrupt_not_misread() {
     let Some((store, mut conn)) = store_and_raw().await else {
         return;
     };
     let s = Scope::new("t").expect("scope");
     let k = key("old");
-    // fp, state 'c', then token, lease_until, expires_at, created_at as absolute times.
+    // The fingerprint, a state byte no version writes ('c'), then four numbers.
     let mut old = fp().as_bytes().to_vec();
     old.push(b'c');
     for n in [1.0f64, 1.0e12, 2.0e12, 1.0e12] {

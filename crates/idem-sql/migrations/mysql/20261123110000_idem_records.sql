@@ -1,5 +1,6 @@
 -- One row per (scope, key). Times are Unix milliseconds of the database's clock.
--- state: 0 = in progress (token holds the lease until lease_until), 1 = completed (response set).
+-- state: 0 = in progress (token holds the lease until lease_until), 1 = completed
+-- (response set), 2 = released (a tombstone: the next holder takes the next token).
 -- Keys are printable ASCII compared byte for byte (ascii_bin): "A" and "a" are two keys.
 CREATE TABLE IF NOT EXISTS idem_records (
     scope       VARCHAR(512) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
