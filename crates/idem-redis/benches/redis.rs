@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
-use idem::conformance::unique_name;
 use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
 use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
+use idem_test_support::unique_name;
 use redis::aio::ConnectionManager;
 use tokio::runtime::Runtime;
 

@@ -242,7 +242,7 @@ async fn redis_cut_mid_sequence_changes_no_answer_and_the_cache_comes_back() {
     let expected = truth_answers().await;
     let proxy = common::Proxy::start(&url).await;
     let options = RedisOptions::new(proxy.url())
-        .prefix(idem::conformance::unique_name("idemtest"))
+        .prefix(idem_test_support::unique_name("idemtest"))
         .connection_timeout(Duration::from_millis(300))
         .response_timeout(Duration::from_millis(500));
     let cache = ReplayCache::connect(options)

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use idem::conformance::unique_name;
 use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore, StoreOptions};
+use idem_test_support::unique_name;
 use sqlx::Executor;
 
 const CALLERS: [usize; 2] = [1, 32];

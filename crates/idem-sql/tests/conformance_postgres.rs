@@ -4,8 +4,9 @@
 mod support;
 
 use async_trait::async_trait;
-use idem::conformance::{backend_url, Harness};
+use idem::conformance::Harness;
 use idem_sql::PostgresStore;
+use idem_test_support::backend_url;
 
 struct PostgresHarness {
     url: String,

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem::conformance::backend_url;
+use idem_test_support::backend_url;
 use idem::{Fingerprint, Key, Outcome, Scope, Store};
 
 const RACERS: usize = 64;

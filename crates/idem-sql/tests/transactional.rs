@@ -14,7 +14,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem::conformance::backend_url;
+use idem_test_support::backend_url;
 use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
 use idem_sql::TransactionalStore;
 use sqlx::Executor;

@@ -25,8 +25,8 @@ mod memory {
 
 mod sqlite {
     use super::*;
-    use idem::conformance::unique_name;
     use idem_sql::SqliteStore;
+    use idem_test_support::unique_name;
 
     /// A directory removed when the test ends.
     struct TempDir(std::path::PathBuf);
@@ -50,13 +50,14 @@ mod sqlite {
 
 mod postgres {
     use super::*;
-    use idem::conformance::{backend_url, unique_name};
     use idem_sql::{PostgresStore, StoreOptions};
+    use idem_test_support::{backend_url, pg_schema};
 
-    /// A PostgreSQL store in a schema of its own, from `IDEM_TEST_POSTGRES`.
+    /// A PostgreSQL store in a schema of its own, from `IDEM_TEST_POSTGRES` (schemas of
+    /// exited test processes are dropped first).
     async fn postgres(config: Config) -> Option<Target> {
         let url = backend_url("IDEM_TEST_POSTGRES")?;
-        let options = StoreOptions::new().schema(unique_name("idem_http"));
+        let options = StoreOptions::new().schema(pg_schema(&url, "idem_http").await);
         let store = PostgresStore::connect_with(&url, &options)
             .await
             .expect("open PostgreSQL");
@@ -68,8 +69,8 @@ mod postgres {
 
 mod redis {
     use super::*;
-    use idem::conformance::{backend_url, unique_name};
     use idem_redis::{RedisOptions, RedisStore};
+    use idem_test_support::{backend_url, unique_name};
     use std::time::Duration;
 
     /// A Redis store under a key prefix of its own, from `IDEM_TEST_REDIS`; short-lived
