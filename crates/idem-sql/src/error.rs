@@ -115,11 +115,13 @@ pub(crate) fn open_error(err: sqlx::Error) -> Error {
     Error::Connect(err)
 }
 
-#[cfg(test)]
+// Every case here needs a server: PostgreSQL or MySQL.
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod tests {
     use super::*;
     use sqlx::{Connection, Executor};
 
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn refused_connection_is_unavailable() {
         let err = sqlx::PgConnection::connect("postgres://nobody@127.0.0.1:1/none")

@@ -48,8 +48,10 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
+//! # #[cfg(feature = "postgres")]
 //! use idem_sql::{PostgresStore, TransactionalStore};
 //!
+//! # #[cfg(feature = "postgres")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = PostgresStore::connect("postgres://app@db/app").await?;
 //! let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-42")?);
@@ -80,10 +82,11 @@
 //! `IDEM_TEST_POSTGRES` and `IDEM_TEST_MYSQL` (skipped with a printed reason when unset, a
 //! failure when `IDEM_REQUIRE_BACKENDS=1`), each test in a schema or database of its own.
 
-#![cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-    allow(unused)
-)]
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "idem-sql has no store without a backend: enable at least one of its features \
+     `sqlite`, `postgres` or `mysql` (all three are on by default)"
+);
 
 mod begin;
 mod common;

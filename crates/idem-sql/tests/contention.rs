@@ -8,8 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem_test_support::backend_url;
 use idem::{Fingerprint, Key, Outcome, Scope, Store};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use idem_test_support::backend_url;
 
 const RACERS: usize = 64;
 const ROUNDS: usize = 8;
@@ -53,6 +54,7 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
     winners
 }
 
+#[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_racers_never_see_a_deadlock() {
     let Some(url) = backend_url("IDEM_TEST_MYSQL") else {
@@ -74,6 +76,7 @@ async fn mysql_racers_never_see_a_deadlock() {
     );
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_racers_never_see_contention() {
     let Some(url) = backend_url("IDEM_TEST_POSTGRES") else {
@@ -95,6 +98,7 @@ async fn postgres_racers_never_see_contention() {
     );
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_racers_never_see_busy() {
     let url = support::sqlite_url();

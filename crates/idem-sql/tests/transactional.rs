@@ -14,9 +14,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem_test_support::backend_url;
 use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
 use idem_sql::TransactionalStore;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use idem_test_support::backend_url;
 use sqlx::Executor;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -166,8 +167,11 @@ macro_rules! generic_tests {
 
 mod generic {
     use super::*;
+    #[cfg(feature = "sqlite")]
     generic_tests!(sqlite, crate::open_sqlite);
+    #[cfg(feature = "postgres")]
     generic_tests!(postgres, crate::open_postgres);
+    #[cfg(feature = "mysql")]
     generic_tests!(mysql, crate::open_mysql);
 }
 
@@ -336,6 +340,7 @@ macro_rules! transactional_tests {
     };
 }
 
+#[cfg(feature = "sqlite")]
 async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
     let store = idem_sql::SqliteStore::connect_with(&support::sqlite_url(), &support::options())
         .await
@@ -348,6 +353,7 @@ async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
     Some(store)
 }
 
+#[cfg(feature = "postgres")]
 async fn open_postgres() -> Option<idem_sql::PostgresStore> {
     let url = backend_url("IDEM_TEST_POSTGRES")?;
     let schema = support::pg_schema(&url).await;
@@ -362,6 +368,7 @@ async fn open_postgres() -> Option<idem_sql::PostgresStore> {
     Some(store)
 }
 
+#[cfg(feature = "mysql")]
 async fn open_mysql() -> Option<idem_sql::MySqlStore> {
     let url = backend_url("IDEM_TEST_MYSQL")?;
     let database = support::mysql_database(&url).await;
@@ -378,14 +385,17 @@ async fn open_mysql() -> Option<idem_sql::MySqlStore> {
 
 // SQLite shows no waiter from outside (it sleeps in its busy handler), and reading a
 // session id would start a snapshot the duplicate could not write from: wait a moment.
+#[cfg(feature = "sqlite")]
 async fn sqlite_session(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> i64 {
     0
 }
 
+#[cfg(feature = "sqlite")]
 async fn sqlite_waiting(_store: &Arc<idem_sql::SqliteStore>, _session: i64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+#[cfg(feature = "postgres")]
 async fn postgres_session(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i64 {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut **tx)
@@ -395,6 +405,7 @@ async fn postgres_session(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i64
 }
 
 /// Waits until the duplicate's backend waits on a lock (the primary key's).
+#[cfg(feature = "postgres")]
 async fn postgres_waiting(store: &Arc<idem_sql::PostgresStore>, pid: i64) {
     for _ in 0..200 {
         let waiting: Option<String> =
@@ -412,6 +423,7 @@ async fn postgres_waiting(store: &Arc<idem_sql::PostgresStore>, pid: i64) {
     panic!("the duplicate never waited on a lock");
 }
 
+#[cfg(feature = "mysql")]
 async fn mysql_session(tx: &mut sqlx::Transaction<'_, sqlx::MySql>) -> i64 {
     let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
         .fetch_one(&mut **tx)
@@ -421,6 +433,7 @@ async fn mysql_session(tx: &mut sqlx::Transaction<'_, sqlx::MySql>) -> i64 {
 }
 
 /// Waits until the duplicate's transaction is in LOCK WAIT (on the primary key).
+#[cfg(feature = "mysql")]
 async fn mysql_waiting(store: &Arc<idem_sql::MySqlStore>, id: i64) {
     for _ in 0..200 {
         let waiting: i64 = sqlx::query_scalar(
@@ -439,6 +452,7 @@ async fn mysql_waiting(store: &Arc<idem_sql::MySqlStore>, id: i64) {
     panic!("the duplicate never waited on a lock");
 }
 
+#[cfg(feature = "sqlite")]
 transactional_tests!(
     sqlite,
     idem_sql::SqliteStore,
@@ -449,6 +463,7 @@ transactional_tests!(
     sqlite_waiting
 );
 
+#[cfg(feature = "postgres")]
 transactional_tests!(
     postgres,
     idem_sql::PostgresStore,
@@ -459,6 +474,7 @@ transactional_tests!(
     postgres_waiting
 );
 
+#[cfg(feature = "mysql")]
 transactional_tests!(
     mysql,
     idem_sql::MySqlStore,
