@@ -124,14 +124,12 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let cache = match &args.redis {
         Some(url) => {
-            let options = RedisOptions::new(url.as_str())
+            let options = RedisOptions::from_url(url)
+                .with_context(|| format!("the Redis URL {}", redact(url)))?
                 .prefix(args.redis_prefix.as_str())
                 .connection_timeout(REDIS_TIMEOUT)
                 .response_timeout(REDIS_TIMEOUT);
-            Some(
-                ReplayCache::lazy(options)
-                    .with_context(|| format!("the Redis URL {}", redact(url)))?,
-            )
+            Some(ReplayCache::lazy(&options).context("the Redis options")?)
         }
         None => None,
     };

@@ -197,8 +197,12 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
     let db = Db::connect(fresh.url(), 4).await.expect("db");
     let metrics = Arc::new(Metrics::default());
     let prefix = unique_name("idem_pay_cache");
-    let cache = ReplayCache::lazy(RedisOptions::new(redis_url.as_str()).prefix(prefix.as_str()))
-        .expect("redis url");
+    let cache = ReplayCache::lazy(
+        &RedisOptions::from_url(&redis_url)
+            .expect("a Redis URL")
+            .prefix(prefix.as_str()),
+    )
+    .expect("redis url");
     let service = Service::new(db.clone(), Some(cache.clone()), metrics);
     open(&service, "a", 100).await;
     open(&service, "b", 0).await;

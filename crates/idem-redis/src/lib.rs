@@ -23,10 +23,10 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use idem::{Fingerprint, Key, Outcome, Scope, Store, StoredResponse};
-//! use idem_redis::{RedisOptions, RedisStore};
+//! use idem_redis::RedisStore;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = RedisStore::connect(RedisOptions::new("redis://127.0.0.1:6379")).await?;
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
 //! let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-1")?);
 //! let fp = Fingerprint::of_bytes("POST", "/v1/payments", b"{\"amount\":5}");
 //! let (lease, ttl) = (Duration::from_secs(30), Duration::from_secs(86_400));
@@ -46,7 +46,7 @@
 //! With SQL as the truth (any `Store` works, here `idem_sql::SqliteStore`):
 //!
 //! ```ignore
-//! let cache = ReplayCache::lazy(RedisOptions::new("redis://127.0.0.1:6379"))?;
+//! let cache = ReplayCache::lazy(&RedisOptions::from_url("redis://127.0.0.1:6379")?)?;
 //! let store = TieredStore::new(sql_store, cache);
 //! // ... use it as any Store; store.stats() counts cache hits and misses.
 //! ```

@@ -17,7 +17,7 @@ impl Harness for RedisHarness {
     type Store = RedisStore;
 
     async fn fresh(&self) -> RedisStore {
-        RedisStore::connect(common::fresh_options(&self.url))
+        RedisStore::connect_with(&common::fresh_options(&self.url))
             .await
             .expect("connect to the test Redis")
     }

@@ -28,6 +28,14 @@
 //!   a named lock of its own (sqlx's does not lock on MariaDB), so nodes starting together
 //!   do not collide.
 //!
+//! ## Opening a store
+//!
+//! Each store has one options type holding only what its backend reads, in sqlx's shape:
+//! [`SqliteOptions`], [`PostgresOptions`] (a schema), [`MySqlOptions`] (a database), each
+//! parsed from a URL (`from_url`, or `str::parse`) and tuned with builder methods; then
+//! `XStore::connect_with(&options)`, or `XStore::connect(url)` for every default.
+//! `idem_redis` opens its stores the same way.
+//!
 //! ## Transactional mode
 //!
 //! DESIGN §2's strongest guarantee, one trait over the three backends
@@ -106,7 +114,12 @@ mod sqlite;
 pub use error::{is_transient, Error};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
-pub use options::StoreOptions;
+#[cfg(feature = "mysql")]
+pub use options::MySqlOptions;
+#[cfg(feature = "postgres")]
+pub use options::PostgresOptions;
+#[cfg(feature = "sqlite")]
+pub use options::SqliteOptions;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use retry::{Retry, Transient};

@@ -18,7 +18,7 @@ impl Harness for MySqlHarness {
 
     async fn fresh(&self) -> MySqlStore {
         let database = support::mysql_database(&self.url).await;
-        MySqlStore::connect_with(&self.url, &support::options().schema(database))
+        MySqlStore::connect_with(&support::mysql_options(&self.url, database))
             .await
             .expect("open a MySQL store on a fresh database")
     }
@@ -29,7 +29,7 @@ impl Harness for MySqlHarness {
             .await
             .expect("the store's database");
         let database = String::from_utf8(database).expect("an ASCII name");
-        let peer = MySqlStore::connect_with(&self.url, &support::options().schema(database))
+        let peer = MySqlStore::connect_with(&support::mysql_options(&self.url, database))
             .await
             .expect("open a second pool on the same database");
         peer.with_clock_offset(store.clock_offset().fork())

@@ -18,7 +18,7 @@ impl Harness for PostgresHarness {
 
     async fn fresh(&self) -> PostgresStore {
         let schema = support::pg_schema(&self.url).await;
-        PostgresStore::connect_with(&self.url, &support::options().schema(schema))
+        PostgresStore::connect_with(&support::pg_options(&self.url, schema))
             .await
             .expect("open a PostgreSQL store on a fresh schema")
     }
@@ -28,7 +28,7 @@ impl Harness for PostgresHarness {
             .fetch_one(store.pool())
             .await
             .expect("the store's schema");
-        let peer = PostgresStore::connect_with(&self.url, &support::options().schema(schema))
+        let peer = PostgresStore::connect_with(&support::pg_options(&self.url, schema))
             .await
             .expect("open a second pool on the same schema");
         peer.with_clock_offset(store.clock_offset().fork())

@@ -61,11 +61,11 @@ async fn mysql_racers_never_see_a_deadlock() {
         return;
     };
     let database = support::mysql_database(&url).await;
-    let options = support::options().schema(database);
-    let a = idem_sql::MySqlStore::connect_with(&url, &options)
+    let options = support::mysql_options(&url, database);
+    let a = idem_sql::MySqlStore::connect_with(&options)
         .await
         .expect("node a");
-    let b = idem_sql::MySqlStore::connect_with(&url, &options)
+    let b = idem_sql::MySqlStore::connect_with(&options)
         .await
         .expect("node b");
     let (a, b) = (Arc::new(a), Arc::new(b));
@@ -83,11 +83,11 @@ async fn postgres_racers_never_see_contention() {
         return;
     };
     let schema = support::pg_schema(&url).await;
-    let options = support::options().schema(schema);
-    let a = idem_sql::PostgresStore::connect_with(&url, &options)
+    let options = support::pg_options(&url, schema);
+    let a = idem_sql::PostgresStore::connect_with(&options)
         .await
         .expect("node a");
-    let b = idem_sql::PostgresStore::connect_with(&url, &options)
+    let b = idem_sql::PostgresStore::connect_with(&options)
         .await
         .expect("node b");
     let (a, b) = (Arc::new(a), Arc::new(b));
@@ -102,10 +102,10 @@ async fn postgres_racers_never_see_contention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_racers_never_see_busy() {
     let url = support::sqlite_url();
-    let a = idem_sql::SqliteStore::connect_with(&url, &support::options())
+    let a = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
         .await
         .expect("node a");
-    let b = idem_sql::SqliteStore::connect_with(&url, &support::options())
+    let b = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
         .await
         .expect("node b");
     let (a, b) = (Arc::new(a), Arc::new(b));

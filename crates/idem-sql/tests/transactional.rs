@@ -342,9 +342,10 @@ macro_rules! transactional_tests {
 
 #[cfg(feature = "sqlite")]
 async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
-    let store = idem_sql::SqliteStore::connect_with(&support::sqlite_url(), &support::options())
-        .await
-        .expect("open SQLite");
+    let store =
+        idem_sql::SqliteStore::connect_with(&support::sqlite_options(&support::sqlite_url()))
+            .await
+            .expect("open SQLite");
     store
         .pool()
         .execute(BUSINESS_TABLE)
@@ -357,7 +358,7 @@ async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
 async fn open_postgres() -> Option<idem_sql::PostgresStore> {
     let url = backend_url("IDEM_TEST_POSTGRES")?;
     let schema = support::pg_schema(&url).await;
-    let store = idem_sql::PostgresStore::connect_with(&url, &support::options().schema(schema))
+    let store = idem_sql::PostgresStore::connect_with(&support::pg_options(&url, schema))
         .await
         .expect("open PostgreSQL");
     store
@@ -372,7 +373,7 @@ async fn open_postgres() -> Option<idem_sql::PostgresStore> {
 async fn open_mysql() -> Option<idem_sql::MySqlStore> {
     let url = backend_url("IDEM_TEST_MYSQL")?;
     let database = support::mysql_database(&url).await;
-    let store = idem_sql::MySqlStore::connect_with(&url, &support::options().schema(database))
+    let store = idem_sql::MySqlStore::connect_with(&support::mysql_options(&url, database))
         .await
         .expect("open MySQL");
     store

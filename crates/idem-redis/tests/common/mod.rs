@@ -17,7 +17,9 @@ pub fn redis_url() -> Option<String> {
 
 /// Options on `url` with a prefix no other test uses.
 pub fn fresh_options(url: &str) -> RedisOptions {
-    RedisOptions::new(url).prefix(unique_name("idemtest"))
+    RedisOptions::from_url(url)
+        .expect("a Redis URL")
+        .prefix(unique_name("idemtest"))
 }
 
 /// A plain connection for checking what the store left in Redis.

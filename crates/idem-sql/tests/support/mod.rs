@@ -3,11 +3,33 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use idem_sql::StoreOptions;
-
 /// A pool size that leaves room for many parallel tests on one server.
-pub fn options() -> StoreOptions {
-    StoreOptions::new().max_connections(8)
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Options for a SQLite store on `url`, with the tests' pool size.
+#[cfg(feature = "sqlite")]
+pub fn sqlite_options(url: &str) -> idem_sql::SqliteOptions {
+    idem_sql::SqliteOptions::from_url(url)
+        .expect("a SQLite URL")
+        .max_connections(MAX_CONNECTIONS)
+}
+
+/// Options for a PostgreSQL store on `url` in `schema`, with the tests' pool size.
+#[cfg(feature = "postgres")]
+pub fn pg_options(url: &str, schema: String) -> idem_sql::PostgresOptions {
+    idem_sql::PostgresOptions::from_url(url)
+        .expect("a PostgreSQL URL")
+        .max_connections(MAX_CONNECTIONS)
+        .schema(schema)
+}
+
+/// Options for a MySQL store on `url` in `database`, with the tests' pool size.
+#[cfg(feature = "mysql")]
+pub fn mysql_options(url: &str, database: String) -> idem_sql::MySqlOptions {
+    idem_sql::MySqlOptions::from_url(url)
+        .expect("a MySQL URL")
+        .max_connections(MAX_CONNECTIONS)
+        .database(database)
 }
 
 /// A fresh SQLite URL in a new temporary directory.
