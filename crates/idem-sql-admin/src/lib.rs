@@ -173,24 +173,12 @@ fn checked(name: &str) -> Result<&str, Error> {
 /// [`Error::Database`] when the server refuses; [`Error::BadName`], [`Error::UnknownScheme`].
 pub async fn create_database(server_url: &str, name: &str) -> Result<(), Error> {
     let name = checked(name)?;
-    match Engine::of(server_url)? {
-        Engine::Sqlite => {}
-        Engine::Postgres => {
-            let mut admin = sqlx::PgConnection::connect(server_url).await?;
-            admin
-                .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-                .await?;
-            admin.close().await?;
-        }
-        Engine::MySql => {
-            let mut admin = sqlx::MySqlConnection::connect(server_url).await?;
-            admin
-                .execute(format!("CREATE DATABASE `{name}`").as_str())
-                .await?;
-            admin.close().await?;
-        }
-    }
-    Ok(())
+    on_server(
+        server_url,
+        &format!("CREATE DATABASE \"{name}\""),
+        &format!("CREATE DATABASE `{name}`"),
+    )
+    .await
 }
 
 /// Drops the database `name` (if it exists) on the server `server_url` connects to; on
@@ -200,20 +188,27 @@ pub async fn create_database(server_url: &str, name: &str) -> Result<(), Error> 
 /// [`Error::Database`] when the server refuses; [`Error::BadName`], [`Error::UnknownScheme`].
 pub async fn drop_database(server_url: &str, name: &str) -> Result<(), Error> {
     let name = checked(name)?;
+    on_server(
+        server_url,
+        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        &format!("DROP DATABASE IF EXISTS `{name}`"),
+    )
+    .await
+}
+
+/// Runs one statement on the server `server_url` connects to: `postgres` or `mysql`, by
+/// its engine; SQLite has no server, so nothing.
+async fn on_server(server_url: &str, postgres: &str, mysql: &str) -> Result<(), Error> {
     match Engine::of(server_url)? {
         Engine::Sqlite => {}
         Engine::Postgres => {
             let mut admin = sqlx::PgConnection::connect(server_url).await?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
-                .await?;
+            admin.execute(postgres).await?;
             admin.close().await?;
         }
         Engine::MySql => {
             let mut admin = sqlx::MySqlConnection::connect(server_url).await?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
-                .await?;
+            admin.execute(mysql).await?;
             admin.close().await?;
         }
     }
