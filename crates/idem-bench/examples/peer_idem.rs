@@ -43,7 +43,8 @@ async fn work(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let store = RedisStore::connect(RedisOptions::new(cli.redis).prefix(cli.prefix)).await?;
+    let options = RedisOptions::from_url(&cli.redis)?.prefix(cli.prefix);
+    let store = RedisStore::connect_with(&options).await?;
     let runs = Arc::new(AtomicU64::new(0));
     // DESIGN §4 as it ships: a duplicate of a running request gets 409 at once.
     let config = Config::default();

@@ -14,10 +14,10 @@ use sqlx::pool::PoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::Mutex;
 
-use crate::database::{Engine, FreshDatabase};
 use crate::error::Result;
 use crate::load::{drive, LoadClient, Pace, Step};
 use crate::stats::Figures;
+use idem_sql_admin::{Engine, ScratchDatabase};
 
 /// Opening balance of every baseline account.
 const OPENING_BALANCE: i64 = 1_000_000_000_000;
@@ -49,9 +49,9 @@ pub async fn run(
     pace: Pace,
     quiet: bool,
 ) -> Result<BaselineReport> {
-    let fresh = FreshDatabase::create(base_url, "idem_bench_sql").await?;
-    let result = on(&fresh.url, fresh.engine, accounts, pace, quiet).await;
-    let dropped = fresh.drop().await;
+    let fresh = ScratchDatabase::create(base_url, "idem_bench_sql").await?;
+    let result = on(fresh.url(), fresh.engine(), accounts, pace, quiet).await;
+    let dropped = fresh.drop_database().await;
     let report = result?;
     dropped?;
     Ok(report)

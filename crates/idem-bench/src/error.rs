@@ -37,6 +37,9 @@ pub enum BenchError {
     /// A database statement of the bench itself (fresh database, SQL baseline) failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The run's own database could not be created or dropped.
+    #[error("fresh database: {0}")]
+    FreshDatabase(#[from] idem_sql_admin::Error),
     /// Writing the plot failed.
     #[error("plot {path}: {reason}")]
     Plot {

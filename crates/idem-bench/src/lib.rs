@@ -24,7 +24,6 @@
 mod args;
 pub mod baseline;
 mod client;
-mod database;
 mod error;
 mod load;
 mod payments;
@@ -37,7 +36,6 @@ mod stats;
 
 pub use args::{parse_duration, parse_header, BenchArgs, Kind, Mix};
 pub use client::{Answer, Conn, Target};
-pub use database::{unique_name, with_database, Engine, FreshDatabase};
 pub use error::{BenchError, Result};
 pub use load::{drive, LoadClient, Pace, Step};
 pub use payments::{PaymentClient, Workload};

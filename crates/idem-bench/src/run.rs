@@ -8,12 +8,12 @@ use std::time::Duration;
 use crate::args::{BenchArgs, Kind, Mix};
 use crate::baseline;
 use crate::client::Target;
-use crate::database::{unique_name, Engine, FreshDatabase};
 use crate::error::{BenchError, Result};
 use crate::load::{drive, Pace};
 use crate::payments::Workload;
 use crate::report::{Report, Summary, SweepPoint, SweepReport};
 use crate::server::Server;
+use idem_sql_admin::{unique_name, Engine, ScratchDatabase};
 
 /// Runs `idem bench` as `args` say. `--spawn` starts `--idem-bin`, or else `default_bin`:
 /// the `idem` binary passes its own path.
@@ -43,19 +43,22 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
                 what: "--database",
                 reason: "--spawn needs a database".into(),
             })?;
-        let engine = Engine::of(database)?;
+        let engine = Engine::of(database).map_err(|e| BenchError::InvalidArgument {
+            what: "--database",
+            reason: e.to_string(),
+        })?;
         let fresh = if args.fresh_database {
-            Some(FreshDatabase::create(database, "idem_bench_serve").await?)
+            Some(ScratchDatabase::create(database, "idem_bench_serve").await?)
         } else {
             None
         };
-        let url = fresh.as_ref().map_or(database, |f| f.url.as_str());
+        let url = fresh.as_ref().map_or(database, ScratchDatabase::url);
         let idem_bin = args.idem_bin.as_deref().unwrap_or(default_bin);
         let server = match Server::spawn(idem_bin, url, &args.serve_args).await {
             Ok(server) => server,
             Err(e) => {
                 if let Some(fresh) = fresh {
-                    let _ = fresh.drop().await;
+                    let _ = fresh.drop_database().await;
                 }
                 return Err(e);
             }
@@ -89,7 +92,7 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
         server.stop().await;
     }
     if let Some(fresh) = fresh {
-        fresh.drop().await?;
+        fresh.drop_database().await?;
     }
     result
 }

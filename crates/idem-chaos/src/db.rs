@@ -1,13 +1,14 @@
 //! The run's own database: created fresh on the given server, cut from the server side
 //! while the run goes on, read by the checker at the end, dropped unless `--keep`.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::Row;
+
+use idem_sql_admin::{Engine, ScratchDatabase};
 
 use crate::checker::{AccountRow, Observed, PaymentRow};
 use crate::Error;
@@ -30,63 +31,31 @@ impl Backend {
     /// # Errors
     /// [`Error::Config`] for any other scheme.
     pub fn of(url: &str) -> Result<Self, Error> {
-        let scheme = url.split(':').next().unwrap_or_default();
-        match scheme {
-            "postgres" | "postgresql" => Ok(Self::Postgres),
-            "mysql" | "mariadb" => Ok(Self::Mysql),
-            "sqlite" => Ok(Self::Sqlite),
-            _ => Err(Error::Config(format!(
+        match Engine::of(url) {
+            Ok(Engine::Postgres) => Ok(Self::Postgres),
+            Ok(Engine::MySql) => Ok(Self::Mysql),
+            Ok(Engine::Sqlite) => Ok(Self::Sqlite),
+            Err(_) => Err(Error::Config(format!(
                 "--database {url}: expected postgres://, mysql:// or sqlite://"
             ))),
         }
     }
 }
 
+/// The server connection that creates, cuts and drops the run's database.
 #[derive(Debug)]
 enum Admin {
     Postgres(PgPool),
     Mysql(MySqlPool),
-    Sqlite(PathBuf),
+    Sqlite,
 }
 
 /// A database created for one run.
 #[derive(Debug)]
 pub struct RunDatabase {
     backend: Backend,
-    name: String,
-    url: String,
+    scratch: ScratchDatabase,
     admin: Admin,
-}
-
-/// A name no other run uses: the pid and the clock in nanoseconds.
-pub fn unique_name(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{:x}",
-        std::process::id(),
-        nanos & 0xffff_ffff_ffff
-    )
-}
-
-/// `url` with its database (the path) replaced by `name`, the query kept.
-pub fn with_database(url: &str, name: &str) -> Result<String, Error> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| Error::Config(format!("--database {url}: not a URL")))?;
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let authority = before_query.split('/').next().unwrap_or_default();
-    let mut out = format!("{scheme}://{authority}/{name}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    Ok(out)
 }
 
 impl RunDatabase {
@@ -97,58 +66,35 @@ impl RunDatabase {
     /// [`Error::Database`] when the server refuses; [`Error::Config`] for a bad URL.
     pub async fn create(server_url: &str) -> Result<Self, Error> {
         let backend = Backend::of(server_url)?;
-        let name = unique_name("idem_chaos");
         let admin_error = |e| Error::Database("creating the run's database".into(), e);
-        match backend {
-            Backend::Postgres => {
-                let pool = PgPoolOptions::new()
+        // The admin pool outlives the run, for cutting its connections and dropping it.
+        let admin = match backend {
+            Backend::Postgres => Admin::Postgres(
+                PgPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(server_url)
                     .await
-                    .map_err(admin_error)?;
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
-                    .execute(&pool)
-                    .await
-                    .map_err(admin_error)?;
-                Ok(Self {
-                    backend,
-                    url: with_database(server_url, &name)?,
-                    name,
-                    admin: Admin::Postgres(pool),
-                })
-            }
-            Backend::Mysql => {
-                let pool = MySqlPoolOptions::new()
+                    .map_err(admin_error)?,
+            ),
+            Backend::Mysql => Admin::Mysql(
+                MySqlPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(server_url)
                     .await
-                    .map_err(admin_error)?;
-                sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
-                    .execute(&pool)
-                    .await
-                    .map_err(admin_error)?;
-                Ok(Self {
-                    backend,
-                    url: with_database(server_url, &name)?,
-                    name,
-                    admin: Admin::Mysql(pool),
-                })
-            }
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(&name);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::Io(format!("creating {}", dir.display()), e))?;
-                let file = dir.join("pay.db");
-                Ok(Self {
-                    backend,
-                    url: format!("sqlite://{}?mode=rwc", file.display()),
-                    name,
-                    admin: Admin::Sqlite(dir),
-                })
-            }
-        }
+                    .map_err(admin_error)?,
+            ),
+            Backend::Sqlite => Admin::Sqlite,
+        };
+        let scratch = ScratchDatabase::create(server_url, "idem_chaos")
+            .await
+            .map_err(|e| admin_failure("creating the run's database", e))?;
+        Ok(Self {
+            backend,
+            scratch,
+            admin,
+        })
     }
 
     /// The engine.
@@ -158,12 +104,12 @@ impl RunDatabase {
 
     /// The run database's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.scratch.name()
     }
 
     /// The URL the nodes and the checker connect to.
     pub fn url(&self) -> &str {
-        &self.url
+        self.scratch.url()
     }
 
     /// Kills every server connection to the run's database, as a failing network or a
@@ -179,7 +125,7 @@ impl RunDatabase {
                     "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
                      WHERE datname = $1 AND pid <> pg_backend_pid()",
                 )
-                .bind(&self.name)
+                .bind(self.scratch.name())
                 .fetch_all(pool)
                 .await
                 .map_err(err)?;
@@ -193,7 +139,7 @@ impl RunDatabase {
                     "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
                      WHERE DB = ? AND ID <> CONNECTION_ID()",
                 )
-                .bind(&self.name)
+                .bind(self.scratch.name())
                 .fetch_all(pool)
                 .await
                 .map_err(err)?;
@@ -211,7 +157,7 @@ impl RunDatabase {
                 }
                 Ok(killed)
             }
-            Admin::Sqlite(_) => Ok(0),
+            Admin::Sqlite => Ok(0),
         }
     }
 
@@ -266,7 +212,7 @@ impl RunDatabase {
             Admin::Postgres(_) => {
                 let pool = PgPoolOptions::new()
                     .max_connections(1)
-                    .connect(&self.url)
+                    .connect(self.scratch.url())
                     .await
                     .map_err(err)?;
                 let r = read_all!(&pool);
@@ -276,17 +222,17 @@ impl RunDatabase {
             Admin::Mysql(_) => {
                 let pool = MySqlPoolOptions::new()
                     .max_connections(1)
-                    .connect(&self.url)
+                    .connect(self.scratch.url())
                     .await
                     .map_err(err)?;
                 let r = read_all!(&pool);
                 pool.close().await;
                 r
             }
-            Admin::Sqlite(_) => {
+            Admin::Sqlite => {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
-                    .connect(&self.url)
+                    .connect(self.scratch.url())
                     .await
                     .map_err(err)?;
                 let r = read_all!(&pool);
@@ -323,27 +269,21 @@ impl RunDatabase {
     /// # Errors
     /// [`Error::Database`] or [`Error::Io`] when it cannot be removed.
     pub async fn drop_database(&self) -> Result<(), Error> {
-        let err = |e| Error::Database("dropping the run's database".into(), e);
-        match &self.admin {
-            Admin::Postgres(pool) => {
-                sqlx::raw_sql(&format!(
-                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                    self.name
-                ))
-                .execute(pool)
-                .await
-                .map_err(err)?;
-            }
-            Admin::Mysql(pool) => {
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{}`", self.name))
-                    .execute(pool)
-                    .await
-                    .map_err(err)?;
-            }
-            Admin::Sqlite(dir) => std::fs::remove_dir_all(dir)
-                .map_err(|e| Error::Io(format!("removing {}", dir.display()), e))?,
+        self.scratch
+            .drop_database()
+            .await
+            .map_err(|e| admin_failure("dropping the run's database", e))
+    }
+}
+
+/// The run's [`Error`] for a failure of `idem-sql-admin` while `doing` something.
+fn admin_failure(doing: &str, e: idem_sql_admin::Error) -> Error {
+    match e {
+        idem_sql_admin::Error::Database(e) => Error::Database(doing.into(), e),
+        idem_sql_admin::Error::Io { path, source } => {
+            Error::Io(format!("{doing}: {}", path.display()), source)
         }
-        Ok(())
+        other => Error::Config(format!("{doing}: {other}")),
     }
 }
 
@@ -352,15 +292,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_run_database_replaces_the_path_and_keeps_the_query() {
-        let url = with_database(
-            "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
-            "r1",
-        )
-        .expect("a URL");
-        assert_eq!(url, "postgres://postgres@127.0.0.1:5432/r1?sslmode=disable");
-        let url = with_database("mysql://root@127.0.0.1:3306", "r2").expect("a URL");
-        assert_eq!(url, "mysql://root@127.0.0.1:3306/r2");
+    fn engines_are_known_by_scheme() {
         assert!(Backend::of("redis://x").is_err());
         assert_eq!(
             Backend::of("postgresql://x/y").ok(),

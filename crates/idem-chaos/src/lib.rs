@@ -27,7 +27,8 @@
 //!
 //! A green run proves nothing unless the checker can fail: the hidden flag
 //! `--unsafe-disable-idempotency` is passed to every node, which then pays a retried order
-//! twice, and the checker must report double payments.
+//! twice, and the checker must report double payments. The flag exists only in builds with
+//! the cargo feature `unsafe-disable-idempotency` (idem-cli's tests build with it).
 //!
 //! ## Example
 //!
@@ -151,9 +152,57 @@ pub struct ChaosArgs {
     /// Print the report as JSON.
     #[arg(long, env = "IDEM_CHAOS_JSON")]
     pub json: bool,
+    /// The guard run's switch; it has none unless built with the feature.
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// `--unsafe-disable-idempotency`: run the nodes without idempotency, to show the checker
+/// catches double payments. Only in builds with the cargo feature
+/// `unsafe-disable-idempotency` (the test builds), whose `idem serve` has the switch too.
+#[cfg(feature = "unsafe-disable-idempotency")]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct GuardArgs {
     /// Run the nodes without idempotency, to show the checker catches double payments.
     #[arg(long, hide = true)]
     pub unsafe_disable_idempotency: bool,
+}
+
+#[cfg(feature = "unsafe-disable-idempotency")]
+impl GuardArgs {
+    /// Whether the nodes run without idempotency.
+    pub fn idempotency_disabled(&self) -> bool {
+        self.unsafe_disable_idempotency
+    }
+
+    /// The arguments that tell a node to run without idempotency, when asked to.
+    pub(crate) fn node_args(&self) -> Vec<String> {
+        if self.unsafe_disable_idempotency {
+            vec!["--unsafe-disable-idempotency".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// The guard run's switch, absent from this build: without the test-guard cargo feature
+/// (see Cargo.toml), every node keeps idempotency on. (clap keeps this text in the
+/// binary, so it does not spell the flag.)
+#[cfg(not(feature = "unsafe-disable-idempotency"))]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct GuardArgs {}
+
+#[cfg(not(feature = "unsafe-disable-idempotency"))]
+impl GuardArgs {
+    /// Whether the nodes run without idempotency: never, in this build.
+    pub fn idempotency_disabled(&self) -> bool {
+        false
+    }
+
+    /// The arguments that tell a node to run without idempotency: none, in this build.
+    pub(crate) fn node_args(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Runs `idem chaos` on a runtime of its own, prints the report, and returns the exit code:

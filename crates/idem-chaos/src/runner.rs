@@ -114,10 +114,7 @@ async fn run_on(
     kill_every: Option<Duration>,
     cut_every: Option<Duration>,
 ) -> Result<Report, Error> {
-    let mut extra_args = Vec::new();
-    if args.unsafe_disable_idempotency {
-        extra_args.push("--unsafe-disable-idempotency".to_string());
-    }
+    let extra_args = args.guard.node_args();
     let spec = Arc::new(NodeSpec {
         bin,
         database_url: db.url().to_string(),
@@ -305,7 +302,7 @@ async fn run_on(
         clients: args.clients,
         accounts: args.accounts,
         seed,
-        idempotency_disabled: args.unsafe_disable_idempotency,
+        idempotency_disabled: args.guard.idempotency_disabled(),
         elapsed_s: elapsed.as_secs_f64(),
         orders,
         resends_same: same,

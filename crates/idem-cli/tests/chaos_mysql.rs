@@ -4,7 +4,7 @@ mod chaos_support;
 
 #[test]
 fn three_nodes_on_mysql_hold_under_every_fault() {
-    let Some(url) = idem::conformance::backend_url("IDEM_TEST_MYSQL") else {
+    let Some(url) = idem_test_support::backend_url("IDEM_TEST_MYSQL") else {
         return;
     };
     let (code, report) = chaos_support::chaos(&[

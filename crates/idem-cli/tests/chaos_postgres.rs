@@ -5,7 +5,7 @@ mod chaos_support;
 
 #[test]
 fn three_nodes_on_postgres_hold_under_every_fault() {
-    let Some(url) = idem::conformance::backend_url("IDEM_TEST_POSTGRES") else {
+    let Some(url) = idem_test_support::backend_url("IDEM_TEST_POSTGRES") else {
         return;
     };
     let (code, report) = chaos_support::chaos(&[

@@ -10,9 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::{announced, proxy_command, spawn_proxy_in, Process, TempDir};
-use idem_http::testing::{
-    backend_url, counting_app, serve_counting_app, unique_key, Target, WAIT_MAX,
-};
+use idem_http::testing::{counting_app, serve_counting_app, unique_key, Target, WAIT_MAX};
+use idem_test_support::backend_url;
 
 /// Set in the environment of the upstream child process.
 const UPSTREAM_ENV: &str = "IDEM_TEST_COUNTING_UPSTREAM";

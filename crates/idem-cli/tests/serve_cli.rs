@@ -7,7 +7,7 @@ mod harness;
 use std::process::{Command, Stdio};
 
 use harness::{Cluster, Node};
-use idem::conformance::unique_name;
+use idem_test_support::unique_name;
 use serde_json::json;
 
 fn temp_dir() -> std::path::PathBuf {

@@ -51,11 +51,44 @@ pub struct ServeArgs {
     /// Database connections per node.
     #[arg(long, env = "IDEM_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
-    /// TEST GUARD, NEVER FOR REAL USE: pays a retried order again. Exists only so that the
-    /// chaos checker can prove it detects double payments. Hidden, and with no variable so
-    /// that no environment can switch it on by accident.
+    /// The test guard's switch; it has none unless built with the feature.
+    #[command(flatten)]
+    pub guard: TestGuard,
+}
+
+/// `--unsafe-disable-idempotency`, TEST GUARD, NEVER FOR REAL USE: pays a retried order
+/// again, so that the chaos checker can prove it detects double payments. Only in builds
+/// with the cargo feature `unsafe-disable-idempotency` (the test builds), hidden, and with
+/// no variable, so that no shipped binary or environment can switch it on.
+#[cfg(feature = "unsafe-disable-idempotency")]
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct TestGuard {
+    /// TEST GUARD, NEVER FOR REAL USE: pays a retried order again.
     #[arg(long, hide = true)]
     pub unsafe_disable_idempotency: bool,
+}
+
+#[cfg(feature = "unsafe-disable-idempotency")]
+impl TestGuard {
+    /// Whether the service runs without idempotency.
+    pub fn idempotency_disabled(&self) -> bool {
+        self.unsafe_disable_idempotency
+    }
+}
+
+/// The test guard's switch, absent from this build: without the test-guard cargo feature
+/// (see Cargo.toml), `idem serve` has no way to turn idempotency off. (clap keeps this
+/// text in the binary, so it does not spell the flag.)
+#[cfg(not(feature = "unsafe-disable-idempotency"))]
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct TestGuard {}
+
+#[cfg(not(feature = "unsafe-disable-idempotency"))]
+impl TestGuard {
+    /// Whether the service runs without idempotency: never, in this build.
+    pub fn idempotency_disabled(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `idem serve` to completion on its own runtime, until `shutdown` resolves.
@@ -91,23 +124,23 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let cache = match &args.redis {
         Some(url) => {
-            let options = RedisOptions::new(url.as_str())
+            let options = RedisOptions::from_url(url)
+                .with_context(|| format!("the Redis URL {}", redact(url)))?
                 .prefix(args.redis_prefix.as_str())
                 .connection_timeout(REDIS_TIMEOUT)
                 .response_timeout(REDIS_TIMEOUT);
-            Some(
-                ReplayCache::lazy(options)
-                    .with_context(|| format!("the Redis URL {}", redact(url)))?,
-            )
+            Some(ReplayCache::lazy(&options).context("the Redis options")?)
         }
         None => None,
     };
-    if args.unsafe_disable_idempotency {
-        tracing::warn!("--unsafe-disable-idempotency: orders may be paid twice (test guard)");
-    }
-    let service = Service::new(db.clone(), cache, metrics)
-        .with_replay_memory(args.replay_memory)
-        .with_unsafe_disable_idempotency(args.unsafe_disable_idempotency);
+    let service = Service::new(db.clone(), cache, metrics).with_replay_memory(args.replay_memory);
+    #[cfg(feature = "unsafe-disable-idempotency")]
+    let service = {
+        if args.guard.idempotency_disabled() {
+            tracing::warn!("--unsafe-disable-idempotency: orders may be paid twice (test guard)");
+        }
+        service.with_unsafe_disable_idempotency(args.guard.idempotency_disabled())
+    };
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -151,10 +184,23 @@ mod tests {
         let cli = Cli::try_parse_from(["idem"]).expect("no flags parse");
         assert_eq!(cli.serve.database, DEFAULT_DATABASE);
         assert_eq!(cli.serve.listen, DEFAULT_LISTEN);
-        assert!(!cli.serve.unsafe_disable_idempotency);
+        assert!(!cli.serve.guard.idempotency_disabled());
+    }
+
+    #[cfg(feature = "unsafe-disable-idempotency")]
+    #[test]
+    fn the_test_guard_parses_in_builds_with_the_feature() {
         let cli =
             Cli::try_parse_from(["idem", "--unsafe-disable-idempotency"]).expect("flags parse");
-        assert!(cli.serve.unsafe_disable_idempotency);
+        assert!(cli.serve.guard.idempotency_disabled());
+    }
+
+    #[cfg(not(feature = "unsafe-disable-idempotency"))]
+    #[test]
+    fn without_the_feature_the_test_guard_is_an_unknown_argument() {
+        let err = Cli::try_parse_from(["idem", "--unsafe-disable-idempotency"])
+            .expect_err("no such flag");
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

@@ -59,7 +59,9 @@ impl Service {
     }
 
     /// TEST GUARD ONLY: pay every execution again, ignoring the order's uniqueness, so that
-    /// the chaos checker can prove it catches double payments. Never for real use.
+    /// the chaos checker can prove it catches double payments. Never for real use, and only
+    /// in builds with the cargo feature `unsafe-disable-idempotency`.
+    #[cfg(feature = "unsafe-disable-idempotency")]
     pub fn with_unsafe_disable_idempotency(mut self, disable: bool) -> Self {
         self.unsafe_disable_idempotency = disable;
         self

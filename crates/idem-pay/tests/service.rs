@@ -5,56 +5,27 @@
 
 use std::sync::Arc;
 
-use idem::conformance::{backend_url, unique_name};
 use idem::{Key, Scope, StoredResponse};
 use idem_pay::metrics::Metrics;
 use idem_pay::validate::{NewAccount, NewPayment};
 use idem_pay::{Db, Service};
 use idem_redis::{RedisOptions, ReplayCache};
-use sqlx::{Connection, Executor};
+use idem_test_support::{backend_url, unique_name, TestDatabase};
 
-/// A fresh database for one test: a temp SQLite file, or a PostgreSQL/MySQL database.
-async fn fresh(backend: &str) -> Option<String> {
-    let name = unique_name("idem_pay_lib");
-    match backend {
-        "sqlite" => {
-            let dir = std::env::temp_dir().join(&name);
-            Some(format!("sqlite://{}/pay.db", dir.display()))
-        }
-        "postgres" => {
-            let admin = backend_url("IDEM_TEST_POSTGRES")?;
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("PostgreSQL");
-            conn.execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("create");
-            Some(replace_database(&admin, &name))
-        }
-        _ => {
-            let admin = backend_url("IDEM_TEST_MYSQL")?;
-            let mut conn = sqlx::MySqlConnection::connect(&admin).await.expect("MySQL");
-            conn.execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("create");
-            Some(replace_database(&admin, &name))
-        }
-    }
+/// A fresh database for one test on `backend` (a temp SQLite file, or a PostgreSQL/MySQL
+/// database), or `None` (skipped) without its server. The test drops it at its end.
+async fn fresh(backend: &str) -> Option<TestDatabase> {
+    let var = match backend {
+        "sqlite" => "sqlite",
+        "postgres" => "IDEM_TEST_POSTGRES",
+        _ => "IDEM_TEST_MYSQL",
+    };
+    TestDatabase::create(var, "idem_pay_lib").await
 }
 
-fn replace_database(url: &str, name: &str) -> String {
-    let base = url.split('?').next().unwrap_or(url);
-    let cut = base
-        .rfind('/')
-        .filter(|&i| i > base.find("://").map_or(0, |s| s + 2))
-        .unwrap_or(base.len());
-    format!("{}/{name}", &base[..cut])
-}
-
-async fn service(backend: &str) -> Option<Service> {
-    let url = fresh(backend).await?;
-    let db = Db::connect(&url, 8).await.expect("connect and migrate");
-    Some(Service::new(db, None, Arc::new(Metrics::default())))
+async fn service(url: &str) -> Service {
+    let db = Db::connect(url, 8).await.expect("connect and migrate");
+    Service::new(db, None, Arc::new(Metrics::default()))
 }
 
 async fn open(service: &Service, id: &str, balance: i64) {
@@ -79,10 +50,8 @@ fn pay(order: &str, payer: &str, payee: &str, amount: i64) -> NewPayment {
 
 /// 200 transfers a→b and b→a at once: all succeed; with row locks taken in account-id
 /// order there is no deadlock to retry on PostgreSQL.
-async fn opposite_transfers_never_deadlock(backend: &str) {
-    let Some(service) = service(backend).await else {
-        return;
-    };
+async fn opposite_transfers_never_deadlock(url: &str) {
+    let service = service(url).await;
     open(&service, "a", 1_000_000).await;
     open(&service, "b", 1_000_000).await;
     let tasks: Vec<_> = (0..200)
@@ -102,7 +71,7 @@ async fn opposite_transfers_never_deadlock(backend: &str) {
     }
     let report = service.db().ledger_check().await.expect("check");
     assert!(report.is_consistent(), "{report:?}");
-    if backend == "postgres" {
+    if url.starts_with("postgres") {
         assert_eq!(
             service.metrics().retries(),
             0,
@@ -112,10 +81,8 @@ async fn opposite_transfers_never_deadlock(backend: &str) {
 }
 
 /// 30 copies of one order at once: one execution, 29 replays of the same bytes.
-async fn concurrent_duplicates_execute_once(backend: &str) {
-    let Some(service) = service(backend).await else {
-        return;
-    };
+async fn concurrent_duplicates_execute_once(url: &str) {
+    let service = service(url).await;
     open(&service, "a", 100).await;
     open(&service, "b", 0).await;
     let tasks: Vec<_> = (0..30)
@@ -137,11 +104,8 @@ async fn concurrent_duplicates_execute_once(backend: &str) {
 /// With replay memory on, a settled payment and refund are replayed with the database
 /// closed; a request with other parameters is not answered from memory (it reaches the
 /// closed database and fails), and a payment refused for funds is not remembered.
-async fn replay_memory_serves_only_equal_requests(backend: &str) {
-    let Some(url) = fresh(backend).await else {
-        return;
-    };
-    let db = Db::connect(&url, 4).await.expect("connect and migrate");
+async fn replay_memory_serves_only_equal_requests(url: &str) {
+    let db = Db::connect(url, 4).await.expect("connect and migrate");
     let service =
         Service::new(db.clone(), None, Arc::new(Metrics::default())).with_replay_memory(16);
     open(&service, "a", 100).await;
@@ -191,17 +155,29 @@ macro_rules! backend_tests {
             mod $backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn opposite_transfers_never_deadlock() {
-                    super::opposite_transfers_never_deadlock(stringify!($backend)).await;
+                    let Some(db) = super::fresh(stringify!($backend)).await else {
+                        return;
+                    };
+                    super::opposite_transfers_never_deadlock(db.url()).await;
+                    db.drop_database().await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn concurrent_duplicates_execute_once() {
-                    super::concurrent_duplicates_execute_once(stringify!($backend)).await;
+                    let Some(db) = super::fresh(stringify!($backend)).await else {
+                        return;
+                    };
+                    super::concurrent_duplicates_execute_once(db.url()).await;
+                    db.drop_database().await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn replay_memory_serves_only_equal_requests() {
-                    super::replay_memory_serves_only_equal_requests(stringify!($backend)).await;
+                    let Some(db) = super::fresh(stringify!($backend)).await else {
+                        return;
+                    };
+                    super::replay_memory_serves_only_equal_requests(db.url()).await;
+                    db.drop_database().await;
                 }
             }
         )+
@@ -217,12 +193,16 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
     let Some(redis_url) = backend_url("IDEM_TEST_REDIS") else {
         return;
     };
-    let url = fresh("sqlite").await.expect("sqlite");
-    let db = Db::connect(&url, 4).await.expect("db");
+    let fresh = fresh("sqlite").await.expect("sqlite");
+    let db = Db::connect(fresh.url(), 4).await.expect("db");
     let metrics = Arc::new(Metrics::default());
     let prefix = unique_name("idem_pay_cache");
-    let cache = ReplayCache::lazy(RedisOptions::new(redis_url.as_str()).prefix(prefix.as_str()))
-        .expect("redis url");
+    let cache = ReplayCache::lazy(
+        &RedisOptions::from_url(&redis_url)
+            .expect("a Redis URL")
+            .prefix(prefix.as_str()),
+    )
+    .expect("redis url");
     let service = Service::new(db.clone(), Some(cache.clone()), metrics);
     open(&service, "a", 100).await;
     open(&service, "b", 0).await;
@@ -284,4 +264,5 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
         .query_async(&mut conn)
         .await
         .expect("del");
+    fresh.drop_database().await;
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use idem::{MemoryStore, Store};
-use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
+use idem_redis::{RedisStore, ReplayCache, TieredStore};
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore};
 
 use crate::{Error, ProxyArgs};
@@ -27,7 +27,7 @@ pub async fn open_store(args: &ProxyArgs) -> Result<Arc<dyn Store>, Error> {
     let database = match (args.database.as_deref(), redis) {
         (Some(url), _) => url,
         (None, Some(url)) => {
-            let store = RedisStore::connect(RedisOptions::new(url))
+            let store = RedisStore::connect(url)
                 .await
                 .map_err(|e| Error::StoreOpen(e.into()))?;
             return Ok(Arc::new(store));
@@ -38,7 +38,7 @@ pub async fn open_store(args: &ProxyArgs) -> Result<Arc<dyn Store>, Error> {
     let Some(redis) = redis else {
         return Ok(truth);
     };
-    let cache = ReplayCache::connect(RedisOptions::new(redis))
+    let cache = ReplayCache::connect(redis)
         .await
         .map_err(|e| Error::StoreOpen(e.into()))?;
     Ok(Arc::new(TieredStore::new(truth, cache)))

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
-use idem::conformance::unique_name;
 use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
 use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
+use idem_test_support::unique_name;
 use redis::aio::ConnectionManager;
 use tokio::runtime::Runtime;
 
@@ -105,9 +105,13 @@ fn setup() -> Option<Setup> {
         .expect("runtime");
     let prefix = unique_name("idembench");
     let (store, raw) = rt.block_on(async {
-        let store = RedisStore::connect(RedisOptions::new(&url).prefix(&prefix))
-            .await
-            .expect("connect the store");
+        let store = RedisStore::connect_with(
+            &RedisOptions::from_url(&url)
+                .expect("a Redis URL")
+                .prefix(&prefix),
+        )
+        .await
+        .expect("connect the store");
         let raw = redis::Client::open(url.as_str())
             .expect("url")
             .get_connection_manager()
@@ -244,8 +248,12 @@ where
     let scope = Scope::new("bench").expect("scope");
     let counter = AtomicU64::new(0);
     let keys = 32u64;
-    let cache =
-        ReplayCache::lazy(RedisOptions::new(&env.url).prefix(&env.prefix)).expect("cache options");
+    let cache = ReplayCache::lazy(
+        &RedisOptions::from_url(&env.url)
+            .expect("a Redis URL")
+            .prefix(&env.prefix),
+    )
+    .expect("cache options");
     let tiered = TieredStore::new(truth.clone(), cache);
     env.rt.block_on(async {
         for i in 0..keys {
@@ -302,12 +310,13 @@ fn benches(c: &mut Criterion) {
     tiered_vs_sql(c, &env, "sqlite", sqlite);
 
     if let Ok(pg_url) = std::env::var("IDEM_TEST_POSTGRES") {
-        let options = idem_sql::StoreOptions::new()
+        let options = idem_sql::PostgresOptions::from_url(&pg_url)
+            .expect("a PostgreSQL URL")
             .max_connections(16)
             .schema(unique_name("idem_redis_truth"));
         let pg = env
             .rt
-            .block_on(idem_sql::PostgresStore::connect_with(&pg_url, &options))
+            .block_on(idem_sql::PostgresStore::connect_with(&options))
             .expect("PostgreSQL store");
         tiered_vs_sql(c, &env, "postgres", pg);
     } else {

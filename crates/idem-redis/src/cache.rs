@@ -85,10 +85,10 @@ impl ReplayCache {
     ///
     /// # Errors
     /// [`Error::Url`] or [`Error::Prefix`] for bad options.
-    pub fn lazy(options: RedisOptions) -> Result<Self, Error> {
+    pub fn lazy(options: &RedisOptions) -> Result<Self, Error> {
         let prefix = options.checked_prefix()?;
         Ok(Self {
-            connection: Connection::new(&options)?,
+            connection: Connection::new(options)?,
             keys: KeyLayout::new(&prefix),
             clock_skew: Duration::from_secs(5),
             cooldown: Duration::from_secs(1),
@@ -101,11 +101,20 @@ impl ReplayCache {
         })
     }
 
-    /// A cache that makes its first connection now, to report a down server at start-up.
+    /// A cache on the server at `url` (default options) that makes its first connection
+    /// now, to report a down server at start-up.
+    ///
+    /// # Errors
+    /// [`Error::Url`] for a bad URL, [`Error::Connect`] when the server does not answer.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(&RedisOptions::from_url(url)?).await
+    }
+
+    /// [`ReplayCache::connect`] with `options` (prefix, timeouts).
     ///
     /// # Errors
     /// As [`ReplayCache::lazy`], and [`Error::Connect`] when the server does not answer.
-    pub async fn connect(options: RedisOptions) -> Result<Self, Error> {
+    pub async fn connect_with(options: &RedisOptions) -> Result<Self, Error> {
         let cache = Self::lazy(options)?;
         cache.connection.get().await.map_err(Error::Connect)?;
         Ok(cache)

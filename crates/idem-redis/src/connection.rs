@@ -19,10 +19,11 @@ pub const DEFAULT_PREFIX: &str = "idem";
 /// use std::time::Duration;
 /// use idem_redis::RedisOptions;
 ///
-/// let options = RedisOptions::new("redis://127.0.0.1:6379")
+/// let options = RedisOptions::from_url("redis://127.0.0.1:6379")?
 ///     .prefix("payments")
 ///     .response_timeout(Duration::from_millis(500));
 /// assert_eq!(options.key_prefix(), "payments");
+/// # Ok::<(), idem_redis::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -33,15 +34,19 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
-    /// Options for the server at `url` (`redis://[user:pass@]host:port[/db]`), prefix
-    /// `idem`, a 1 s connection timeout and a 2 s response timeout.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
+    /// Options for the server at `url` (`redis://[user:pass@]host:port[/db]`, `rediss://`
+    /// for TLS), prefix `idem`, a 1 s connection timeout and a 2 s response timeout.
+    ///
+    /// # Errors
+    /// [`Error::Url`] for a URL the client rejects.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        Client::open(url).map_err(Error::Url)?;
+        Ok(Self {
+            url: url.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             connection_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
-        }
+        })
     }
 
     /// Keeps every key under `prefix` (checked when the store is opened): several services,
@@ -84,6 +89,14 @@ impl RedisOptions {
         } else {
             Err(Error::Prefix(self.prefix.clone()))
         }
+    }
+}
+
+impl std::str::FromStr for RedisOptions {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self, Error> {
+        Self::from_url(url)
     }
 }
 
@@ -287,11 +300,14 @@ mod tests {
     #[test]
     fn prefixes_with_braces_or_spaces_are_refused() {
         for bad in ["", "a{b", "a}b", "a b"] {
-            assert!(RedisOptions::new("redis://x")
+            assert!(RedisOptions::from_url("redis://x")
+                .expect("a Redis URL")
                 .prefix(bad)
                 .checked_prefix()
                 .is_err());
         }
-        assert!(RedisOptions::new("redis://x").checked_prefix().is_ok());
+        let options = RedisOptions::from_url("redis://x").expect("a Redis URL");
+        assert!(options.checked_prefix().is_ok());
+        assert!("http://x".parse::<RedisOptions>().is_err());
     }
 }

@@ -39,9 +39,17 @@ impl RedisStore {
     /// failing every `begin`.
     ///
     /// # Errors
-    /// [`Error::Url`] or [`Error::Prefix`] for bad options, [`Error::Connect`] when the
-    /// server does not answer, [`Error::Version`] before Redis 7.0.
-    pub async fn connect(options: RedisOptions) -> Result<Self, Error> {
+    /// [`Error::Url`] for a bad URL, [`Error::Connect`] when the server does not answer,
+    /// [`Error::Version`] before Redis 7.0.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(&RedisOptions::from_url(url)?).await
+    }
+
+    /// [`RedisStore::connect`] with `options` (prefix, timeouts).
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect`], and [`Error::Prefix`] for a bad prefix.
+    pub async fn connect_with(options: &RedisOptions) -> Result<Self, Error> {
         let store = Self::lazy(options)?;
         let mut conn = store.connection.get().await.map_err(Error::Connect)?;
         let info: String = redis::cmd("INFO")
@@ -62,10 +70,10 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`Error::Url`] or [`Error::Prefix`] for bad options.
-    pub fn lazy(options: RedisOptions) -> Result<Self, Error> {
+    pub fn lazy(options: &RedisOptions) -> Result<Self, Error> {
         let prefix = options.checked_prefix()?;
         Ok(Self {
-            connection: Connection::new(&options)?,
+            connection: Connection::new(options)?,
             keys: KeyLayout::new(&prefix),
         })
     }

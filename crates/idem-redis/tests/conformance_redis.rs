@@ -19,7 +19,7 @@ impl Harness for RedisHarness {
     const DROPS_EXPIRED: bool = true;
 
     async fn fresh(&self) -> RedisStore {
-        RedisStore::connect(common::fresh_options(&self.url))
+        RedisStore::connect_with(&common::fresh_options(&self.url))
             .await
             .expect("connect to the test Redis")
     }

@@ -45,7 +45,7 @@ impl<T: Truth> Harness for TieredHarness<T> {
 
     async fn fresh(&self) -> Self::Store {
         let (truth, namespace) = self.truth.fresh().await;
-        let cache = ReplayCache::connect(common::fresh_options(&self.redis_url))
+        let cache = ReplayCache::connect_with(&common::fresh_options(&self.redis_url))
             .await
             .expect("connect to the test Redis");
         self.namespaces
@@ -100,14 +100,17 @@ mod sqlite {
 
 mod postgres {
     use super::*;
-    use idem_sql::{PostgresStore, StoreOptions};
+    use idem_sql::{PostgresOptions, PostgresStore};
 
     pub(super) struct Postgres {
         url: String,
     }
 
-    fn options(schema: &str) -> StoreOptions {
-        StoreOptions::new().max_connections(8).schema(schema)
+    fn options(url: &str, schema: &str) -> PostgresOptions {
+        PostgresOptions::from_url(url)
+            .expect("a PostgreSQL URL")
+            .max_connections(8)
+            .schema(schema)
     }
 
     #[async_trait]
@@ -116,14 +119,14 @@ mod postgres {
 
         async fn fresh(&self) -> (PostgresStore, String) {
             let schema = common::pg_schema(&self.url).await;
-            let store = PostgresStore::connect_with(&self.url, &options(&schema))
+            let store = PostgresStore::connect_with(&options(&self.url, &schema))
                 .await
                 .expect("open PostgreSQL on a fresh schema");
             (store, schema)
         }
 
         async fn reopen(&self, schema: &str) -> PostgresStore {
-            PostgresStore::connect_with(&self.url, &options(schema))
+            PostgresStore::connect_with(&options(&self.url, schema))
                 .await
                 .expect("a second pool on the schema")
         }

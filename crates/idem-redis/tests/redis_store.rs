@@ -36,7 +36,7 @@ async fn acquire(store: &RedisStore, s: &Scope, k: &Key, ttl: Duration) -> idem:
 /// or `None` when there is no test server (skipped, with the reason printed).
 async fn store_and_raw() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
     let url = common::redis_url()?;
-    let store = RedisStore::connect(common::fresh_options(&url))
+    let store = RedisStore::connect_with(&common::fresh_options(&url))
         .await
         .expect("connect");
     Some((store, common::raw(&url).await))
@@ -181,8 +181,9 @@ async fn ageing_drops_what_redis_would_have_and_purge_has_nothing_to_do() {
 #[tokio::test]
 async fn a_lazy_store_on_a_dead_port_is_unavailable_not_broken() {
     let url = format!("redis://127.0.0.1:{}", common::dead_port());
-    assert!(RedisStore::connect(RedisOptions::new(&url)).await.is_err());
-    let store = RedisStore::lazy(RedisOptions::new(&url)).expect("lazy store");
+    assert!(RedisStore::connect(&url).await.is_err());
+    let store =
+        RedisStore::lazy(&RedisOptions::from_url(&url).expect("a Redis URL")).expect("lazy store");
     let s = Scope::global();
     let got = store
         .begin(Claim::new(&s, &key("k"), &fp(), LEASE, TTL))
@@ -247,10 +248,11 @@ async fn scripts_reload_after_noscript_and_the_store_survives_a_restart() {
     let Some(server) = PrivateServer::start(port).await else {
         return;
     };
-    let options = RedisOptions::new(server.url())
+    let options = RedisOptions::from_url(&server.url())
+        .expect("a Redis URL")
         .connection_timeout(Duration::from_millis(300))
         .response_timeout(Duration::from_millis(500));
-    let store = RedisStore::connect(options).await.expect("connect");
+    let store = RedisStore::connect_with(&options).await.expect("connect");
     let s = Scope::global();
     acquire(&store, &s, &key("before-flush"), TTL).await;
 

@@ -35,7 +35,7 @@ async fn sqlite() -> SqliteStore {
 }
 
 async fn tiered(url: &str) -> TieredStore<SqliteStore> {
-    let cache = ReplayCache::connect(common::fresh_options(url))
+    let cache = ReplayCache::connect_with(&common::fresh_options(url))
         .await
         .expect("connect to the test Redis");
     TieredStore::new(sqlite().await, cache)
@@ -242,8 +242,9 @@ async fn deleting_every_redis_key_mid_sequence_changes_no_answer() {
 async fn redis_down_from_the_start_changes_no_answer() {
     // Needs no Redis at all: the cache points at a port nothing listens on.
     let expected = truth_answers().await;
-    let options = RedisOptions::new(format!("redis://127.0.0.1:{}", common::dead_port()));
-    let cache = ReplayCache::lazy(options)
+    let options = RedisOptions::from_url(&format!("redis://127.0.0.1:{}", common::dead_port()))
+        .expect("a Redis URL");
+    let cache = ReplayCache::lazy(&options)
         .expect("a lazy cache builds without a server")
         .cooldown(Duration::ZERO);
     let store = TieredStore::new(sqlite().await, cache);
@@ -263,11 +264,12 @@ async fn redis_cut_mid_sequence_changes_no_answer_and_the_cache_comes_back() {
     };
     let expected = truth_answers().await;
     let proxy = common::Proxy::start(&url).await;
-    let options = RedisOptions::new(proxy.url())
-        .prefix(idem::conformance::unique_name("idemtest"))
+    let options = RedisOptions::from_url(&proxy.url())
+        .expect("a Redis URL")
+        .prefix(idem_test_support::unique_name("idemtest"))
         .connection_timeout(Duration::from_millis(300))
         .response_timeout(Duration::from_millis(500));
-    let cache = ReplayCache::connect(options)
+    let cache = ReplayCache::connect_with(&options)
         .await
         .expect("connect through the proxy")
         .cooldown(Duration::ZERO);
@@ -413,7 +415,7 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
     let sqlite_url = common::sqlite_url();
     let truth_a = SqliteStore::connect(&sqlite_url).await.expect("pool a");
     let truth_b = SqliteStore::connect(&sqlite_url).await.expect("pool b");
-    let cache = ReplayCache::connect(common::fresh_options(&url))
+    let cache = ReplayCache::connect_with(&common::fresh_options(&url))
         .await
         .expect("cache");
     let node_a = std::sync::Arc::new(TieredStore::new(truth_a, cache.clone()));

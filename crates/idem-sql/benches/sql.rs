@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use idem::conformance::unique_name;
 use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
-use idem_sql::{MySqlStore, PostgresStore, SqliteStore, StoreOptions};
+use idem_sql::{
+    MySqlOptions, MySqlStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+};
+use idem_test_support::unique_name;
 use sqlx::Executor;
 
 const CALLERS: [usize; 2] = [1, 32];
@@ -281,9 +283,8 @@ impl Backend for MySql {
     }
 }
 
-fn options() -> StoreOptions {
-    StoreOptions::new().max_connections(32)
-}
+/// The pool size of every benchmarked store.
+const MAX_CONNECTIONS: u32 = 32;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -296,7 +297,11 @@ fn benches(c: &mut Criterion) {
     std::fs::create_dir_all(&dir).expect("bench dir");
     let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
     let sqlite = rt
-        .block_on(SqliteStore::connect_with(&url, &options()))
+        .block_on(SqliteStore::connect_with(
+            &SqliteOptions::from_url(&url)
+                .expect("a SQLite URL")
+                .max_connections(MAX_CONNECTIONS),
+        ))
         .expect("open SQLite");
     bench_backend(c, &rt, Arc::new(Sqlite(sqlite)));
     let _ = std::fs::remove_dir_all(&dir);
@@ -306,8 +311,10 @@ fn benches(c: &mut Criterion) {
             let schema = unique_name("idem_sql_bench_pg");
             let store = rt
                 .block_on(PostgresStore::connect_with(
-                    &url,
-                    &options().schema(schema.clone()),
+                    &PostgresOptions::from_url(&url)
+                        .expect("a PostgreSQL URL")
+                        .max_connections(MAX_CONNECTIONS)
+                        .schema(schema.clone()),
                 ))
                 .expect("open PostgreSQL");
             let pool = store.pool().clone();
@@ -327,8 +334,10 @@ fn benches(c: &mut Criterion) {
             let database = unique_name("idem_sql_bench_my");
             let store = rt
                 .block_on(MySqlStore::connect_with(
-                    &url,
-                    &options().schema(database.clone()),
+                    &MySqlOptions::from_url(&url)
+                        .expect("a MySQL URL")
+                        .max_connections(MAX_CONNECTIONS)
+                        .database(database.clone()),
                 ))
                 .expect("open MySQL");
             let pool = store.pool().clone();

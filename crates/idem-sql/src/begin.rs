@@ -68,6 +68,7 @@ pub(crate) enum Found {
     /// The record there, and the store's time when it was read.
     Record(Row, Timestamp),
     /// No record: insert one (a backend that reads first).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
     Absent,
     /// A concurrent writer won between two statements: go round again.
     Lost,

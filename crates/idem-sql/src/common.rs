@@ -16,11 +16,13 @@ use crate::Retry;
 /// [`idem::DURATION_MS_MAX`] as an SQL literal: a record whose expiry is at or past it
 /// never expires (its TTL was `TTL_FOREVER`), so purge leaves it, and the expiry index of
 /// PostgreSQL and SQLite, partial on the same bound, holds it not.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! forever_ms {
     () => {
         "4503599627370496"
     };
 }
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use forever_ms;
 
 /// Implements `idem::Store` for an SQL store, written once for the three backends: `begin`
@@ -282,7 +284,7 @@ pub(crate) fn ms(d: Duration) -> i64 {
     idem::duration_ms(d)
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod tests {
     #[test]
     fn the_forever_literal_is_the_protocols_bound() {

@@ -115,11 +115,13 @@ pub(crate) fn open_error(err: sqlx::Error) -> Error {
     Error::Connect(err)
 }
 
-#[cfg(test)]
+// Every case here needs a server: PostgreSQL or MySQL.
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
 mod tests {
     use super::*;
     use sqlx::{Connection, Executor};
 
+    #[cfg(feature = "postgres")]
     #[tokio::test]
     async fn refused_connection_is_unavailable() {
         let err = sqlx::PgConnection::connect("postgres://nobody@127.0.0.1:1/none")
@@ -134,10 +136,10 @@ mod tests {
         ($name:ident, $var:literal, $conn:ty, $setup:expr, $lock:expr) => {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let Some(url) = idem::conformance::backend_url($var) else {
+                let Some(url) = idem_test_support::backend_url($var) else {
                     return;
                 };
-                let table = idem::conformance::unique_name("idem_sql_deadlock");
+                let table = idem_test_support::unique_name("idem_sql_deadlock");
                 let mut setup = <$conn>::connect(&url).await.expect("connect");
                 for sql in ($setup)(&table) {
                     setup.execute(sql.as_str()).await.expect("setup");

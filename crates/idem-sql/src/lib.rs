@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-    allow(unused)
-)]
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "idem-sql has no store without a backend: enable at least one of its features \
+     `sqlite`, `postgres` or `mysql` (all three are on by default)"
+);
 
 mod begin;
 mod common;
@@ -22,7 +24,12 @@ mod sqlite;
 pub use error::{is_transient, Error};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
-pub use options::StoreOptions;
+#[cfg(feature = "mysql")]
+pub use options::MySqlOptions;
+#[cfg(feature = "postgres")]
+pub use options::PostgresOptions;
+#[cfg(feature = "sqlite")]
+pub use options::SqliteOptions;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use retry::{Retry, Transient};

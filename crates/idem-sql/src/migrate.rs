@@ -2,7 +2,7 @@
 //! caller's own ([`crate::TransactionalStore::run_migrations`]) — safely when several nodes
 //! open the same database at once.
 
-use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::migrate::Migrator;
 
 use crate::Error;
 
@@ -35,9 +35,10 @@ fn shared(mut migrator: Migrator) -> Migrator {
 /// Runs `migrator` on `pool`. PostgreSQL serialises concurrent migrators with sqlx's
 /// advisory lock; SQLite has none, so a node that lost the race (its version insert
 /// collides) runs again and finds the work done. MySQL goes through [`run_mysql`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) async fn run<DB>(migrator: Migrator, pool: &sqlx::Pool<DB>) -> Result<(), Error>
 where
-    DB: sqlx::Database + MigrateDatabase,
+    DB: sqlx::Database + sqlx::migrate::MigrateDatabase,
     <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
 {
     let migrator = shared(migrator);

@@ -9,11 +9,9 @@
 //! timeout that still happens is retried inside the store (bounded, counted by
 //! [`MySqlStore::retries`]). Time is `NOW(3)` of the server (the session time zone is UTC).
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
 use sqlx::Executor;
 
 use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
@@ -22,7 +20,7 @@ use crate::error::{classify, open_error, store_error, Class};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
-use crate::{Error, StoreOptions};
+use crate::{Error, MySqlOptions};
 
 /// The server's clock in Unix milliseconds.
 /// `NOW(3)` is fixed for the whole statement, so every use in one statement agrees. It is
@@ -132,23 +130,24 @@ impl MySqlStore {
     /// Connects to `url` (the database named in it) with default options and migrates.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the server cannot be reached, [`Error::Migrate`] when the
-    /// schema cannot be created.
+    /// [`Error::InvalidOption`] for a bad URL, [`Error::Connect`] when the server cannot be
+    /// reached, [`Error::Migrate`] when the schema cannot be created.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with(url, &StoreOptions::default()).await
+        Self::connect_with(&MySqlOptions::from_url(url)?).await
     }
 
-    /// [`MySqlStore::connect`] with `options`; `options.schema`, if set, names the database
-    /// to use instead of the URL's (created if missing).
+    /// Opens the store `options` describe; their database, if set, is used instead of the
+    /// URL's (created if missing).
     ///
     /// # Errors
-    /// As [`MySqlStore::connect`], and [`Error::InvalidOption`] for a bad URL or name.
-    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, Error> {
-        let mut connect = MySqlConnectOptions::from_str(url)
-            .map_err(|e| Error::InvalidOption(format!("mysql url: {e}")))?
+    /// As [`MySqlStore::connect`], and [`Error::InvalidOption`] for a bad database name.
+    pub async fn connect_with(options: &MySqlOptions) -> Result<Self, Error> {
+        let mut connect = options
+            .connect
+            .clone()
             // NOW(3) → Unix time goes through the session time zone: UTC has no DST fold.
             .timezone(Some(String::from("+00:00")));
-        if let Some(database) = &options.schema {
+        if let Some(database) = &options.database {
             let database = checked_identifier(database)?;
             let mut admin: sqlx::MySqlConnection = sqlx::Connection::connect_with(&connect)
                 .await
@@ -159,12 +158,12 @@ impl MySqlStore {
             connect = connect.database(database);
         }
         let pool = MySqlPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
+            .max_connections(options.pool.max_connections)
+            .acquire_timeout(options.pool.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(open_error)?;
-        Self::open(pool, options.migrate).await
+        Self::open(pool, options.pool.migrate).await
     }
 
     /// A store over an existing pool (its session time zone should be UTC); migrates.

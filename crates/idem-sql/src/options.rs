@@ -1,78 +1,216 @@
-//! [`StoreOptions`]: what a caller may tune when opening a store.
+//! How to open each store: [`SqliteOptions`], [`PostgresOptions`], [`MySqlOptions`], one
+//! per backend, each holding only what that backend reads.
+//!
+//! The shape is sqlx's: parse a URL ([`PostgresOptions::from_url`], or `str::parse`), tune
+//! it with builder methods, and open the store with `connect_with(&options)`;
+//! `connect(url)` is the shorthand with every default. `idem_redis::RedisOptions` has the
+//! same shape.
 
 use std::time::Duration;
 
 use crate::Error;
 
-/// How to open a store. Every field has a sensible default; build on [`StoreOptions::new`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct StoreOptions {
-    /// The most connections the store's pool opens (default 10).
-    pub max_connections: u32,
-    /// How long a call waits for a free connection before failing as unavailable
-    /// (default 10 s).
-    pub acquire_timeout: Duration,
-    /// PostgreSQL only: the schema that holds the records table (created if missing, and
-    /// set as the connections' `search_path`). Default: the server's `search_path`.
-    pub schema: Option<String>,
-    /// SQLite only: how long a writer waits for the database lock (default 5 s).
-    pub busy_timeout: Duration,
-    /// Run the embedded migrations on open (default true).
-    pub migrate: bool,
+/// What every store's pool reads: its size, how long a call waits for a connection, and
+/// whether the store migrates on open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSettings {
+    pub(crate) max_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) migrate: bool,
 }
 
-impl Default for StoreOptions {
+impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
-            schema: None,
-            busy_timeout: Duration::from_secs(5),
             migrate: true,
         }
     }
 }
 
-impl StoreOptions {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self::default()
+/// The builder methods every store's options share, written once.
+macro_rules! pool_setters {
+    () => {
+        /// Sets the most connections the store's pool opens (default 10, at least 1).
+        pub fn max_connections(mut self, max: u32) -> Self {
+            self.pool.max_connections = max.max(1);
+            self
+        }
+
+        /// Sets how long a call waits for a free connection before failing as unavailable
+        /// (default 10 s).
+        pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+            self.pool.acquire_timeout = timeout;
+            self
+        }
+
+        /// Turns the embedded migrations on open on or off (default on; off when the
+        /// schema is managed elsewhere).
+        pub fn migrate(mut self, on: bool) -> Self {
+            self.pool.migrate = on;
+            self
+        }
+    };
+}
+
+/// Implements `FromStr` by [`from_url`](SqliteOptions::from_url), for `url.parse()`.
+macro_rules! from_str_by_url {
+    ($options:ty) => {
+        impl std::str::FromStr for $options {
+            type Err = Error;
+
+            fn from_str(url: &str) -> Result<Self, Error> {
+                Self::from_url(url)
+            }
+        }
+    };
+}
+
+/// How to open a [`SqliteStore`](crate::SqliteStore): the file, the pool, SQLite's busy
+/// timeout.
+///
+/// ```
+/// # fn main() -> Result<(), idem_sql::Error> {
+/// use std::time::Duration;
+/// let options = idem_sql::SqliteOptions::from_url("sqlite://idem-data/idem.db")?
+///     .busy_timeout(Duration::from_secs(2));
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub(crate) connect: sqlx::sqlite::SqliteConnectOptions,
+    pub(crate) pool: PoolSettings,
+    pub(crate) busy_timeout: Duration,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteOptions {
+    /// Options for the file `url` names (`sqlite://path`, `sqlite:path`; created if
+    /// missing, in a directory that must exist), with the defaults.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a URL SQLite rejects.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let connect = url
+            .parse()
+            .map_err(|e| Error::InvalidOption(format!("sqlite url {url:?}: {e}")))?;
+        Ok(Self {
+            connect,
+            pool: PoolSettings::default(),
+            busy_timeout: Duration::from_secs(5),
+        })
     }
 
-    /// Sets the pool size.
-    pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max.max(1);
-        self
-    }
+    pool_setters!();
 
-    /// Sets how long a call waits for a free connection.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// Sets the PostgreSQL schema (an identifier: ASCII letters, digits and `_`).
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = Some(schema.into());
-        self
-    }
-
-    /// Sets SQLite's busy timeout.
+    /// Sets how long a writer waits for the database lock (default 5 s).
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
     }
+}
 
-    /// Turns the migrations on open on or off (off when the schema is managed elsewhere).
-    pub fn migrate(mut self, on: bool) -> Self {
-        self.migrate = on;
+#[cfg(feature = "sqlite")]
+from_str_by_url!(SqliteOptions);
+
+/// How to open a [`PostgresStore`](crate::PostgresStore): the server, the pool, the schema.
+///
+/// ```
+/// # fn main() -> Result<(), idem_sql::Error> {
+/// let options = idem_sql::PostgresOptions::from_url("postgres://app@db/app")?
+///     .schema("idem")
+///     .max_connections(20);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    pub(crate) connect: sqlx::postgres::PgConnectOptions,
+    pub(crate) pool: PoolSettings,
+    pub(crate) schema: Option<String>,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresOptions {
+    /// Options for the database `url` names (`postgres://…`), with the defaults.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a URL the driver rejects.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let connect = url
+            .parse()
+            .map_err(|e| Error::InvalidOption(format!("postgres url: {e}")))?;
+        Ok(Self {
+            connect,
+            pool: PoolSettings::default(),
+            schema: None,
+        })
+    }
+
+    pool_setters!();
+
+    /// Keeps the records table in `schema` (an identifier: ASCII letters, digits and `_`),
+    /// created if missing and set as the connections' `search_path`. Default: the server's
+    /// `search_path`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
         self
     }
 }
 
+#[cfg(feature = "postgres")]
+from_str_by_url!(PostgresOptions);
+
+/// How to open a [`MySqlStore`](crate::MySqlStore): the server, the pool, the database.
+///
+/// ```
+/// # fn main() -> Result<(), idem_sql::Error> {
+/// let options = idem_sql::MySqlOptions::from_url("mysql://app@db/app")?.max_connections(20);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone)]
+pub struct MySqlOptions {
+    pub(crate) connect: sqlx::mysql::MySqlConnectOptions,
+    pub(crate) pool: PoolSettings,
+    pub(crate) database: Option<String>,
+}
+
+#[cfg(feature = "mysql")]
+impl MySqlOptions {
+    /// Options for the database `url` names (`mysql://…`, MySQL or MariaDB), with the
+    /// defaults.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a URL the driver rejects.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let connect = url
+            .parse()
+            .map_err(|e| Error::InvalidOption(format!("mysql url: {e}")))?;
+        Ok(Self {
+            connect,
+            pool: PoolSettings::default(),
+            database: None,
+        })
+    }
+
+    pool_setters!();
+
+    /// Keeps the records in `database` (an identifier: ASCII letters, digits and `_`)
+    /// instead of the URL's, created if missing.
+    pub fn database(mut self, database: impl Into<String>) -> Self {
+        self.database = Some(database.into());
+        self
+    }
+}
+
+#[cfg(feature = "mysql")]
+from_str_by_url!(MySqlOptions);
+
 /// Checks that `name` is a plain SQL identifier, so it can be spliced into DDL safely.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) fn checked_identifier(name: &str) -> Result<&str, Error> {
     let mut bytes = name.bytes();
     let first_ok = bytes
@@ -82,7 +220,7 @@ pub(crate) fn checked_identifier(name: &str) -> Result<&str, Error> {
         Ok(name)
     } else {
         Err(Error::InvalidOption(format!(
-            "schema {name:?} is not an identifier (ASCII letters, digits, _; at most 63)"
+            "{name:?} is not an identifier (ASCII letters, digits, _; at most 63)"
         )))
     }
 }

@@ -9,11 +9,9 @@
 //! = <the token read>`, so it applies to exactly the row that was decided on. Time is
 //! `clock_timestamp()` of the server.
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row as _};
 
 use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
@@ -22,7 +20,7 @@ use crate::error::{open_error, store_error};
 use crate::options::checked_identifier;
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
-use crate::{Error, StoreOptions};
+use crate::{Error, PostgresOptions};
 
 /// The server's clock in Unix milliseconds. `clock_timestamp()` moves within a
 /// statement, so a statement that uses one instant several times (the replacing
@@ -127,9 +125,11 @@ const NOW: &str = concat!("SELECT ", now!());
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), idem_sql::Error> {
-/// use idem_sql::{PostgresStore, StoreOptions};
-/// let options = StoreOptions::new().schema("idem").max_connections(20);
-/// let store = PostgresStore::connect_with("postgres://app@db/app", &options).await?;
+/// use idem_sql::{PostgresOptions, PostgresStore};
+/// let options = PostgresOptions::from_url("postgres://app@db/app")?
+///     .schema("idem")
+///     .max_connections(20);
+/// let store = PostgresStore::connect_with(&options).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -142,20 +142,19 @@ impl PostgresStore {
     /// Connects to `url` with default options and migrates.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the server cannot be reached, [`Error::Migrate`] when the
-    /// schema cannot be created.
+    /// [`Error::InvalidOption`] for a bad URL, [`Error::Connect`] when the server cannot be
+    /// reached, [`Error::Migrate`] when the schema cannot be created.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with(url, &StoreOptions::default()).await
+        Self::connect_with(&PostgresOptions::from_url(url)?).await
     }
 
-    /// [`PostgresStore::connect`] with `options`; `options.schema` is created if missing
-    /// and becomes the connections' `search_path`.
+    /// Opens the store `options` describe; their schema, if set, is created if missing and
+    /// becomes the connections' `search_path`.
     ///
     /// # Errors
-    /// As [`PostgresStore::connect`], and [`Error::InvalidOption`] for a bad URL or schema.
-    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, Error> {
-        let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::InvalidOption(format!("postgres url: {e}")))?;
+    /// As [`PostgresStore::connect`], and [`Error::InvalidOption`] for a bad schema name.
+    pub async fn connect_with(options: &PostgresOptions) -> Result<Self, Error> {
+        let mut connect = options.connect.clone();
         if let Some(schema) = &options.schema {
             let schema = checked_identifier(schema)?;
             let mut admin = sqlx::Connection::connect_with(&connect)
@@ -166,12 +165,12 @@ impl PostgresStore {
             connect = connect.options([("search_path", schema)]);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
+            .max_connections(options.pool.max_connections)
+            .acquire_timeout(options.pool.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(open_error)?;
-        Self::open(pool, options.migrate).await
+        Self::open(pool, options.pool.migrate).await
     }
 
     /// A store over an existing pool (its `search_path` picks the schema); migrates.

@@ -36,6 +36,7 @@ impl Transient for idem::StoreError {
 /// # Example
 ///
 /// ```no_run
+/// # #[cfg(feature = "postgres")]
 /// # async fn run(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
 /// use idem_sql::Retry;
 /// let rows = Retry::TRANSACTION

@@ -5,14 +5,11 @@
 //! NOTHING`, or an `UPDATE` that only applies while the row holds the token that was read),
 //! so a reader never decides on a row another connection has changed since.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Row as _, Sqlite};
 use tokio::sync::Mutex;
 
@@ -21,7 +18,7 @@ use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row, RELEASED};
 use crate::error::{open_error, store_error};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
-use crate::{Error, StoreOptions};
+use crate::{Error, SqliteOptions};
 
 /// The database's clock in Unix milliseconds. SQLite keeps `'now'` fixed for the whole
 /// statement, so every use in one statement agrees.
@@ -125,16 +122,17 @@ impl SqliteStore {
     /// [`Error::Connect`] when the file cannot be opened, [`Error::Migrate`] when the schema
     /// cannot be created.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with(url, &StoreOptions::default()).await
+        Self::connect_with(&SqliteOptions::from_url(url)?).await
     }
 
-    /// [`SqliteStore::connect`] with `options` (pool size, busy timeout, migrations).
+    /// Opens the store `options` describe (file, pool size, busy timeout, migrations).
     ///
     /// # Errors
-    /// As [`SqliteStore::connect`], and [`Error::InvalidOption`] for a URL SQLite rejects.
-    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self, Error> {
-        let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::InvalidOption(format!("sqlite url {url:?}: {e}")))?
+    /// As [`SqliteStore::connect`].
+    pub async fn connect_with(options: &SqliteOptions) -> Result<Self, Error> {
+        let connect = options
+            .connect
+            .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL survives a process crash; a power loss may drop the latest
@@ -142,12 +140,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
         let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
+            .max_connections(options.pool.max_connections)
+            .acquire_timeout(options.pool.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(open_error)?;
-        Self::open(pool, options.migrate).await
+        Self::open(pool, options.pool.migrate).await
     }
 
     /// A store over an existing pool (which should use WAL and a busy timeout); runs the

@@ -32,8 +32,10 @@ use tokio::sync::OwnedMutexGuard;
 /// ```no_run
 /// use std::time::Duration;
 /// use idem::{Claim, Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
+/// # #[cfg(feature = "postgres")]
 /// use idem_sql::{PostgresStore, TransactionalStore};
 ///
+/// # #[cfg(feature = "postgres")]
 /// # async fn run(store: PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
 /// let (scope, key) = (Scope::new("tenant-7|POST /v1/payments")?, Key::new("order-42")?);
 /// let fp = Fingerprint::of_bytes("POST", "/v1/payments", br#"{"amount":500}"#);

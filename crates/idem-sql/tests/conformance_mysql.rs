@@ -4,8 +4,9 @@
 mod support;
 
 use async_trait::async_trait;
-use idem::conformance::{backend_url, Harness};
+use idem::conformance::Harness;
 use idem_sql::MySqlStore;
+use idem_test_support::backend_url;
 
 struct MySqlHarness {
     url: String,
@@ -17,7 +18,7 @@ impl Harness for MySqlHarness {
 
     async fn fresh(&self) -> MySqlStore {
         let database = support::mysql_database(&self.url).await;
-        MySqlStore::connect_with(&self.url, &support::options().schema(database))
+        MySqlStore::connect_with(&support::mysql_options(&self.url, database))
             .await
             .expect("open a MySQL store on a fresh database")
     }
@@ -28,7 +29,7 @@ impl Harness for MySqlHarness {
             .await
             .expect("the store's database");
         let database = String::from_utf8(database).expect("an ASCII name");
-        MySqlStore::connect_with(&self.url, &support::options().schema(database))
+        MySqlStore::connect_with(&support::mysql_options(&self.url, database))
             .await
             .expect("open a second pool on the same database")
     }

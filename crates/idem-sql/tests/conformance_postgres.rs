@@ -4,8 +4,9 @@
 mod support;
 
 use async_trait::async_trait;
-use idem::conformance::{backend_url, Harness};
+use idem::conformance::Harness;
 use idem_sql::PostgresStore;
+use idem_test_support::backend_url;
 
 struct PostgresHarness {
     url: String,
@@ -17,7 +18,7 @@ impl Harness for PostgresHarness {
 
     async fn fresh(&self) -> PostgresStore {
         let schema = support::pg_schema(&self.url).await;
-        PostgresStore::connect_with(&self.url, &support::options().schema(schema))
+        PostgresStore::connect_with(&support::pg_options(&self.url, schema))
             .await
             .expect("open a PostgreSQL store on a fresh schema")
     }
@@ -27,7 +28,7 @@ impl Harness for PostgresHarness {
             .fetch_one(store.pool())
             .await
             .expect("the store's schema");
-        PostgresStore::connect_with(&self.url, &support::options().schema(schema))
+        PostgresStore::connect_with(&support::pg_options(&self.url, schema))
             .await
             .expect("open a second pool on the same schema")
     }

@@ -14,7 +14,7 @@ impl Harness for SqliteHarness {
     type Store = SqliteStore;
 
     async fn fresh(&self) -> SqliteStore {
-        SqliteStore::connect_with(&support::sqlite_url(), &support::options())
+        SqliteStore::connect_with(&support::sqlite_options(&support::sqlite_url()))
             .await
             .expect("open a fresh SQLite store")
     }
@@ -22,7 +22,7 @@ impl Harness for SqliteHarness {
     async fn peer(&self, store: &SqliteStore) -> SqliteStore {
         let file = store.pool().connect_options().get_filename().to_owned();
         let url = format!("sqlite://{}?mode=rwc", file.display());
-        SqliteStore::connect_with(&url, &support::options())
+        SqliteStore::connect_with(&support::sqlite_options(&url))
             .await
             .expect("open a second pool on the same file")
     }

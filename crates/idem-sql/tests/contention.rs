@@ -8,8 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem::conformance::backend_url;
 use idem::{Claim, Fingerprint, Key, Outcome, Scope, Store};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use idem_test_support::backend_url;
 
 const RACERS: usize = 64;
 const ROUNDS: usize = 8;
@@ -53,17 +54,18 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
     winners
 }
 
+#[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_racers_never_see_a_deadlock() {
     let Some(url) = backend_url("IDEM_TEST_MYSQL") else {
         return;
     };
     let database = support::mysql_database(&url).await;
-    let options = support::options().schema(database);
-    let a = idem_sql::MySqlStore::connect_with(&url, &options)
+    let options = support::mysql_options(&url, database);
+    let a = idem_sql::MySqlStore::connect_with(&options)
         .await
         .expect("node a");
-    let b = idem_sql::MySqlStore::connect_with(&url, &options)
+    let b = idem_sql::MySqlStore::connect_with(&options)
         .await
         .expect("node b");
     let (a, b) = (Arc::new(a), Arc::new(b));
@@ -74,17 +76,18 @@ async fn mysql_racers_never_see_a_deadlock() {
     );
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_racers_never_see_contention() {
     let Some(url) = backend_url("IDEM_TEST_POSTGRES") else {
         return;
     };
     let schema = support::pg_schema(&url).await;
-    let options = support::options().schema(schema);
-    let a = idem_sql::PostgresStore::connect_with(&url, &options)
+    let options = support::pg_options(&url, schema);
+    let a = idem_sql::PostgresStore::connect_with(&options)
         .await
         .expect("node a");
-    let b = idem_sql::PostgresStore::connect_with(&url, &options)
+    let b = idem_sql::PostgresStore::connect_with(&options)
         .await
         .expect("node b");
     let (a, b) = (Arc::new(a), Arc::new(b));
@@ -95,13 +98,14 @@ async fn postgres_racers_never_see_contention() {
     );
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_racers_never_see_busy() {
     let url = support::sqlite_url();
-    let a = idem_sql::SqliteStore::connect_with(&url, &support::options())
+    let a = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
         .await
         .expect("node a");
-    let b = idem_sql::SqliteStore::connect_with(&url, &support::options())
+    let b = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
         .await
         .expect("node b");
     let (a, b) = (Arc::new(a), Arc::new(b));

@@ -14,9 +14,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem::conformance::backend_url;
 use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse, TTL_FOREVER};
 use idem_sql::TransactionalStore;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use idem_test_support::backend_url;
 use sqlx::Executor;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -182,8 +183,11 @@ macro_rules! generic_tests {
 
 mod generic {
     use super::*;
+    #[cfg(feature = "sqlite")]
     generic_tests!(sqlite, crate::open_sqlite);
+    #[cfg(feature = "postgres")]
     generic_tests!(postgres, crate::open_postgres);
+    #[cfg(feature = "mysql")]
     generic_tests!(mysql, crate::open_mysql);
 }
 
@@ -358,10 +362,12 @@ macro_rules! transactional_tests {
     };
 }
 
+#[cfg(feature = "sqlite")]
 async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
-    let store = idem_sql::SqliteStore::connect_with(&support::sqlite_url(), &support::options())
-        .await
-        .expect("open SQLite");
+    let store =
+        idem_sql::SqliteStore::connect_with(&support::sqlite_options(&support::sqlite_url()))
+            .await
+            .expect("open SQLite");
     store
         .pool()
         .execute(BUSINESS_TABLE)
@@ -370,10 +376,11 @@ async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
     Some(store)
 }
 
+#[cfg(feature = "postgres")]
 async fn open_postgres() -> Option<idem_sql::PostgresStore> {
     let url = backend_url("IDEM_TEST_POSTGRES")?;
     let schema = support::pg_schema(&url).await;
-    let store = idem_sql::PostgresStore::connect_with(&url, &support::options().schema(schema))
+    let store = idem_sql::PostgresStore::connect_with(&support::pg_options(&url, schema))
         .await
         .expect("open PostgreSQL");
     store
@@ -384,10 +391,11 @@ async fn open_postgres() -> Option<idem_sql::PostgresStore> {
     Some(store)
 }
 
+#[cfg(feature = "mysql")]
 async fn open_mysql() -> Option<idem_sql::MySqlStore> {
     let url = backend_url("IDEM_TEST_MYSQL")?;
     let database = support::mysql_database(&url).await;
-    let store = idem_sql::MySqlStore::connect_with(&url, &support::options().schema(database))
+    let store = idem_sql::MySqlStore::connect_with(&support::mysql_options(&url, database))
         .await
         .expect("open MySQL");
     store
@@ -400,14 +408,17 @@ async fn open_mysql() -> Option<idem_sql::MySqlStore> {
 
 // SQLite shows no waiter from outside (it sleeps in its busy handler), and reading a
 // session id would start a snapshot the duplicate could not write from: wait a moment.
+#[cfg(feature = "sqlite")]
 async fn sqlite_session(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> i64 {
     0
 }
 
+#[cfg(feature = "sqlite")]
 async fn sqlite_waiting(_store: &Arc<idem_sql::SqliteStore>, _session: i64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+#[cfg(feature = "postgres")]
 async fn postgres_session(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i64 {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut **tx)
@@ -417,6 +428,7 @@ async fn postgres_session(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i64
 }
 
 /// Waits until the duplicate's backend waits on a lock (the primary key's).
+#[cfg(feature = "postgres")]
 async fn postgres_waiting(store: &Arc<idem_sql::PostgresStore>, pid: i64) {
     for _ in 0..200 {
         let waiting: Option<String> =
@@ -434,6 +446,7 @@ async fn postgres_waiting(store: &Arc<idem_sql::PostgresStore>, pid: i64) {
     panic!("the duplicate never waited on a lock");
 }
 
+#[cfg(feature = "mysql")]
 async fn mysql_session(tx: &mut sqlx::Transaction<'_, sqlx::MySql>) -> i64 {
     let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
         .fetch_one(&mut **tx)
@@ -443,6 +456,7 @@ async fn mysql_session(tx: &mut sqlx::Transaction<'_, sqlx::MySql>) -> i64 {
 }
 
 /// Waits until the duplicate's transaction is in LOCK WAIT (on the primary key).
+#[cfg(feature = "mysql")]
 async fn mysql_waiting(store: &Arc<idem_sql::MySqlStore>, id: i64) {
     for _ in 0..200 {
         let waiting: i64 = sqlx::query_scalar(
@@ -461,6 +475,7 @@ async fn mysql_waiting(store: &Arc<idem_sql::MySqlStore>, id: i64) {
     panic!("the duplicate never waited on a lock");
 }
 
+#[cfg(feature = "sqlite")]
 transactional_tests!(
     sqlite,
     idem_sql::SqliteStore,
@@ -471,6 +486,7 @@ transactional_tests!(
     sqlite_waiting
 );
 
+#[cfg(feature = "postgres")]
 transactional_tests!(
     postgres,
     idem_sql::PostgresStore,
@@ -481,6 +497,7 @@ transactional_tests!(
     postgres_waiting
 );
 
+#[cfg(feature = "mysql")]
 transactional_tests!(
     mysql,
     idem_sql::MySqlStore,

@@ -4,7 +4,7 @@
 //! `idem`. Dropping it kills the server and deletes the dir, also when a test panics.
 //!
 //! Missing binaries skip the test (printed `skipped: …`), or fail it with
-//! `IDEM_REQUIRE_BACKENDS=1`, as [`idem::conformance::backend_url`] does for shared servers.
+//! `IDEM_REQUIRE_BACKENDS=1`, as [`idem_test_support::backend_url`] does for shared servers.
 //!
 //! PostgreSQL refuses to run as root: as root, `initdb` and `pg_ctl` run as the user
 //! `postgres` (`runuser -u postgres --`) and the dir is given to that user. MariaDB runs as
@@ -14,12 +14,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use idem::conformance::{unique_name, REQUIRE_BACKENDS};
+use idem_test_support::{skip as skipped, unique_name};
 use sqlx::Connection;
 
 /// The longest a server may take to be created, to start or to stop.
@@ -48,16 +47,6 @@ enum Server {
         as_root: bool,
         child: Option<Child>,
     },
-}
-
-/// Prints why the test is skipped and returns `None`, or panics with
-/// `IDEM_REQUIRE_BACKENDS=1`.
-fn skipped<T>(reason: &str) -> Option<T> {
-    if std::env::var(REQUIRE_BACKENDS).is_ok_and(|v| v == "1") {
-        panic!("{reason}, and {REQUIRE_BACKENDS}=1 forbids skipping this backend test");
-    }
-    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
-    None
 }
 
 /// An executable `name` on `PATH` or in the usual system dirs.
@@ -432,23 +421,13 @@ impl PrivateDb {
 
     /// Creates the database `idem`.
     async fn create_database(&self) {
-        let statement = format!("CREATE DATABASE {DATABASE}");
-        let create = async {
-            match self.server {
-                Server::Postgres { .. } => {
-                    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-                    let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                    sqlx::query(&statement).execute(&mut conn).await?;
-                    conn.close().await
-                }
-                Server::MariaDb { .. } => {
-                    let admin = format!("mysql://root@127.0.0.1:{}/", self.port);
-                    let mut conn = sqlx::MySqlConnection::connect(&admin).await?;
-                    sqlx::query(&statement).execute(&mut conn).await?;
-                    conn.close().await
-                }
+        let admin = match self.server {
+            Server::Postgres { .. } => {
+                format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
             }
+            Server::MariaDb { .. } => format!("mysql://root@127.0.0.1:{}/", self.port),
         };
+        let create = idem_test_support::create_database(&admin, DATABASE);
         tokio::time::timeout(Duration::from_secs(30), create)
             .await
             .expect("create the test database within 30 s")

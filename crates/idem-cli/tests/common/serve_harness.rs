@@ -10,10 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use idem::conformance::{backend_url, unique_name};
+use idem_test_support::{backend_url, unique_name, TestDatabase};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
-use sqlx::Connection;
 
 /// How long a node may take to migrate and listen.
 const START_MAX: Duration = Duration::from_secs(60);
@@ -118,39 +117,17 @@ pub fn listening_addr(line: &str) -> Option<String> {
     (!addr.is_empty()).then_some(addr)
 }
 
-enum Cleanup {
-    Dir(PathBuf),
-    Postgres { admin_url: String, name: String },
-    MySql { admin_url: String, name: String },
-}
-
 /// Nodes sharing one fresh database.
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub database: String,
     pub client: reqwest::Client,
-    cleanup: Option<Cleanup>,
-}
-
-/// `url` with its database (last path segment) replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    let mut out = format!("{}/{name}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
+    fresh: Option<TestDatabase>,
 }
 
 impl Cluster {
-    fn new(database: String, nodes: usize, extra: &[&str], cleanup: Cleanup) -> Cluster {
+    fn new(fresh: TestDatabase, nodes: usize, extra: &[&str]) -> Cluster {
+        let database = fresh.url().to_owned();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             database: database.clone(),
@@ -159,7 +136,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
-            cleanup: Some(cleanup),
+            fresh: Some(fresh),
         };
         // A shared server and parallel tests: few connections per node.
         let mut extra: Vec<&str> = extra.to_vec();
@@ -188,10 +165,8 @@ impl Cluster {
 
     /// One node on a fresh SQLite file.
     pub async fn sqlite(extra: &[&str]) -> Option<Cluster> {
-        let dir = std::env::temp_dir().join(unique_name("idem_serve"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let database = format!("sqlite://{}/pay.db", dir.display());
-        Some(Self::new(database, 1, extra, Cleanup::Dir(dir)))
+        let fresh = TestDatabase::create("sqlite", "idem_serve").await?;
+        Some(Self::new(fresh, 1, extra))
     }
 
     /// Three nodes on a fresh PostgreSQL database, or `None` (skipped) without a server.
@@ -201,22 +176,8 @@ impl Cluster {
 
     /// `nodes` nodes on a fresh PostgreSQL database.
     pub async fn postgres_nodes(nodes: usize, extra: &[&str]) -> Option<Cluster> {
-        let admin_url = backend_url("IDEM_TEST_POSTGRES")?;
-        let name = unique_name("idem_serve");
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let database = with_database(&admin_url, &name);
-        Some(Self::new(
-            database,
-            nodes,
-            extra,
-            Cleanup::Postgres { admin_url, name },
-        ))
+        let fresh = TestDatabase::create("IDEM_TEST_POSTGRES", "idem_serve").await?;
+        Some(Self::new(fresh, nodes, extra))
     }
 
     /// Three nodes on a fresh MySQL/MariaDB database, or `None` (skipped) without a server.
@@ -226,22 +187,8 @@ impl Cluster {
 
     /// `nodes` nodes on a fresh MySQL/MariaDB database.
     pub async fn mysql_nodes(nodes: usize, extra: &[&str]) -> Option<Cluster> {
-        let admin_url = backend_url("IDEM_TEST_MYSQL")?;
-        let name = unique_name("idem_serve");
-        let mut admin = sqlx::MySqlConnection::connect(&admin_url)
-            .await
-            .expect("connect to MySQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let database = with_database(&admin_url, &name);
-        Some(Self::new(
-            database,
-            nodes,
-            extra,
-            Cleanup::MySql { admin_url, name },
-        ))
+        let fresh = TestDatabase::create("IDEM_TEST_MYSQL", "idem_serve").await?;
+        Some(Self::new(fresh, nodes, extra))
     }
 
     /// Three PostgreSQL nodes with the Redis replay cache under a fresh key prefix.
@@ -325,7 +272,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.nodes.clear();
-        let Some(cleanup) = self.cleanup.take() else {
+        let Some(fresh) = self.fresh.take() else {
             return;
         };
         // Dropping runs outside any async context we could borrow: a thread of its own.
@@ -334,29 +281,7 @@ impl Drop for Cluster {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(async move {
-                match cleanup {
-                    Cleanup::Dir(dir) => {
-                        let _ = std::fs::remove_dir_all(dir);
-                    }
-                    Cleanup::Postgres { admin_url, name } => {
-                        if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .execute(&mut admin)
-                            .await;
-                        }
-                    }
-                    Cleanup::MySql { admin_url, name } => {
-                        if let Ok(mut admin) = sqlx::MySqlConnection::connect(&admin_url).await {
-                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                                .execute(&mut admin)
-                                .await;
-                        }
-                    }
-                }
-            });
+            runtime.block_on(fresh.drop_database());
         })
         .join();
     }
@@ -467,19 +392,7 @@ impl Reply {
 }
 
 #[test]
-fn database_names_are_replaced_in_urls() {
-    assert_eq!(
-        with_database("postgres://u@h:5432/test", "x"),
-        "postgres://u@h:5432/x"
-    );
-    assert_eq!(
-        with_database("mysql://root@h:3306/test?ssl-mode=disabled", "x"),
-        "mysql://root@h:3306/x?ssl-mode=disabled"
-    );
-    assert_eq!(
-        with_database("mysql://root@h:3306", "x"),
-        "mysql://root@h:3306/x"
-    );
+fn the_listening_address_is_read_from_the_log() {
     assert_eq!(
         listening_addr("INFO idem_pay::serve: listening on 127.0.0.1:4321").as_deref(),
         Some("127.0.0.1:4321")

@@ -7,8 +7,6 @@
 mod app;
 mod scenarios;
 
-pub use idem::conformance::backend_url;
-
 pub use app::{counting_app, serve_counting_app, Served};
 pub use scenarios::*;
 

@@ -25,8 +25,8 @@ mod memory {
 
 mod sqlite {
     use super::*;
-    use idem::conformance::unique_name;
     use idem_sql::SqliteStore;
+    use idem_test_support::unique_name;
 
     /// A directory removed when the test ends.
     struct TempDir(std::path::PathBuf);
@@ -50,14 +50,17 @@ mod sqlite {
 
 mod postgres {
     use super::*;
-    use idem::conformance::{backend_url, unique_name};
-    use idem_sql::{PostgresStore, StoreOptions};
+    use idem_sql::{PostgresOptions, PostgresStore};
+    use idem_test_support::{backend_url, pg_schema};
 
-    /// A PostgreSQL store in a schema of its own, from `IDEM_TEST_POSTGRES`.
+    /// A PostgreSQL store in a schema of its own, from `IDEM_TEST_POSTGRES` (schemas of
+    /// exited test processes are dropped first).
     async fn postgres(config: Config) -> Option<Target> {
         let url = backend_url("IDEM_TEST_POSTGRES")?;
-        let options = StoreOptions::new().schema(unique_name("idem_http"));
-        let store = PostgresStore::connect_with(&url, &options)
+        let options = PostgresOptions::from_url(&url)
+            .expect("a PostgreSQL URL")
+            .schema(pg_schema(&url, "idem_http").await);
+        let store = PostgresStore::connect_with(&options)
             .await
             .expect("open PostgreSQL");
         Some(target(store, config).await)
@@ -68,16 +71,20 @@ mod postgres {
 
 mod redis {
     use super::*;
-    use idem::conformance::{backend_url, unique_name};
     use idem_redis::{RedisOptions, RedisStore};
+    use idem_test_support::{backend_url, unique_name};
     use std::time::Duration;
 
     /// A Redis store under a key prefix of its own, from `IDEM_TEST_REDIS`; short-lived
     /// records, so the shared server does not keep them.
     async fn redis(config: Config) -> Option<Target> {
         let url = backend_url("IDEM_TEST_REDIS")?;
-        let options = RedisOptions::new(url).prefix(unique_name("idem_http"));
-        let store = RedisStore::connect(options).await.expect("open Redis");
+        let options = RedisOptions::from_url(&url)
+            .expect("a Redis URL")
+            .prefix(unique_name("idem_http"));
+        let store = RedisStore::connect_with(&options)
+            .await
+            .expect("open Redis");
         Some(target(store, config.ttl(Duration::from_secs(120))).await)
     }
 

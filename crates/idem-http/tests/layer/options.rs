@@ -144,9 +144,10 @@ async fn wait_mode_gives_up_with_409_after_its_bound() {
 #[tokio::test]
 async fn store_down_is_503_and_runs_nothing() {
     // A real Redis store pointed at a port nothing listens on: every call fails.
-    let options = idem_redis::RedisOptions::new("redis://127.0.0.1:1")
+    let options = idem_redis::RedisOptions::from_url("redis://127.0.0.1:1")
+        .expect("a Redis URL")
         .connection_timeout(Duration::from_millis(500));
-    let store = idem_redis::RedisStore::lazy(options).expect("a lazy store");
+    let store = idem_redis::RedisStore::lazy(&options).expect("a lazy store");
     let app = target(store, layer_config()).await;
     let key = format!("\"{}\"", unique_key("down"));
     let answer = post(&app, "{}").header("idempotency-key", key).send().await;

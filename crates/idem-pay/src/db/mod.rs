@@ -271,12 +271,8 @@ fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
     }
 }
 
-/// The store's options for a pool of `max_connections`.
-fn options(max_connections: u32) -> idem_sql::StoreOptions {
-    idem_sql::StoreOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-}
+/// How long a call waits for a free connection of the pool before failing.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -20,11 +20,10 @@ pub(super) const DIALECT: Dialect = Dialect {
 };
 
 pub(super) async fn open(url: &str, max_connections: u32) -> Result<MySqlStore> {
-    let options = super::options(max_connections);
     let connect = MySqlConnectOptions::from_str(url)?.timezone(Some(String::from("+00:00")));
     let pool = MySqlPoolOptions::new()
-        .max_connections(options.max_connections)
-        .acquire_timeout(options.acquire_timeout)
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")

@@ -2,7 +2,7 @@
 //! `SELECT … FOR UPDATE` in account-id order; the payment row's insert and the accounts'
 //! lock in one statement, and the money's move with its ledger rows in another.
 
-use idem_sql::PostgresStore;
+use idem_sql::{PostgresOptions, PostgresStore};
 
 use super::Dialect;
 use crate::Result;
@@ -16,5 +16,8 @@ pub(super) const DIALECT: Dialect = Dialect {
 };
 
 pub(super) async fn open(url: &str, max_connections: u32) -> Result<PostgresStore> {
-    Ok(PostgresStore::connect_with(url, &super::options(max_connections)).await?)
+    let options = PostgresOptions::from_url(url)?
+        .max_connections(max_connections)
+        .acquire_timeout(super::ACQUIRE_TIMEOUT);
+    Ok(PostgresStore::connect_with(&options).await?)
 }

@@ -31,15 +31,14 @@ pub(super) async fn open(url: &str, max_connections: u32) -> Result<SqliteStore>
     {
         std::fs::create_dir_all(dir).map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
     }
-    let options = super::options(max_connections);
     let connect = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
-        .max_connections(options.max_connections)
-        .acquire_timeout(options.acquire_timeout)
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
         .connect_with(connect)
         .await?;
     Ok(SqliteStore::from_pool(pool).await?)

@@ -3,11 +3,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use idem::conformance::{backend_url, unique_name};
 use idem_redis::RedisOptions;
+use idem_test_support::{backend_url, unique_name};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -18,7 +17,9 @@ pub fn redis_url() -> Option<String> {
 
 /// Options on `url` with a prefix no other test uses.
 pub fn fresh_options(url: &str) -> RedisOptions {
-    RedisOptions::new(url).prefix(unique_name("idemtest"))
+    RedisOptions::from_url(url)
+        .expect("a Redis URL")
+        .prefix(unique_name("idemtest"))
 }
 
 /// A plain connection for checking what the store left in Redis.
@@ -64,53 +65,14 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> usize {
 /// The prefix of this crate's SQLite directories and PostgreSQL schemas.
 pub const NAMESPACE_PREFIX: &str = "idem_redis_truth";
 
-/// True when the process that made `name` (`<prefix>_<pid>_…`) is gone.
-fn owner_exited(name: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(NAMESPACE_PREFIX)
-        .and_then(|r| r.strip_prefix('_'))
-    else {
-        return false;
-    };
-    let Some(pid) = rest.split('_').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return false;
-    };
-    pid != std::process::id() && !PathBuf::from(format!("/proc/{pid}")).exists()
-}
-
-/// A URL for a new SQLite file in a new directory under the system temp dir, after
-/// removing the directories of test processes that have exited.
+/// A URL for a new SQLite file in a new temporary directory.
 pub fn sqlite_url() -> String {
-    let temp = std::env::temp_dir();
-    if let Ok(entries) = std::fs::read_dir(&temp) {
-        for entry in entries.flatten() {
-            if owner_exited(&entry.file_name().to_string_lossy()) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let dir: PathBuf = temp.join(unique_name(NAMESPACE_PREFIX));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    format!("sqlite://{}?mode=rwc", dir.join("idem.db").display())
+    idem_test_support::sqlite_url(NAMESPACE_PREFIX)
 }
 
 /// A fresh PostgreSQL schema name, after dropping the schemas of exited test processes.
 pub async fn pg_schema(url: &str) -> String {
-    use sqlx::{Connection, Executor};
-    let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1")
-            .bind(format!("{NAMESPACE_PREFIX}%"))
-            .fetch_all(&mut conn)
-            .await
-            .expect("list schemas");
-    for name in names.iter().filter(|n| owner_exited(n)) {
-        let _ = conn
-            .execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str())
-            .await;
-    }
-    let _ = conn.close().await;
-    unique_name(NAMESPACE_PREFIX)
+    idem_test_support::pg_schema(url, NAMESPACE_PREFIX).await
 }
 
 /// A 127.0.0.1 port nothing listens on (bound, read, released).

@@ -12,12 +12,10 @@
 //! The expansion needs `tokio` (with `macros` and `rt-multi-thread`) in the store crate's
 //! dev-dependencies. Cases panic with a message naming the rule that broke.
 
-mod backends;
 mod cases;
 mod harness;
 pub mod model;
 
-pub use backends::{backend_url, unique_name, REQUIRE_BACKENDS};
 pub use cases::*;
 pub use harness::{Harness, LEASE, TTL};
 
