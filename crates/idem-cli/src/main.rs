@@ -11,11 +11,6 @@ mod shutdown;
 
 use logging::LogArgs;
 
-/// mimalloc: the serving paths allocate many small buffers per request across worker
-/// threads, where it spends less time than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// idem: exactly-once writes for distributed services.
 #[derive(Debug, Parser)]
 #[command(name = "idem", version, about, long_about = None)]
