@@ -40,21 +40,14 @@ fn response(tag: &str) -> StoredResponse {
 /// A lease just past its end, so the next `begin` may take the record over.
 const PAST_LEASE: Duration = Duration::from_secs(LEASE.as_secs() + 1);
 
+/// `begin` on a key with no live record: it must be Acquired, not recovered.
 async fn acquire<S: Store + ?Sized>(
     store: &S,
     scope: &Scope,
     key: &Key,
     fp: &Fingerprint,
 ) -> FencingToken {
-    match begin(store, scope, key, fp).await {
-        Outcome::Acquired {
-            token,
-            recovered: false,
-        } => token,
-        other => {
-            panic!("a key with no live record must be Acquired (not recovered), got {other:?}")
-        }
-    }
+    acquired(begin(store, scope, key, fp).await, false)
 }
 
 /// `begin` on a record whose lease has ended: it must be taken over, with `recovered`.
@@ -64,12 +57,17 @@ async fn take_over<S: Store + ?Sized>(
     key: &Key,
     fp: &Fingerprint,
 ) -> FencingToken {
-    match begin(store, scope, key, fp).await {
+    acquired(begin(store, scope, key, fp).await, true)
+}
+
+/// The token of an `Acquired` outcome with the `recovered` flag the case expects.
+fn acquired(outcome: Outcome, recovered: bool) -> FencingToken {
+    match outcome {
         Outcome::Acquired {
             token,
-            recovered: true,
-        } => token,
-        other => panic!("an ended lease is taken over with recovered = true, got {other:?}"),
+            recovered: got,
+        } if got == recovered => token,
+        other => panic!("expected Acquired with recovered = {recovered}, got {other:?}"),
     }
 }
 
