@@ -27,11 +27,7 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
         let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
         let tasks: Vec<_> = (0..RACERS)
             .map(|i| {
-                let node = if i % 2 == 0 {
-                    Arc::clone(&node_a)
-                } else {
-                    Arc::clone(&node_b)
-                };
+                let node = Arc::clone(if i % 2 == 0 { &node_a } else { &node_b });
                 let (scope, key, barrier) = (scope.clone(), key.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
                     barrier.wait().await;
@@ -54,26 +50,25 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
     winners
 }
 
+/// Races on two nodes of one store and reports how much contention their retries absorbed.
+async fn race_and_report<S: Store + 'static>(backend: &str, a: S, b: S, retries: fn(&S) -> u64) {
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
+    eprintln!(
+        "{backend}: contention retries absorbed: {}",
+        retries(&a) + retries(&b)
+    );
+}
+
 #[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_racers_never_see_a_deadlock() {
     let Some(url) = backend_url("IDEM_TEST_MYSQL") else {
         return;
     };
-    let database = support::mysql_database(&url).await;
-    let options = support::mysql_options(&url, database);
-    let a = idem_sql::MySqlStore::connect_with(&options)
-        .await
-        .expect("node a");
-    let b = idem_sql::MySqlStore::connect_with(&options)
-        .await
-        .expect("node b");
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
-    eprintln!(
-        "mysql: contention retries absorbed: {}",
-        a.retries() + b.retries()
-    );
+    let a = support::mysql_store(&url).await;
+    let b = support::mysql_peer(&url, &a).await;
+    race_and_report("mysql", a, b, idem_sql::MySqlStore::retries).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -82,36 +77,15 @@ async fn postgres_racers_never_see_contention() {
     let Some(url) = backend_url("IDEM_TEST_POSTGRES") else {
         return;
     };
-    let schema = support::pg_schema(&url).await;
-    let options = support::pg_options(&url, schema);
-    let a = idem_sql::PostgresStore::connect_with(&options)
-        .await
-        .expect("node a");
-    let b = idem_sql::PostgresStore::connect_with(&options)
-        .await
-        .expect("node b");
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
-    eprintln!(
-        "postgres: contention retries absorbed: {}",
-        a.retries() + b.retries()
-    );
+    let a = support::pg_store(&url).await;
+    let b = support::pg_peer(&url, &a).await;
+    race_and_report("postgres", a, b, idem_sql::PostgresStore::retries).await;
 }
 
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_racers_never_see_busy() {
-    let url = support::sqlite_url();
-    let a = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
-        .await
-        .expect("node a");
-    let b = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
-        .await
-        .expect("node b");
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
-    eprintln!(
-        "sqlite: contention retries absorbed: {}",
-        a.retries() + b.retries()
-    );
+    let a = support::sqlite_store().await;
+    let b = support::sqlite_peer(&a).await;
+    race_and_report("sqlite", a, b, idem_sql::SqliteStore::retries).await;
 }
