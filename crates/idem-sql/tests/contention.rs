@@ -60,32 +60,35 @@ async fn race_and_report<S: Store + 'static>(backend: &str, a: S, b: S, retries:
     );
 }
 
-#[cfg(feature = "mysql")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_racers_never_see_a_deadlock() {
-    let Some(url) = backend_url("IDEM_TEST_MYSQL") else {
-        return;
-    };
-    let a = support::mysql_store(&url).await;
-    let b = support::mysql_peer(&url, &a).await;
-    race_and_report("mysql", a, b, idem_sql::MySqlStore::retries).await;
+/// Expands the race on each backend: `$url` gives the server's URL (`None` when it is not
+/// configured), `$open(url)` the first node and `$peer(url, node)` a second one on the
+/// same records.
+macro_rules! contention_tests {
+    ($($feature:literal $name:ident: $store:ty = $url:expr, $open:path, $peer:path;)+) => {$(
+        #[cfg(feature = $feature)]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let Some(url) = $url else { return };
+            let a = $open(&url).await;
+            let b = $peer(&url, &a).await;
+            race_and_report($feature, a, b, <$store>::retries).await;
+        }
+    )+};
 }
 
-#[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_racers_never_see_contention() {
-    let Some(url) = backend_url("IDEM_TEST_POSTGRES") else {
-        return;
-    };
-    let a = support::pg_store(&url).await;
-    let b = support::pg_peer(&url, &a).await;
-    race_and_report("postgres", a, b, idem_sql::PostgresStore::retries).await;
+contention_tests! {
+    "mysql" mysql_racers_never_see_a_deadlock: idem_sql::MySqlStore = backend_url("IDEM_TEST_MYSQL"), support::mysql_store, support::mysql_peer;
+    "postgres" postgres_racers_never_see_contention: idem_sql::PostgresStore = backend_url("IDEM_TEST_POSTGRES"), support::pg_store, support::pg_peer;
+    "sqlite" sqlite_racers_never_see_busy: idem_sql::SqliteStore = Some(()), sqlite_store, sqlite_peer;
+}
+
+// SQLite needs no server: its store makes its own file, and the peer finds it from the store.
+#[cfg(feature = "sqlite")]
+async fn sqlite_store(_: &()) -> idem_sql::SqliteStore {
+    support::sqlite_store().await
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_racers_never_see_busy() {
-    let a = support::sqlite_store().await;
-    let b = support::sqlite_peer(&a).await;
-    race_and_report("sqlite", a, b, idem_sql::SqliteStore::retries).await;
+async fn sqlite_peer(_: &(), store: &idem_sql::SqliteStore) -> idem_sql::SqliteStore {
+    support::sqlite_peer(store).await
 }

@@ -244,12 +244,29 @@ macro_rules! transactional_tests {
                     .expect("complete_in");
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rolled_back_transaction_leaves_no_record_and_no_business_row() {
-                let Some(store) = open().await else { return };
-                let (s, k) = (scope(), key("order-rolled-back"));
+            /// A fresh store and an open transaction that has claimed, paid for and
+            /// completed `order`, left for the case to commit or roll back.
+            async fn paid_in_open_transaction(
+                order: &str,
+            ) -> Option<(
+                $store,
+                Scope,
+                Key,
+                sqlx::Transaction<'static, <$store as TransactionalStore>::Database>,
+            )> {
+                let store = open().await?;
+                let (s, k) = (scope(), key(order));
                 let mut tx = store.pool().begin().await.expect("begin a transaction");
                 claim_pay_complete(&store, &mut tx, &s, &k).await;
+                Some((store, s, k, tx))
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rolled_back_transaction_leaves_no_record_and_no_business_row() {
+                let Some((store, s, k, tx)) = paid_in_open_transaction("order-rolled-back").await
+                else {
+                    return;
+                };
                 tx.rollback().await.expect("rollback");
                 assert_absent(&store, &s, &k, "a rolled-back transaction leaves no record").await;
                 assert_eq!(count(&store, k.as_str()).await, 0, "and no business row");
@@ -267,10 +284,10 @@ macro_rules! transactional_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn committed_transaction_leaves_record_and_business_row() {
-                let Some(store) = open().await else { return };
-                let (s, k) = (scope(), key("order-committed"));
-                let mut tx = store.pool().begin().await.expect("begin a transaction");
-                claim_pay_complete(&store, &mut tx, &s, &k).await;
+                let Some((store, s, k, tx)) = paid_in_open_transaction("order-committed").await
+                else {
+                    return;
+                };
                 tx.commit().await.expect("commit");
                 assert_eq!(
                     count(&store, k.as_str()).await,
@@ -296,11 +313,11 @@ macro_rules! transactional_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_duplicate_blocks_then_replays() {
-                let Some(store) = open().await else { return };
+                let Some((store, s, k, first)) = paid_in_open_transaction("order-raced").await
+                else {
+                    return;
+                };
                 let store = Arc::new(store);
-                let (s, k) = (scope(), key("order-raced"));
-                let mut first = store.pool().begin().await.expect("begin a transaction");
-                claim_pay_complete(&store, &mut first, &s, &k).await;
 
                 let (id_tx, id_rx) = tokio::sync::oneshot::channel();
                 let duplicate = {

@@ -50,41 +50,44 @@ pub async fn mysql_database(url: &str) -> String {
 /// A PostgreSQL store on the server at `url`, in a fresh schema.
 #[cfg(feature = "postgres")]
 pub async fn pg_store(url: &str) -> idem_sql::PostgresStore {
-    let options = pg_options(url, pg_schema(url).await);
-    let store = idem_sql::PostgresStore::connect_with(&options).await;
-    store.expect("open a PostgreSQL store on a fresh schema")
+    pg_store_in(url, pg_schema(url).await).await
 }
 
 /// A second node beside `store`: a pool of its own on the same schema.
 #[cfg(feature = "postgres")]
 pub async fn pg_peer(url: &str, store: &idem_sql::PostgresStore) -> idem_sql::PostgresStore {
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-        .fetch_one(store.pool())
-        .await
-        .expect("the store's schema");
-    let peer = idem_sql::PostgresStore::connect_with(&pg_options(url, schema)).await;
-    peer.expect("open a second pool on the same schema")
+    let current = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(store.pool());
+    pg_store_in(url, current.await.expect("the store's schema")).await
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_store_in(url: &str, schema: String) -> idem_sql::PostgresStore {
+    let store = idem_sql::PostgresStore::connect_with(&pg_options(url, schema)).await;
+    store.expect("open a PostgreSQL store")
 }
 
 /// A MySQL store on the server at `url`, in a fresh database.
 #[cfg(feature = "mysql")]
 pub async fn mysql_store(url: &str) -> idem_sql::MySqlStore {
-    let options = mysql_options(url, mysql_database(url).await);
-    let store = idem_sql::MySqlStore::connect_with(&options).await;
-    store.expect("open a MySQL store on a fresh database")
+    mysql_store_in(url, mysql_database(url).await).await
 }
 
 /// A second node beside `store`: a pool of its own on the same database.
 #[cfg(feature = "mysql")]
 pub async fn mysql_peer(url: &str, store: &idem_sql::MySqlStore) -> idem_sql::MySqlStore {
     // Read as bytes: MySQL may type DATABASE() with a collation sqlx will not decode as text.
-    let database: Vec<u8> = sqlx::query_scalar("SELECT CAST(DATABASE() AS BINARY)")
+    let current: Vec<u8> = sqlx::query_scalar("SELECT CAST(DATABASE() AS BINARY)")
         .fetch_one(store.pool())
         .await
         .expect("the store's database");
-    let database = String::from_utf8(database).expect("an ASCII name");
-    let peer = idem_sql::MySqlStore::connect_with(&mysql_options(url, database)).await;
-    peer.expect("open a second pool on the same database")
+    let database = String::from_utf8(current).expect("an ASCII name");
+    mysql_store_in(url, database).await
+}
+
+#[cfg(feature = "mysql")]
+async fn mysql_store_in(url: &str, database: String) -> idem_sql::MySqlStore {
+    let store = idem_sql::MySqlStore::connect_with(&mysql_options(url, database)).await;
+    store.expect("open a MySQL store")
 }
 
 /// A SQLite store on a new database file in a new temporary directory.
