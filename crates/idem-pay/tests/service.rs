@@ -153,32 +153,24 @@ macro_rules! backend_tests {
     ($($backend:ident),+) => {
         $(
             mod $backend {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn opposite_transfers_never_deadlock() {
-                    let Some(db) = super::fresh(stringify!($backend)).await else {
-                        return;
-                    };
-                    super::opposite_transfers_never_deadlock(db.url()).await;
-                    db.drop_database().await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn concurrent_duplicates_execute_once() {
-                    let Some(db) = super::fresh(stringify!($backend)).await else {
-                        return;
-                    };
-                    super::concurrent_duplicates_execute_once(db.url()).await;
-                    db.drop_database().await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn replay_memory_serves_only_equal_requests() {
-                    let Some(db) = super::fresh(stringify!($backend)).await else {
-                        return;
-                    };
-                    super::replay_memory_serves_only_equal_requests(db.url()).await;
-                    db.drop_database().await;
-                }
+                backend_tests!(@cases $backend;
+                    opposite_transfers_never_deadlock: 4,
+                    concurrent_duplicates_execute_once: 4,
+                    replay_memory_serves_only_equal_requests: 2,
+                );
+            }
+        )+
+    };
+    // Each case on its own fresh database, dropped after; `$workers` is the runtime's size.
+    (@cases $backend:ident; $($case:ident: $workers:tt),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn $case() {
+                let Some(db) = super::fresh(stringify!($backend)).await else {
+                    return;
+                };
+                super::$case(db.url()).await;
+                db.drop_database().await;
             }
         )+
     };

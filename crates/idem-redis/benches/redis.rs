@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use futures::future::join_all;
 use idem::{Claim, Fingerprint, Hold, Key, Outcome, Scope, Store, StoredResponse};
 use idem_redis::{RedisOptions, RedisStore, ReplayCache, TieredStore};
@@ -128,6 +131,42 @@ fn setup() -> Option<Setup> {
     })
 }
 
+/// Benches `replay` of `key_of(n)` (in scope "bench") on `store` over `callers` tasks.
+fn bench_replay<S: Store>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    env: &Setup,
+    store: &S,
+    counter: &AtomicU64,
+    callers: usize,
+    key_of: impl Fn(u64) -> Key + Copy,
+) {
+    let scope = Scope::new("bench").expect("scope");
+    group.bench_function(id, |b| {
+        b.to_async(&env.rt).iter_custom(|iters| {
+            let scope = &scope;
+            async move {
+                rounds(iters, callers, counter, |n| async move {
+                    replay(store, scope, &key_of(n)).await
+                })
+                .await
+            }
+        })
+    });
+}
+
+/// `SET key value PX ttl` on the raw side, as idem's completed records are kept.
+async fn raw_set(conn: &mut ConnectionManager, key: &str, value: &[u8]) {
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("PX")
+        .arg(TTL_MS)
+        .query_async(conn)
+        .await
+        .expect("SET");
+}
+
 fn fresh_key(c: &mut Criterion, env: &Setup) {
     let scope = Scope::new("bench").expect("scope");
     let counter = Arc::new(AtomicU64::new(0));
@@ -166,14 +205,7 @@ fn fresh_key(c: &mut Criterion, env: &Setup) {
                                 .expect("SET NX")
                                 .is_some();
                             assert!(claimed, "a fresh raw key is claimed");
-                            let () = redis::cmd("SET")
-                                .arg(&k)
-                                .arg(value.as_slice())
-                                .arg("PX")
-                                .arg(TTL_MS)
-                                .query_async(&mut conn)
-                                .await
-                                .expect("SET");
+                            raw_set(&mut conn, &k, value).await;
                         }
                     })
                     .await
@@ -193,30 +225,15 @@ fn replay_vs_get(c: &mut Criterion, env: &Setup) {
         let mut raw = env.raw.clone();
         for i in 0..keys {
             acquire_and_complete(&env.store, &scope, &key(format!("replay-{i}"))).await;
-            let () = redis::cmd("SET")
-                .arg(format!("{}:raw:replay-{i}", env.prefix))
-                .arg(value.as_slice())
-                .arg("PX")
-                .arg(TTL_MS)
-                .query_async(&mut raw)
-                .await
-                .expect("SET");
+            raw_set(&mut raw, &format!("{}:raw:replay-{i}", env.prefix), &value).await;
         }
     });
     let mut group = c.benchmark_group("replay");
     for callers in CALLERS {
         group.throughput(Throughput::Elements(callers as u64));
-        group.bench_function(BenchmarkId::new("idem", callers), |b| {
-            b.to_async(&env.rt).iter_custom(|iters| {
-                let (store, scope, counter) = (&env.store, &scope, &counter);
-                async move {
-                    rounds(iters, callers, counter, |n| async move {
-                        replay(store, scope, &key(format!("replay-{}", n % keys))).await
-                    })
-                    .await
-                }
-            })
-        });
+        let id = BenchmarkId::new("idem", callers);
+        let key_of = move |n| key(format!("replay-{}", n % keys));
+        bench_replay(&mut group, id, env, &env.store, &counter, callers, key_of);
         group.bench_function(BenchmarkId::new("raw_get", callers), |b| {
             b.to_async(&env.rt).iter_custom(|iters| {
                 let (raw, counter, prefix) = (&env.raw, &counter, &env.prefix);
@@ -263,28 +280,11 @@ where
     let mut group = c.benchmark_group(format!("tiered_replay_{name}"));
     for callers in CALLERS {
         group.throughput(Throughput::Elements(callers as u64));
-        group.bench_function(BenchmarkId::new("tiered", callers), |b| {
-            b.to_async(&env.rt).iter_custom(|iters| {
-                let (store, scope, counter) = (&tiered, &scope, &counter);
-                async move {
-                    rounds(iters, callers, counter, |n| async move {
-                        replay(store, scope, &key(format!("tiered-{name}-{}", n % keys))).await
-                    })
-                    .await
-                }
-            })
-        });
-        group.bench_function(BenchmarkId::new(name, callers), |b| {
-            b.to_async(&env.rt).iter_custom(|iters| {
-                let (store, scope, counter) = (&truth, &scope, &counter);
-                async move {
-                    rounds(iters, callers, counter, |n| async move {
-                        replay(store, scope, &key(format!("tiered-{name}-{}", n % keys))).await
-                    })
-                    .await
-                }
-            })
-        });
+        let key_of = move |n| key(format!("tiered-{name}-{}", n % keys));
+        let id = BenchmarkId::new("tiered", callers);
+        bench_replay(&mut group, id, env, &tiered, &counter, callers, key_of);
+        let id = BenchmarkId::new(name, callers);
+        bench_replay(&mut group, id, env, &truth, &counter, callers, key_of);
     }
     group.finish();
     let stats = tiered.stats();

@@ -59,34 +59,32 @@ fn encoded() -> Vec<u8> {
     response().encode()
 }
 
-async fn idem_fresh(store: Arc<dyn Store>, key: String) {
+/// `begin` on `key` in the idem side's scope, with the outcome the scope and key it used.
+async fn idem_begin(store: &dyn Store, key: String) -> (Scope, Key, Outcome) {
     let (scope, key) = (
         Scope::new("idem").expect("scope"),
         Key::new(key).expect("key"),
     );
-    match store
-        .begin(Claim::new(&scope, &key, &fp(), LEASE, TTL))
-        .await
-    {
-        Ok(Outcome::Acquired { token, .. }) => store
+    let fingerprint = fp();
+    let claim = Claim::new(&scope, &key, &fingerprint, LEASE, TTL);
+    let outcome = store.begin(claim).await.expect("begin");
+    (scope, key, outcome)
+}
+
+async fn idem_fresh(store: Arc<dyn Store>, key: String) {
+    match idem_begin(store.as_ref(), key).await {
+        (scope, key, Outcome::Acquired { token, .. }) => store
             .complete(Hold::new(&scope, &key, token), &response())
             .await
             .expect("complete"),
-        other => panic!("a fresh key acquires, got {other:?}"),
+        (_, _, other) => panic!("a fresh key acquires, got {other:?}"),
     }
 }
 
 async fn idem_replay(store: Arc<dyn Store>, key: String) {
-    let (scope, key) = (
-        Scope::new("idem").expect("scope"),
-        Key::new(key).expect("key"),
-    );
-    match store
-        .begin(Claim::new(&scope, &key, &fp(), LEASE, TTL))
-        .await
-    {
-        Ok(Outcome::Replay(_)) => {}
-        other => panic!("a completed key replays, got {other:?}"),
+    match idem_begin(store.as_ref(), key).await {
+        (_, _, Outcome::Replay(_)) => {}
+        (_, _, other) => panic!("a completed key replays, got {other:?}"),
     }
 }
 
@@ -184,103 +182,101 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Arc<d
 
 // The raw side writes rows of the same table in the same shape, under scope "raw".
 
-struct Sqlite(SqliteStore);
+/// A benchmarked backend over `$store`, with the raw side's statements in its dialect: the
+/// insert binds the key then the fingerprint, the update the response then the key, the
+/// read the key.
+macro_rules! sql_backend {
+    ($backend:ident($store:ty), $name:literal, $insert:literal, $update:literal, $read:literal) => {
+        struct $backend($store);
 
-impl Backend for Sqlite {
-    fn name(&self) -> &'static str {
-        "sqlite"
-    }
-    fn store(&self) -> Arc<dyn Store> {
-        Arc::new(self.0.clone())
-    }
-    fn raw_fresh(self: Arc<Self>, key: String) -> BoxFut {
-        Box::pin(async move {
-            let pool = self.0.pool();
-            sqlx::query("INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) VALUES ('raw', ?1, ?2, 1, 0, 0, NULL, 0, 9000000000000) ON CONFLICT (scope, idem_key) DO NOTHING")
-                .bind(&key).bind(&fp().as_bytes()[..]).execute(pool).await.expect("raw insert");
-            sqlx::query("UPDATE idem_records SET state = 1, response = ?2 WHERE scope = 'raw' AND idem_key = ?1")
-                .bind(&key).bind(encoded()).execute(pool).await.expect("raw update");
-        })
-    }
-    fn raw_read(self: Arc<Self>, key: String) -> BoxFut {
-        Box::pin(async move {
-            let row: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT response FROM idem_records WHERE scope = 'raw' AND idem_key = ?1",
-            )
-            .bind(&key)
-            .fetch_optional(self.0.pool())
-            .await
-            .expect("raw read")
-            .flatten();
-            assert!(row.is_some(), "raw row exists");
-        })
-    }
+        impl Backend for $backend {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn store(&self) -> Arc<dyn Store> {
+                Arc::new(self.0.clone())
+            }
+            fn raw_fresh(self: Arc<Self>, key: String) -> BoxFut {
+                Box::pin(async move {
+                    let pool = self.0.pool();
+                    sqlx::query($insert)
+                        .bind(&key)
+                        .bind(&fp().as_bytes()[..])
+                        .execute(pool)
+                        .await
+                        .expect("raw insert");
+                    sqlx::query($update)
+                        .bind(encoded())
+                        .bind(&key)
+                        .execute(pool)
+                        .await
+                        .expect("raw update");
+                })
+            }
+            fn raw_read(self: Arc<Self>, key: String) -> BoxFut {
+                Box::pin(async move {
+                    let row: Option<Vec<u8>> = sqlx::query_scalar($read)
+                        .bind(&key)
+                        .fetch_optional(self.0.pool())
+                        .await
+                        .expect("raw read")
+                        .flatten();
+                    assert!(row.is_some(), "raw row exists");
+                })
+            }
+        }
+    };
 }
 
-struct Postgres(PostgresStore);
+sql_backend!(
+    Sqlite(SqliteStore),
+    "sqlite",
+    "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) VALUES ('raw', ?1, ?2, 1, 0, 0, NULL, 0, 9000000000000) ON CONFLICT (scope, idem_key) DO NOTHING",
+    "UPDATE idem_records SET state = 1, response = ?1 WHERE scope = 'raw' AND idem_key = ?2",
+    "SELECT response FROM idem_records WHERE scope = 'raw' AND idem_key = ?1"
+);
 
-impl Backend for Postgres {
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-    fn store(&self) -> Arc<dyn Store> {
-        Arc::new(self.0.clone())
-    }
-    fn raw_fresh(self: Arc<Self>, key: String) -> BoxFut {
-        Box::pin(async move {
-            let pool = self.0.pool();
-            sqlx::query("INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) VALUES ('raw', $1, $2, 1, 0, 0, NULL, 0, 9000000000000) ON CONFLICT (scope, idem_key) DO NOTHING")
-                .bind(&key).bind(&fp().as_bytes()[..]).execute(pool).await.expect("raw insert");
-            sqlx::query("UPDATE idem_records SET state = 1, response = $2 WHERE scope = 'raw' AND idem_key = $1")
-                .bind(&key).bind(encoded()).execute(pool).await.expect("raw update");
-        })
-    }
-    fn raw_read(self: Arc<Self>, key: String) -> BoxFut {
-        Box::pin(async move {
-            let row: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT response FROM idem_records WHERE scope = 'raw' AND idem_key = $1",
-            )
-            .bind(&key)
-            .fetch_optional(self.0.pool())
-            .await
-            .expect("raw read")
-            .flatten();
-            assert!(row.is_some(), "raw row exists");
-        })
-    }
-}
+sql_backend!(
+    Postgres(PostgresStore),
+    "postgres",
+    "INSERT INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) VALUES ('raw', $1, $2, 1, 0, 0, NULL, 0, 9000000000000) ON CONFLICT (scope, idem_key) DO NOTHING",
+    "UPDATE idem_records SET state = 1, response = $1 WHERE scope = 'raw' AND idem_key = $2",
+    "SELECT response FROM idem_records WHERE scope = 'raw' AND idem_key = $1"
+);
 
-struct MySql(MySqlStore);
+sql_backend!(
+    MySql(MySqlStore),
+    "mysql",
+    "INSERT IGNORE INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) VALUES ('raw', ?, ?, 1, 0, 0, NULL, 0, 9000000000000)",
+    "UPDATE idem_records SET state = 1, response = ? WHERE scope = 'raw' AND idem_key = ?",
+    "SELECT response FROM idem_records WHERE scope = 'raw' AND idem_key = ?"
+);
 
-impl Backend for MySql {
-    fn name(&self) -> &'static str {
-        "mysql"
-    }
-    fn store(&self) -> Arc<dyn Store> {
-        Arc::new(self.0.clone())
-    }
-    fn raw_fresh(self: Arc<Self>, key: String) -> BoxFut {
-        Box::pin(async move {
-            let pool = self.0.pool();
-            sqlx::query("INSERT IGNORE INTO idem_records (scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at) VALUES ('raw', ?, ?, 1, 0, 0, NULL, 0, 9000000000000)")
-                .bind(&key).bind(&fp().as_bytes()[..]).execute(pool).await.expect("raw insert");
-            sqlx::query("UPDATE idem_records SET state = 1, response = ? WHERE scope = 'raw' AND idem_key = ?")
-                .bind(encoded()).bind(&key).execute(pool).await.expect("raw update");
-        })
-    }
-    fn raw_read(self: Arc<Self>, key: String) -> BoxFut {
-        Box::pin(async move {
-            let row: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT response FROM idem_records WHERE scope = 'raw' AND idem_key = ?",
-            )
-            .bind(&key)
-            .fetch_optional(self.0.pool())
-            .await
-            .expect("raw read")
-            .flatten();
-            assert!(row.is_some(), "raw row exists");
-        })
-    }
+/// Benches `$backend` on the server whose URL is in `$env`, in a fresh namespace (set by
+/// the options' `$namespace` method, named after `$prefix`) that `$drop` removes after.
+macro_rules! bench_on_server {
+    ($c:expr, $rt:expr, $env:literal, $backend:ident($store:ty, $options:ty),
+        $namespace:ident($prefix:literal), $drop:literal) => {
+        match std::env::var($env) {
+            Ok(url) if !url.is_empty() => {
+                let name = unique_name($prefix);
+                let options = <$options>::from_url(&url)
+                    .expect("a database URL")
+                    .max_connections(MAX_CONNECTIONS)
+                    .$namespace(name.clone());
+                let store = $rt
+                    .block_on(<$store>::connect_with(&options))
+                    .expect("open the store");
+                let pool = store.pool().clone();
+                bench_backend($c, &$rt, Arc::new($backend(store)));
+                $rt.block_on(async {
+                    let _ = pool.execute(format!($drop, name).as_str()).await;
+                    pool.close().await;
+                });
+            }
+            _ => eprintln!("skipped {}: {} is not set", stringify!($backend), $env),
+        }
+    };
 }
 
 /// The pool size of every benchmarked store.
@@ -306,51 +302,22 @@ fn benches(c: &mut Criterion) {
     bench_backend(c, &rt, Arc::new(Sqlite(sqlite)));
     let _ = std::fs::remove_dir_all(&dir);
 
-    match std::env::var("IDEM_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => {
-            let schema = unique_name("idem_sql_bench_pg");
-            let store = rt
-                .block_on(PostgresStore::connect_with(
-                    &PostgresOptions::from_url(&url)
-                        .expect("a PostgreSQL URL")
-                        .max_connections(MAX_CONNECTIONS)
-                        .schema(schema.clone()),
-                ))
-                .expect("open PostgreSQL");
-            let pool = store.pool().clone();
-            bench_backend(c, &rt, Arc::new(Postgres(store)));
-            rt.block_on(async {
-                let _ = pool
-                    .execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str())
-                    .await;
-                pool.close().await;
-            });
-        }
-        _ => eprintln!("skipped postgres: IDEM_TEST_POSTGRES is not set"),
-    }
-
-    match std::env::var("IDEM_TEST_MYSQL") {
-        Ok(url) if !url.is_empty() => {
-            let database = unique_name("idem_sql_bench_my");
-            let store = rt
-                .block_on(MySqlStore::connect_with(
-                    &MySqlOptions::from_url(&url)
-                        .expect("a MySQL URL")
-                        .max_connections(MAX_CONNECTIONS)
-                        .database(database.clone()),
-                ))
-                .expect("open MySQL");
-            let pool = store.pool().clone();
-            bench_backend(c, &rt, Arc::new(MySql(store)));
-            rt.block_on(async {
-                let _ = pool
-                    .execute(format!("DROP DATABASE `{database}`").as_str())
-                    .await;
-                pool.close().await;
-            });
-        }
-        _ => eprintln!("skipped mysql: IDEM_TEST_MYSQL is not set"),
-    }
+    bench_on_server!(
+        c,
+        rt,
+        "IDEM_TEST_POSTGRES",
+        Postgres(PostgresStore, PostgresOptions),
+        schema("idem_sql_bench_pg"),
+        "DROP SCHEMA \"{}\" CASCADE"
+    );
+    bench_on_server!(
+        c,
+        rt,
+        "IDEM_TEST_MYSQL",
+        MySql(MySqlStore, MySqlOptions),
+        database("idem_sql_bench_my"),
+        "DROP DATABASE `{}`"
+    );
 }
 
 criterion_group! {

@@ -14,17 +14,11 @@ impl Harness for SqliteHarness {
     type Store = SqliteStore;
 
     async fn fresh(&self) -> SqliteStore {
-        SqliteStore::connect_with(&support::sqlite_options(&support::sqlite_url()))
-            .await
-            .expect("open a fresh SQLite store")
+        support::sqlite_store().await
     }
 
     async fn peer(&self, store: &SqliteStore) -> SqliteStore {
-        let file = store.pool().connect_options().get_filename().to_owned();
-        let url = format!("sqlite://{}?mode=rwc", file.display());
-        SqliteStore::connect_with(&support::sqlite_options(&url))
-            .await
-            .expect("open a second pool on the same file")
+        support::sqlite_peer(store).await
     }
 }
 

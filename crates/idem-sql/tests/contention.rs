@@ -27,11 +27,7 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
         let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
         let tasks: Vec<_> = (0..RACERS)
             .map(|i| {
-                let node = if i % 2 == 0 {
-                    Arc::clone(&node_a)
-                } else {
-                    Arc::clone(&node_b)
-                };
+                let node = Arc::clone(if i % 2 == 0 { &node_a } else { &node_b });
                 let (scope, key, barrier) = (scope.clone(), key.clone(), Arc::clone(&barrier));
                 tokio::spawn(async move {
                     barrier.wait().await;
@@ -54,64 +50,45 @@ async fn race<S: Store + 'static>(node_a: Arc<S>, node_b: Arc<S>) -> usize {
     winners
 }
 
-#[cfg(feature = "mysql")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_racers_never_see_a_deadlock() {
-    let Some(url) = backend_url("IDEM_TEST_MYSQL") else {
-        return;
-    };
-    let database = support::mysql_database(&url).await;
-    let options = support::mysql_options(&url, database);
-    let a = idem_sql::MySqlStore::connect_with(&options)
-        .await
-        .expect("node a");
-    let b = idem_sql::MySqlStore::connect_with(&options)
-        .await
-        .expect("node b");
+/// Races on two nodes of one store and reports how much contention their retries absorbed.
+async fn race_and_report<S: Store + 'static>(backend: &str, a: S, b: S, retries: fn(&S) -> u64) {
     let (a, b) = (Arc::new(a), Arc::new(b));
     assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
     eprintln!(
-        "mysql: contention retries absorbed: {}",
-        a.retries() + b.retries()
+        "{backend}: contention retries absorbed: {}",
+        retries(&a) + retries(&b)
     );
 }
 
-#[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_racers_never_see_contention() {
-    let Some(url) = backend_url("IDEM_TEST_POSTGRES") else {
-        return;
-    };
-    let schema = support::pg_schema(&url).await;
-    let options = support::pg_options(&url, schema);
-    let a = idem_sql::PostgresStore::connect_with(&options)
-        .await
-        .expect("node a");
-    let b = idem_sql::PostgresStore::connect_with(&options)
-        .await
-        .expect("node b");
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
-    eprintln!(
-        "postgres: contention retries absorbed: {}",
-        a.retries() + b.retries()
-    );
+/// Expands the race on each backend: `$url` gives the server's URL (`None` when it is not
+/// configured), `$open(url)` the first node and `$peer(url, node)` a second one on the
+/// same records.
+macro_rules! contention_tests {
+    ($($feature:literal $name:ident: $store:ty = $url:expr, $open:path, $peer:path;)+) => {$(
+        #[cfg(feature = $feature)]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let Some(url) = $url else { return };
+            let a = $open(&url).await;
+            let b = $peer(&url, &a).await;
+            race_and_report($feature, a, b, <$store>::retries).await;
+        }
+    )+};
+}
+
+contention_tests! {
+    "mysql" mysql_racers_never_see_a_deadlock: idem_sql::MySqlStore = backend_url("IDEM_TEST_MYSQL"), support::mysql_store, support::mysql_peer;
+    "postgres" postgres_racers_never_see_contention: idem_sql::PostgresStore = backend_url("IDEM_TEST_POSTGRES"), support::pg_store, support::pg_peer;
+    "sqlite" sqlite_racers_never_see_busy: idem_sql::SqliteStore = Some(()), sqlite_store, sqlite_peer;
+}
+
+// SQLite needs no server: its store makes its own file, and the peer finds it from the store.
+#[cfg(feature = "sqlite")]
+async fn sqlite_store(_: &()) -> idem_sql::SqliteStore {
+    support::sqlite_store().await
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_racers_never_see_busy() {
-    let url = support::sqlite_url();
-    let a = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
-        .await
-        .expect("node a");
-    let b = idem_sql::SqliteStore::connect_with(&support::sqlite_options(&url))
-        .await
-        .expect("node b");
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    assert_eq!(race(Arc::clone(&a), Arc::clone(&b)).await, ROUNDS);
-    eprintln!(
-        "sqlite: contention retries absorbed: {}",
-        a.retries() + b.retries()
-    );
+async fn sqlite_peer(_: &(), store: &idem_sql::SqliteStore) -> idem_sql::SqliteStore {
+    support::sqlite_peer(store).await
 }

@@ -46,19 +46,37 @@ fn other_fp() -> Fingerprint {
     Fingerprint::of_bytes("POST", "/v1/payments", b"{\"amount\":999}")
 }
 
+/// The claim the cases make on `k` with the fingerprint `f`, under the usual lease and ttl.
+fn claim<'a>(s: &'a Scope, k: &'a Key, f: &'a Fingerprint) -> Claim<'a> {
+    Claim::new(s, k, f, LEASE, TTL)
+}
+
+/// `begin_answered_in` on a business key (kept forever, no lease) with the usual answer.
+async fn begin_answered<S: TransactionalStore>(
+    store: &S,
+    tx: &mut sqlx::Transaction<'_, S::Database>,
+    (s, k, f): (&Scope, &Key, &Fingerprint),
+) -> Outcome {
+    store
+        .begin_answered_in(
+            tx,
+            Claim::new(s, k, f, Duration::ZERO, TTL_FOREVER),
+            &response(),
+        )
+        .await
+        .expect("begin_answered_in")
+}
+
+async fn assert_absent<S: Store>(store: &S, s: &Scope, k: &Key, why: &str) {
+    assert!(store.get(s, k).await.expect("get").is_none(), "{why}");
+}
+
 /// An answered claim is born completed, exists only once committed, and a rollback
 /// leaves the key free; afterwards the same request replays and another one mismatches.
 async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
     let (s, k) = (scope(), key("order-answered"));
     let mut tx = store.begin_write().await.expect("begin_write");
-    let outcome = store
-        .begin_answered_in(
-            &mut tx,
-            Claim::new(&s, &k, &fp(), Duration::ZERO, TTL_FOREVER),
-            &response(),
-        )
-        .await
-        .expect("begin_answered_in");
+    let outcome = begin_answered(&store, &mut tx, (&s, &k, &fp())).await;
     assert!(
         matches!(
             outcome,
@@ -70,20 +88,10 @@ async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
         "{outcome:?}"
     );
     tx.rollback().await.expect("rollback");
-    assert!(
-        store.get(&s, &k).await.expect("get").is_none(),
-        "rolled back: no record"
-    );
+    assert_absent(&store, &s, &k, "rolled back: no record").await;
 
     let mut tx = store.begin_write().await.expect("begin_write");
-    let outcome = store
-        .begin_answered_in(
-            &mut tx,
-            Claim::new(&s, &k, &fp(), Duration::ZERO, TTL_FOREVER),
-            &response(),
-        )
-        .await
-        .expect("begin_answered_in");
+    let outcome = begin_answered(&store, &mut tx, (&s, &k, &fp())).await;
     assert!(
         matches!(outcome, Outcome::Acquired { .. }),
         "the key was free: {outcome:?}"
@@ -104,20 +112,13 @@ async fn answered_claim_commits_or_vanishes<S: TransactionalStore>(store: S) {
         (other_fp(), Outcome::Mismatch),
     ] {
         let mut tx = store.begin_write().await.expect("begin_write");
-        let outcome = store
-            .begin_answered_in(
-                &mut tx,
-                Claim::new(&s, &k, &fingerprint, Duration::ZERO, TTL_FOREVER),
-                &response(),
-            )
-            .await
-            .expect("begin_answered_in");
+        let outcome = begin_answered(&store, &mut tx, (&s, &k, &fingerprint)).await;
         assert_eq!(outcome, expected);
         tx.rollback().await.expect("rollback");
         // Store::begin, outside any transaction, sees the same record.
         assert_eq!(
             store
-                .begin(Claim::new(&s, &k, &fingerprint, LEASE, TTL))
+                .begin(claim(&s, &k, &fingerprint))
                 .await
                 .expect("begin"),
             expected
@@ -137,14 +138,7 @@ async fn answered_racers_have_one_winner<S: TransactionalStore>(store: S) {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut tx = store.begin_write().await.expect("begin_write");
-                let outcome = store
-                    .begin_answered_in(
-                        &mut tx,
-                        Claim::new(&s, &k, &fp(), Duration::ZERO, TTL_FOREVER),
-                        &response(),
-                    )
-                    .await
-                    .expect("begin_answered_in");
+                let outcome = begin_answered(&store, &mut tx, (&s, &k, &fp())).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 tx.commit().await.expect("commit");
                 outcome
@@ -205,40 +199,80 @@ macro_rules! transactional_tests {
                     .expect("count business rows")
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rolled_back_transaction_leaves_no_record_and_no_business_row() {
-                let Some(store) = $open().await else { return };
-                let (s, k) = (scope(), key("order-rolled-back"));
-                let mut tx = store.pool().begin().await.expect("begin a transaction");
+            /// A fresh store with the business table beside the records.
+            async fn open() -> Option<$store> {
+                let store = $open().await?;
+                store
+                    .pool()
+                    .execute(BUSINESS_TABLE)
+                    .await
+                    .expect("business table");
+                Some(store)
+            }
+
+            /// The business write: the payment row of order `k`.
+            async fn pay(
+                tx: &mut sqlx::Transaction<'_, <$store as TransactionalStore>::Database>,
+                k: &Key,
+            ) {
+                sqlx::query($insert_sql)
+                    .bind(k.as_str())
+                    .bind(500i64)
+                    .execute(&mut **tx)
+                    .await
+                    .expect("business write");
+            }
+
+            /// The whole request inside `tx`: claims the fresh key `k`, pays, completes.
+            async fn claim_pay_complete(
+                store: &$store,
+                tx: &mut sqlx::Transaction<'_, <$store as TransactionalStore>::Database>,
+                s: &Scope,
+                k: &Key,
+            ) {
                 let Outcome::Acquired { token, .. } = store
-                    .begin_in(&mut tx, Claim::new(&s, &k, &fp(), LEASE, TTL))
+                    .begin_in(tx, claim(s, k, &fp()))
                     .await
                     .expect("begin_in")
                 else {
                     panic!("a fresh key is acquired inside the transaction")
                 };
-                sqlx::query($insert_sql)
-                    .bind(k.as_str())
-                    .bind(500i64)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("business write");
+                pay(tx, k).await;
                 store
-                    .complete_in(&mut tx, Hold::new(&s, &k, token), &response())
+                    .complete_in(tx, Hold::new(s, k, token), &response())
                     .await
                     .expect("complete_in");
+            }
+
+            /// A fresh store and an open transaction that has claimed, paid for and
+            /// completed `order`, left for the case to commit or roll back.
+            async fn paid_in_open_transaction(
+                order: &str,
+            ) -> Option<(
+                $store,
+                Scope,
+                Key,
+                sqlx::Transaction<'static, <$store as TransactionalStore>::Database>,
+            )> {
+                let store = open().await?;
+                let (s, k) = (scope(), key(order));
+                let mut tx = store.pool().begin().await.expect("begin a transaction");
+                claim_pay_complete(&store, &mut tx, &s, &k).await;
+                Some((store, s, k, tx))
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rolled_back_transaction_leaves_no_record_and_no_business_row() {
+                let Some((store, s, k, tx)) = paid_in_open_transaction("order-rolled-back").await
+                else {
+                    return;
+                };
                 tx.rollback().await.expect("rollback");
-                assert!(
-                    store.get(&s, &k).await.expect("get").is_none(),
-                    "a rolled-back transaction leaves no record"
-                );
+                assert_absent(&store, &s, &k, "a rolled-back transaction leaves no record").await;
                 assert_eq!(count(&store, k.as_str()).await, 0, "and no business row");
                 assert!(
                     matches!(
-                        store
-                            .begin(Claim::new(&s, &k, &fp(), LEASE, TTL))
-                            .await
-                            .expect("begin"),
+                        store.begin(claim(&s, &k, &fp())).await.expect("begin"),
                         Outcome::Acquired {
                             recovered: false,
                             ..
@@ -250,26 +284,10 @@ macro_rules! transactional_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn committed_transaction_leaves_record_and_business_row() {
-                let Some(store) = $open().await else { return };
-                let (s, k) = (scope(), key("order-committed"));
-                let mut tx = store.pool().begin().await.expect("begin a transaction");
-                let Outcome::Acquired { token, .. } = store
-                    .begin_in(&mut tx, Claim::new(&s, &k, &fp(), LEASE, TTL))
-                    .await
-                    .expect("begin_in")
+                let Some((store, s, k, tx)) = paid_in_open_transaction("order-committed").await
                 else {
-                    panic!("a fresh key is acquired inside the transaction")
+                    return;
                 };
-                sqlx::query($insert_sql)
-                    .bind(k.as_str())
-                    .bind(500i64)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("business write");
-                store
-                    .complete_in(&mut tx, Hold::new(&s, &k, token), &response())
-                    .await
-                    .expect("complete_in");
                 tx.commit().await.expect("commit");
                 assert_eq!(
                     count(&store, k.as_str()).await,
@@ -277,17 +295,14 @@ macro_rules! transactional_tests {
                     "the business row is there"
                 );
                 assert_eq!(
-                    store
-                        .begin(Claim::new(&s, &k, &fp(), LEASE, TTL))
-                        .await
-                        .expect("begin"),
+                    store.begin(claim(&s, &k, &fp())).await.expect("begin"),
                     Outcome::Replay(response()),
                     "the record is there and replays"
                 );
                 let mut again = store.pool().begin().await.expect("begin a transaction");
                 assert_eq!(
                     store
-                        .begin_in(&mut again, Claim::new(&s, &k, &fp(), LEASE, TTL))
+                        .begin_in(&mut again, claim(&s, &k, &fp()))
                         .await
                         .expect("begin_in"),
                     Outcome::Replay(response()),
@@ -298,27 +313,11 @@ macro_rules! transactional_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_duplicate_blocks_then_replays() {
-                let Some(store) = $open().await else { return };
-                let store = Arc::new(store);
-                let (s, k) = (scope(), key("order-raced"));
-                let mut first = store.pool().begin().await.expect("begin a transaction");
-                let Outcome::Acquired { token, .. } = store
-                    .begin_in(&mut first, Claim::new(&s, &k, &fp(), LEASE, TTL))
-                    .await
-                    .expect("begin_in")
+                let Some((store, s, k, first)) = paid_in_open_transaction("order-raced").await
                 else {
-                    panic!("a fresh key is acquired inside the transaction")
+                    return;
                 };
-                sqlx::query($insert_sql)
-                    .bind(k.as_str())
-                    .bind(500i64)
-                    .execute(&mut *first)
-                    .await
-                    .expect("business write");
-                store
-                    .complete_in(&mut first, Hold::new(&s, &k, token), &response())
-                    .await
-                    .expect("complete_in");
+                let store = Arc::new(store);
 
                 let (id_tx, id_rx) = tokio::sync::oneshot::channel();
                 let duplicate = {
@@ -327,17 +326,12 @@ macro_rules! transactional_tests {
                         let mut tx = store.pool().begin().await.expect("begin a transaction");
                         let _ = id_tx.send($session_id(&mut tx).await);
                         let outcome = store
-                            .begin_in(&mut tx, Claim::new(&s, &k, &fp(), LEASE, TTL))
+                            .begin_in(&mut tx, claim(&s, &k, &fp()))
                             .await
                             .expect("the duplicate's begin_in");
                         if let Outcome::Acquired { .. } = outcome {
                             // The bug this test guards: a second payment.
-                            sqlx::query($insert_sql)
-                                .bind(k.as_str())
-                                .bind(500i64)
-                                .execute(&mut *tx)
-                                .await
-                                .expect("business write");
+                            pay(&mut tx, &k).await;
                         }
                         tx.commit().await.expect("commit");
                         outcome
@@ -364,46 +358,17 @@ macro_rules! transactional_tests {
 
 #[cfg(feature = "sqlite")]
 async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
-    let store =
-        idem_sql::SqliteStore::connect_with(&support::sqlite_options(&support::sqlite_url()))
-            .await
-            .expect("open SQLite");
-    store
-        .pool()
-        .execute(BUSINESS_TABLE)
-        .await
-        .expect("business table");
-    Some(store)
+    Some(support::sqlite_store().await)
 }
 
 #[cfg(feature = "postgres")]
 async fn open_postgres() -> Option<idem_sql::PostgresStore> {
-    let url = backend_url("IDEM_TEST_POSTGRES")?;
-    let schema = support::pg_schema(&url).await;
-    let store = idem_sql::PostgresStore::connect_with(&support::pg_options(&url, schema))
-        .await
-        .expect("open PostgreSQL");
-    store
-        .pool()
-        .execute(BUSINESS_TABLE)
-        .await
-        .expect("business table");
-    Some(store)
+    Some(support::pg_store(&backend_url("IDEM_TEST_POSTGRES")?).await)
 }
 
 #[cfg(feature = "mysql")]
 async fn open_mysql() -> Option<idem_sql::MySqlStore> {
-    let url = backend_url("IDEM_TEST_MYSQL")?;
-    let database = support::mysql_database(&url).await;
-    let store = idem_sql::MySqlStore::connect_with(&support::mysql_options(&url, database))
-        .await
-        .expect("open MySQL");
-    store
-        .pool()
-        .execute(BUSINESS_TABLE)
-        .await
-        .expect("business table");
-    Some(store)
+    Some(support::mysql_store(&backend_url("IDEM_TEST_MYSQL")?).await)
 }
 
 // SQLite shows no waiter from outside (it sleeps in its busy handler), and reading a

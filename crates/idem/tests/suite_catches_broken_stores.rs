@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use idem::conformance::Harness;
+use idem::conformance::CloneHarness;
 use idem::decide::{begin_step, claimed, BeginStep};
 use idem::{
     Claim, Hold, Key, Outcome, Record, RecordState, Scope, Store, StoreError, StoredResponse,
@@ -104,18 +104,8 @@ impl TimeTravel for CheckThenInsertStore {
     }
 }
 
-struct BrokenHarness;
-
-#[async_trait]
-impl Harness for BrokenHarness {
-    type Store = CheckThenInsertStore;
-    async fn fresh(&self) -> CheckThenInsertStore {
-        CheckThenInsertStore::default()
-    }
-    async fn peer(&self, store: &CheckThenInsertStore) -> CheckThenInsertStore {
-        store.clone()
-    }
-}
+/// Its clones share the records, so a clone is a second node.
+static BROKEN: CloneHarness<CheckThenInsertStore> = CloneHarness::new();
 
 async fn fails<F: std::future::Future<Output = ()> + Send + 'static>(case: F) -> bool {
     tokio::spawn(case).await.is_err_and(|e| e.is_panic())
@@ -124,8 +114,7 @@ async fn fails<F: std::future::Future<Output = ()> + Send + 'static>(case: F) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race_case_catches_check_then_insert() {
     assert!(
-        fails(async { idem::conformance::racers_on_one_key_have_one_winner(&BrokenHarness).await })
-            .await,
+        fails(async { idem::conformance::racers_on_one_key_have_one_winner(&BROKEN).await }).await,
         "the race case must fail a store that checks and inserts in two steps"
     );
 }
@@ -133,7 +122,7 @@ async fn race_case_catches_check_then_insert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn release_case_catches_unfenced_release() {
     assert!(
-        fails(async { idem::conformance::release_then_retry_acquires(&BrokenHarness).await }).await,
+        fails(async { idem::conformance::release_then_retry_acquires(&BROKEN).await }).await,
         "the release case must fail a store whose release ignores the token"
     );
 }
@@ -141,7 +130,7 @@ async fn release_case_catches_unfenced_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expiry_case_catches_records_that_never_expire() {
     assert!(
-        fails(async { idem::conformance::expired_record_is_absent(&BrokenHarness).await }).await,
+        fails(async { idem::conformance::expired_record_is_absent(&BROKEN).await }).await,
         "the expiry case must fail a store that keeps expired records"
     );
 }
@@ -149,8 +138,7 @@ async fn expiry_case_catches_records_that_never_expire() {
 #[test]
 fn model_catches_a_store_without_expiry() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let outcome =
-        std::panic::catch_unwind(|| idem::conformance::model::check(&runtime, &BrokenHarness));
+    let outcome = std::panic::catch_unwind(|| idem::conformance::model::check(&runtime, &BROKEN));
     assert!(
         outcome.is_err(),
         "the model must disagree with a store that never expires nor purges"

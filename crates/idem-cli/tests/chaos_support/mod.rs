@@ -49,3 +49,33 @@ pub(crate) fn assert_held(code: i32, report: &serde_json::Value, kinds: &[&str])
         );
     }
 }
+
+/// Runs three nodes on the server whose URL is in `env` for `duration`, every fault kind
+/// on, a node killed every 5 s and the database cut every 3 s, and asserts the run held.
+/// Returns its report, or `None` when `env` names no server.
+pub(crate) fn three_nodes_hold(env: &str, duration: &str, seed: &str) -> Option<serde_json::Value> {
+    let url = idem_test_support::backend_url(env)?;
+    let (code, report) = chaos(&[
+        "--database",
+        &url,
+        "--nodes",
+        "3",
+        "--clients",
+        "12",
+        "--duration",
+        duration,
+        "--all-faults",
+        "--kill-every",
+        "5s",
+        "--cut-db-every",
+        "3s",
+        "--seed",
+        seed,
+    ]);
+    assert_held(
+        code,
+        &report,
+        &["drop_response", "duplicate", "delay", "cut_db"],
+    );
+    Some(report)
+}

@@ -1,3 +1,4 @@
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,4 +28,38 @@ pub trait Harness: Send + Sync + 'static {
 
     /// A second node on the same namespace as `store`, with connections of its own.
     async fn peer(&self, store: &Self::Store) -> Self::Store;
+}
+
+/// The harness of an in-process store whose clones share its records, as
+/// [`crate::MemoryStore`]'s do: `S::default()` is a fresh namespace and a clone is a
+/// second node on it.
+pub struct CloneHarness<S>(PhantomData<fn() -> S>);
+
+impl<S> CloneHarness<S> {
+    /// The harness; it holds nothing, every store comes from `S::default()`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<S> Default for CloneHarness<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl<S> Harness for CloneHarness<S>
+where
+    S: Store + TimeTravel + Clone + Default + Send + Sync + 'static,
+{
+    type Store = S;
+
+    async fn fresh(&self) -> S {
+        S::default()
+    }
+
+    async fn peer(&self, store: &S) -> S {
+        store.clone()
+    }
 }

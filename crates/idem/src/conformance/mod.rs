@@ -17,7 +17,7 @@ mod harness;
 pub mod model;
 
 pub use cases::*;
-pub use harness::{Harness, LEASE, TTL};
+pub use harness::{CloneHarness, Harness, LEASE, TTL};
 
 /// Expands every conformance case, and the model-based property test, as `#[test]`s.
 ///
