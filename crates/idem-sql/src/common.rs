@@ -100,12 +100,15 @@ pub(crate) use impl_store;
 /// The constructors and accessors every store has, written once inside the store's `impl`:
 /// `connect(url)` (the backend's options from the URL, then its `connect_with`),
 /// `from_pool` (migrating), `pool` and `retries`. Each keeps the doc the backend gives it,
-/// since what a URL, a pool or a retry is differs by backend; the backend writes its own
-/// `connect_with` and `open(pool, migrate)`.
+/// since what a URL, a pool or a retry is differs by backend. `open(pool, migrate)` runs
+/// the backend's migrations with `$run` and builds the store, with any fields of its own
+/// (`$field: $value`); the backend writes its own `connect_with`.
 macro_rules! store_basics {
     (
         pool: $pool:ty,
         options: $options:ty,
+        migrate: $run:path, $migrations:path,
+        fields: { $($field:ident: $value:expr),* $(,)? },
         $(#[$connect:meta])* connect;
         $(#[$from_pool:meta])* from_pool;
         $(#[$retries:meta])* retries;
@@ -128,6 +131,17 @@ macro_rules! store_basics {
         $(#[$retries])*
         pub fn retries(&self) -> u64 {
             self.retries.get()
+        }
+
+        async fn open(pool: $pool, migrate: bool) -> Result<Self, $crate::Error> {
+            if migrate {
+                $run($migrations(), &pool).await?;
+            }
+            Ok(Self {
+                pool,
+                retries: $crate::common::RetryCounter::default(),
+                $($field: $value),*
+            })
         }
     };
 }

@@ -130,6 +130,8 @@ impl MySqlStore {
     crate::common::store_basics! {
         pool: MySqlPool,
         options: MySqlOptions,
+        migrate: crate::migrate::run_mysql, crate::migrate::mysql,
+        fields: {},
         /// Connects to `url` (the database named in it) with default options and migrates.
         ///
         /// # Errors
@@ -165,16 +167,6 @@ impl MySqlStore {
         }
         let pool = options.pool.open(connect).await?;
         Self::open(pool, options.pool.migrate).await
-    }
-
-    async fn open(pool: MySqlPool, migrate: bool) -> Result<Self, Error> {
-        if migrate {
-            crate::migrate::run_mysql(crate::migrate::mysql(), &pool).await?;
-        }
-        Ok(Self {
-            pool,
-            retries: RetryCounter::default(),
-        })
     }
 
     /// A write transaction (the session's isolation level; READ COMMITTED suits the

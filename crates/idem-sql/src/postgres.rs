@@ -141,6 +141,8 @@ impl PostgresStore {
     crate::common::store_basics! {
         pool: PgPool,
         options: PostgresOptions,
+        migrate: crate::migrate::run, crate::migrate::postgres,
+        fields: {},
         /// Connects to `url` with default options and migrates.
         ///
         /// # Errors
@@ -177,16 +179,6 @@ impl PostgresStore {
         }
         let pool = options.pool.open(connect).await?;
         Self::open(pool, options.pool.migrate).await
-    }
-
-    async fn open(pool: PgPool, migrate: bool) -> Result<Self, Error> {
-        if migrate {
-            crate::migrate::run(crate::migrate::postgres(), &pool).await?;
-        }
-        Ok(Self {
-            pool,
-            retries: RetryCounter::default(),
-        })
     }
 
     /// A write transaction (READ COMMITTED, the server's default).

@@ -115,6 +115,8 @@ impl SqliteStore {
     crate::common::store_basics! {
         pool: SqlitePool,
         options: SqliteOptions,
+        migrate: crate::migrate::run, crate::migrate::sqlite,
+        fields: { writer: Arc::default() },
         /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite:path`,
         /// `?mode=rwc` accepted) with default options, and migrates it.
         ///
@@ -150,17 +152,6 @@ impl SqliteStore {
             .busy_timeout(options.busy_timeout);
         let pool = options.pool.open(connect).await?;
         Self::open(pool, options.pool.migrate).await
-    }
-
-    async fn open(pool: SqlitePool, migrate: bool) -> Result<Self, Error> {
-        if migrate {
-            crate::migrate::run(crate::migrate::sqlite(), &pool).await?;
-        }
-        Ok(Self {
-            pool,
-            retries: RetryCounter::default(),
-            writer: Arc::default(),
-        })
     }
 
     /// A write transaction: this process's writer slot, then `BEGIN IMMEDIATE`.
