@@ -69,22 +69,10 @@ impl RunDatabase {
         let admin_error = |e| Error::Database("creating the run's database".into(), e);
         // The admin pool outlives the run, for cutting its connections and dropping it.
         let admin = match backend {
-            Backend::Postgres => Admin::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(server_url)
-                    .await
-                    .map_err(admin_error)?,
-            ),
-            Backend::Mysql => Admin::Mysql(
-                MySqlPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(server_url)
-                    .await
-                    .map_err(admin_error)?,
-            ),
+            Backend::Postgres => {
+                Admin::Postgres(admin_pool(server_url).await.map_err(admin_error)?)
+            }
+            Backend::Mysql => Admin::Mysql(admin_pool(server_url).await.map_err(admin_error)?),
             Backend::Sqlite => Admin::Sqlite,
         };
         let scratch = ScratchDatabase::create(server_url, "idem_chaos")
@@ -266,6 +254,16 @@ fn admin_failure(doing: &str, e: idem_sql_admin::Error) -> Error {
         }
         other => Error::Config(format!("{doing}: {other}")),
     }
+}
+
+/// The run's admin pool on the server `server_url` connects to: two connections, each
+/// waited for at most 10 s.
+async fn admin_pool<DB: sqlx::Database>(server_url: &str) -> Result<sqlx::Pool<DB>, sqlx::Error> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(server_url)
+        .await
 }
 
 #[cfg(test)]
