@@ -7,13 +7,13 @@
 //! cargo run --release -p idem-bench --example peer_axum_idempotent -- --redis redis://127.0.0.1:6379/0
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use axum::extract::State;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use axum_idempotent::{IdempotentLayer, IdempotentOptions};
 use clap::Parser;
 use fred::clients::Client;
@@ -37,15 +37,6 @@ struct Cli {
     /// Address to listen on (port 0: any free port, printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
-}
-
-async fn work(
-    State(runs): State<Arc<AtomicU64>>,
-    Json(body): Json<serde_json::Value>,
-) -> Json<serde_json::Value> {
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-    Json(serde_json::json!({ "key": body.get("key"), "run": run }))
 }
 
 async fn open_session<S: SessionStore>(session: Session<S>) -> &'static str {
@@ -79,18 +70,13 @@ fn app<S: SessionStore + Send + Sync + 'static>(store: Arc<S>, runs: Arc<AtomicU
     Router::new()
         .route(
             "/work",
-            post(work).layer(IdempotentLayer::<S>::new(options)),
+            post(common::work).layer(IdempotentLayer::<S>::new(options)),
         )
         .route("/session", get(open_session::<S>))
         .route("/cleanup", post(cleanup::<S>))
         .layer(SessionLayer::new(store).with_cookie_options(cookie))
         .layer(CookieManagerLayer::new())
-        .route(
-            "/runs",
-            get(|State(runs): State<Arc<AtomicU64>>| async move {
-                runs.load(Ordering::SeqCst).to_string()
-            }),
-        )
+        .route("/runs", get(common::runs))
         .with_state(runs)
 }
 
@@ -110,8 +96,6 @@ async fn main() -> anyhow::Result<()> {
         client.init().await?;
         app(Arc::new(RedisStore::new(Arc::new(client)).await?), runs)
     };
-    let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
-    println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    common::serve(&cli.listen, app).await?;
     Ok(())
 }

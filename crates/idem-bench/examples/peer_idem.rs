@@ -6,13 +6,13 @@
 //! cargo run --release -p idem-bench --example peer_idem -- --redis redis://127.0.0.1:6379 --prefix bench:idem:
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use axum::extract::State;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use clap::Parser;
 use idem_http::{Config, IdempotencyLayer};
 use idem_redis::{RedisOptions, RedisStore};
@@ -31,15 +31,6 @@ struct Cli {
     listen: String,
 }
 
-async fn work(
-    State(runs): State<Arc<AtomicU64>>,
-    Json(body): Json<serde_json::Value>,
-) -> Json<serde_json::Value> {
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-    Json(serde_json::json!({ "key": body.get("key"), "run": run }))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -51,18 +42,11 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route(
             "/work",
-            post(work).layer(IdempotencyLayer::new(store, config)),
+            post(common::work).layer(IdempotencyLayer::new(store, config)),
         )
-        .route(
-            "/runs",
-            get(|State(runs): State<Arc<AtomicU64>>| async move {
-                runs.load(Ordering::SeqCst).to_string()
-            }),
-        )
+        .route("/runs", get(common::runs))
         .route("/session", get(|| async { "no session needed" }))
         .with_state(runs);
-    let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
-    println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    common::serve(&cli.listen, app).await?;
     Ok(())
 }

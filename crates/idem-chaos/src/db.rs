@@ -69,22 +69,10 @@ impl RunDatabase {
         let admin_error = |e| Error::Database("creating the run's database".into(), e);
         // The admin pool outlives the run, for cutting its connections and dropping it.
         let admin = match backend {
-            Backend::Postgres => Admin::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(server_url)
-                    .await
-                    .map_err(admin_error)?,
-            ),
-            Backend::Mysql => Admin::Mysql(
-                MySqlPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(server_url)
-                    .await
-                    .map_err(admin_error)?,
-            ),
+            Backend::Postgres => {
+                Admin::Postgres(admin_pool(server_url).await.map_err(admin_error)?)
+            }
+            Backend::Mysql => Admin::Mysql(admin_pool(server_url).await.map_err(admin_error)?),
             Backend::Sqlite => Admin::Sqlite,
         };
         let scratch = ScratchDatabase::create(server_url, "idem_chaos")
@@ -190,55 +178,36 @@ impl RunDatabase {
             "SELECT {}, CAST(SUM(delta) AS {int}) FROM pay_ledger GROUP BY account_id",
             t("account_id")
         );
+        // One short-lived pool of the backend's kind over the scratch database: the same
+        // three reads, each backend's row types decoded by its own driver.
         macro_rules! read_all {
-            ($pool:expr) => {{
+            ($pool_options:ty) => {{
+                let pool = <$pool_options>::new()
+                    .max_connections(1)
+                    .connect(self.scratch.url())
+                    .await
+                    .map_err(err)?;
                 let accounts: Vec<(String, i64, i64)> = sqlx::query_as(&accounts_sql)
-                    .fetch_all($pool)
+                    .fetch_all(&pool)
                     .await
                     .map_err(err)?;
                 let payments: Vec<(String, String, String, String, i64)> =
                     sqlx::query_as(&payments_sql)
-                        .fetch_all($pool)
+                        .fetch_all(&pool)
                         .await
                         .map_err(err)?;
                 let ledger: Vec<(String, i64)> = sqlx::query_as(&ledger_sql)
-                    .fetch_all($pool)
+                    .fetch_all(&pool)
                     .await
                     .map_err(err)?;
+                pool.close().await;
                 (accounts, payments, ledger)
             }};
         }
         let (accounts, payments, ledger) = match &self.admin {
-            Admin::Postgres(_) => {
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(self.scratch.url())
-                    .await
-                    .map_err(err)?;
-                let r = read_all!(&pool);
-                pool.close().await;
-                r
-            }
-            Admin::Mysql(_) => {
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(1)
-                    .connect(self.scratch.url())
-                    .await
-                    .map_err(err)?;
-                let r = read_all!(&pool);
-                pool.close().await;
-                r
-            }
-            Admin::Sqlite => {
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect(self.scratch.url())
-                    .await
-                    .map_err(err)?;
-                let r = read_all!(&pool);
-                pool.close().await;
-                r
-            }
+            Admin::Postgres(_) => read_all!(PgPoolOptions),
+            Admin::Mysql(_) => read_all!(MySqlPoolOptions),
+            Admin::Sqlite => read_all!(SqlitePoolOptions),
         };
         Ok(Observed {
             accounts: accounts
@@ -285,6 +254,16 @@ fn admin_failure(doing: &str, e: idem_sql_admin::Error) -> Error {
         }
         other => Error::Config(format!("{doing}: {other}")),
     }
+}
+
+/// The run's admin pool on the server `server_url` connects to: two connections, each
+/// waited for at most 10 s.
+async fn admin_pool<DB: sqlx::Database>(server_url: &str) -> Result<sqlx::Pool<DB>, sqlx::Error> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(server_url)
+        .await
 }
 
 #[cfg(test)]

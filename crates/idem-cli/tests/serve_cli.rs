@@ -4,9 +4,7 @@
 #[path = "common/serve_harness.rs"]
 mod harness;
 
-use std::process::{Command, Stdio};
-
-use harness::{Cluster, Node};
+use harness::{idem, Cluster, Node};
 use idem_test_support::unique_name;
 use serde_json::json;
 
@@ -14,20 +12,6 @@ fn temp_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique_name("idem_cli"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn idem() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_idem"));
-    for var in [
-        "IDEM_DATABASE",
-        "IDEM_REDIS",
-        "IDEM_LISTEN",
-        "IDEM_LOG_FORMAT",
-    ] {
-        command.env_remove(var);
-    }
-    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    command
 }
 
 #[tokio::test]

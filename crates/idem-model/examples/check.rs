@@ -9,9 +9,11 @@
 //! `--clients KEY:PAYLOAD:ATTEMPTS,…`, `--lease N`, `--horizon N`, `--ttl N`,
 //! `--limit SECONDS` (stop early), `--threads N`.
 
+mod common;
+
 use std::time::Duration;
 
-use idem_model::{check_with, ClientSpec, Config, Search, Variant};
+use idem_model::{check_with, ClientSpec, Config, Search};
 
 fn main() {
     let mut config = Config::small();
@@ -36,14 +38,7 @@ fn main() {
             }
             "--transactional" => config = config.transactional(),
             "--dfs" => search = Search::Dfs,
-            "--variant" => {
-                let name = args.next();
-                let Some(variant) = name.as_deref().and_then(Variant::from_name) else {
-                    eprintln!("unknown variant {name:?}: {}", Variant::NAMES);
-                    std::process::exit(2);
-                };
-                config = config.with_variant(variant);
-            }
+            "--variant" => config = config.with_variant(common::variant(args.next())),
             "--horizon" => config.horizon = number(args.next()) as u8,
             "--ttl" => config.ttl = Some(number(args.next()) as u8),
             "--limit" => limit = Some(Duration::from_secs(number(args.next()))),
@@ -64,10 +59,7 @@ fn main() {
                     .collect();
             }
             "--lease" => config.lease = number(args.next()) as u8,
-            other => {
-                eprintln!("unknown option {other}; see the example's doc comment");
-                std::process::exit(2);
-            }
+            other => common::unknown_option(other),
         }
     }
     println!("checking {config:?} on {threads} threads");

@@ -10,7 +10,9 @@
 //! `--addr HOST:PORT` (default `localhost:3000`). Each step shows what happened and the
 //! state after it; "Run to completion" checks every property and links each counterexample.
 
-use idem_model::{Config, ProtocolModel, Variant};
+mod common;
+
+use idem_model::{Config, ProtocolModel};
 use stateright::Model;
 
 fn main() {
@@ -26,19 +28,9 @@ fn main() {
                 }
             }
             "--transactional" => config = config.transactional(),
-            "--variant" => {
-                let name = args.next();
-                let Some(variant) = name.as_deref().and_then(Variant::from_name) else {
-                    eprintln!("unknown variant {name:?}: {}", Variant::NAMES);
-                    std::process::exit(2);
-                };
-                config = config.with_variant(variant);
-            }
+            "--variant" => config = config.with_variant(common::variant(args.next())),
             "--addr" => addr = args.next().unwrap_or(addr),
-            other => {
-                eprintln!("unknown option {other}; see the example's doc comment");
-                std::process::exit(2);
-            }
+            other => common::unknown_option(other),
         }
     }
     println!("exploring {config:?}\non http://{addr}");

@@ -51,6 +51,84 @@ macro_rules! run_on {
 }
 pub(crate) use run_on;
 
+/// Implements [`BeginSql`] for a backend whose statements number their placeholders
+/// (SQLite's `?N`, PostgreSQL's `$N`), so that `insert` and `replace` bind in one order,
+/// written here once: `INSERT` returns the new row's token, and `TAKEOVER` /
+/// `REPLACE_EXPIRED` share their binds. The backend passes its own `first_pooled` and
+/// `read_in_tx`. (The whole `impl` is generated because `async_trait` only rewrites the
+/// methods it sees written out.)
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! impl_numbered_begin_sql {
+    ($store:ty, $db:ty, { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::begin::BeginSql for $store {
+            type Db = $db;
+
+            $($own)*
+
+            async fn insert(
+                &self,
+                on: &mut $crate::begin::On<'_, '_, Self::Db>,
+                r: &$crate::begin::Request<'_>,
+            ) -> Result<Option<idem::FencingToken>, sqlx::Error> {
+                let query = sqlx::query(INSERT)
+                    .bind(r.claim.scope.as_str())
+                    .bind(r.claim.key.as_str())
+                    .bind(&r.claim.fingerprint.as_bytes()[..])
+                    .bind($crate::common::ms(r.claim.lease))
+                    .bind($crate::common::ms(r.claim.ttl))
+                    .bind($crate::common::birth_state(r.answer))
+                    .bind(r.answer);
+                let row = $crate::begin::run_on!(on, ex => query.fetch_optional(ex).await)?;
+                row.map(|row| {
+                    sqlx::Row::try_get::<i64, _>(&row, 0).map(idem::FencingToken::from_i64)
+                })
+                .transpose()
+            }
+
+            async fn replace(
+                &self,
+                on: &mut $crate::begin::On<'_, '_, Self::Db>,
+                r: &$crate::begin::Request<'_>,
+                old: idem::FencingToken,
+                new: idem::FencingToken,
+                recovered: bool,
+            ) -> Result<bool, sqlx::Error> {
+                let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
+                let query = sqlx::query(sql)
+                    .bind(r.claim.scope.as_str())
+                    .bind(r.claim.key.as_str())
+                    .bind(&r.claim.fingerprint.as_bytes()[..])
+                    .bind(new.as_i64())
+                    .bind($crate::common::ms(r.claim.lease))
+                    .bind($crate::common::ms(r.claim.ttl))
+                    .bind(old.as_i64())
+                    .bind($crate::common::birth_state(r.answer))
+                    .bind(r.answer);
+                let done = $crate::begin::run_on!(on, ex => query.execute(ex).await)?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use impl_numbered_begin_sql;
+
+/// Reads the record of `(scope, key)` and the store's time with `sql` (binds: scope, key;
+/// the eight columns of [`decode`] from the first on).
+macro_rules! read_record {
+    ($on:expr, $sql:expr, $scope:expr, $key:expr) => {{
+        let query = sqlx::query($sql)
+            .bind($scope.as_str())
+            .bind($key.as_str());
+        let row = $crate::begin::run_on!($on, ex => query.fetch_optional(ex).await)?;
+        row.as_ref()
+            .map(|row| $crate::begin::decode(row, 0))
+            .transpose()
+    }};
+}
+pub(crate) use read_record;
+
 /// One `begin` call's inputs, as bound into SQL: the caller's claim, and the answer of a
 /// record born completed.
 #[derive(Debug, Clone, Copy)]

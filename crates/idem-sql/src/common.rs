@@ -97,6 +97,98 @@ macro_rules! impl_store {
 }
 pub(crate) use impl_store;
 
+/// The constructors and accessors every store has, written once inside the store's `impl`:
+/// `connect(url)` (the backend's options from the URL, then its `connect_with`),
+/// `from_pool` (migrating), `pool` and `retries`. Each keeps the doc the backend gives it,
+/// since what a URL, a pool or a retry is differs by backend. `open(pool, migrate)` runs
+/// the backend's migrations with `$run` and builds the store, with any fields of its own
+/// (`$field: $value`); the backend writes its own `connect_with`.
+macro_rules! store_basics {
+    (
+        pool: $pool:ty,
+        options: $options:ty,
+        migrate: $run:path, $migrations:path,
+        fields: { $($field:ident: $value:expr),* $(,)? },
+        $(#[$connect:meta])* connect;
+        $(#[$from_pool:meta])* from_pool;
+        $(#[$retries:meta])* retries;
+    ) => {
+        $(#[$connect])*
+        pub async fn connect(url: &str) -> Result<Self, $crate::Error> {
+            Self::connect_with(&<$options>::from_url(url)?).await
+        }
+
+        $(#[$from_pool])*
+        pub async fn from_pool(pool: $pool) -> Result<Self, $crate::Error> {
+            Self::open(pool, true).await
+        }
+
+        /// The pool, for the caller's own queries and transactions.
+        pub fn pool(&self) -> &$pool {
+            &self.pool
+        }
+
+        $(#[$retries])*
+        pub fn retries(&self) -> u64 {
+            self.retries.get()
+        }
+
+        async fn open(pool: $pool, migrate: bool) -> Result<Self, $crate::Error> {
+            if migrate {
+                $run($migrations(), &pool).await?;
+            }
+            Ok(Self {
+                pool,
+                retries: $crate::common::RetryCounter::default(),
+                $($field: $value),*
+            })
+        }
+    };
+}
+pub(crate) use store_basics;
+
+/// The backend's `complete` function for statements that number their placeholders
+/// (SQLite's `?N`, PostgreSQL's `$N`): `COMPLETE` binds scope, key, token, response; true
+/// when it applied.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! numbered_complete {
+    ($db:ty) => {
+        async fn complete<'e, E: sqlx::Executor<'e, Database = $db>>(
+            ex: E,
+            hold: idem::Hold<'_>,
+            response: &idem::StoredResponse,
+        ) -> Result<bool, sqlx::Error> {
+            let idem::Hold { scope, key, token } = hold;
+            let done = sqlx::query(COMPLETE)
+                .bind(scope.as_str())
+                .bind(key.as_str())
+                .bind(token.as_i64())
+                .bind(response.encode())
+                .execute(ex)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use numbered_complete;
+
+/// `Store::get`'s answer from a record read with the store's time: an expired or
+/// released record is absent.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn live_record(
+    found: Option<(Row, Timestamp)>,
+    scope: &Scope,
+    key: &Key,
+) -> Result<Option<Record>, StoreError> {
+    match found {
+        Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
+            raw.into_record(scope, key).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The statement that ages every record of the table by the bound duration (`$by`, one
 /// placeholder each time it appears), for `idem::TimeTravel::advance`: lease ends,
 /// creation and expiry move back, except the expiry of a record that never expires.

@@ -11,13 +11,13 @@
 
 use async_trait::async_trait;
 use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
-use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySql, MySqlPool};
 use sqlx::Executor;
 
-use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, ms, RetryCounter, Row, RELEASED};
-use crate::error::{classify, open_error, store_error, Class};
-use crate::options::checked_identifier;
+use crate::begin::{read_record, run_on, BeginSql, Found, On, Request};
+use crate::common::{birth_state, live_record, ms, RetryCounter, Row};
+use crate::error::{classify, store_error, Class};
+use crate::options::{checked_identifier, run_alone};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, MySqlOptions};
@@ -127,13 +127,25 @@ pub struct MySqlStore {
 }
 
 impl MySqlStore {
-    /// Connects to `url` (the database named in it) with default options and migrates.
-    ///
-    /// # Errors
-    /// [`Error::InvalidOption`] for a bad URL, [`Error::Connect`] when the server cannot be
-    /// reached, [`Error::Migrate`] when the schema cannot be created.
-    pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with(&MySqlOptions::from_url(url)?).await
+    crate::common::store_basics! {
+        pool: MySqlPool,
+        options: MySqlOptions,
+        migrate: crate::migrate::run_mysql, crate::migrate::mysql,
+        fields: {},
+        /// Connects to `url` (the database named in it) with default options and migrates.
+        ///
+        /// # Errors
+        /// [`Error::InvalidOption`] for a bad URL, [`Error::Connect`] when the server cannot be
+        /// reached, [`Error::Migrate`] when the schema cannot be created.
+        connect;
+        /// A store over an existing pool (its session time zone should be UTC); migrates.
+        ///
+        /// # Errors
+        /// [`Error::Migrate`] when the schema cannot be created.
+        from_pool;
+        /// How many statements were retried after a deadlock (1213) or a lock-wait timeout
+        /// (1205) so far.
+        retries;
     }
 
     /// Opens the store `options` describe; their database, if set, is used instead of the
@@ -149,50 +161,12 @@ impl MySqlStore {
             .timezone(Some(String::from("+00:00")));
         if let Some(database) = &options.database {
             let database = checked_identifier(database)?;
-            let mut admin: sqlx::MySqlConnection = sqlx::Connection::connect_with(&connect)
-                .await
-                .map_err(open_error)?;
             let sql = format!("CREATE DATABASE IF NOT EXISTS `{database}`");
-            admin.execute(sql.as_str()).await.map_err(open_error)?;
-            sqlx::Connection::close(admin).await.map_err(open_error)?;
+            run_alone::<sqlx::MySqlConnection>(&connect, &sql, |_| false).await?;
             connect = connect.database(database);
         }
-        let pool = MySqlPoolOptions::new()
-            .max_connections(options.pool.max_connections)
-            .acquire_timeout(options.pool.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(open_error)?;
+        let pool = options.pool.open(connect).await?;
         Self::open(pool, options.pool.migrate).await
-    }
-
-    /// A store over an existing pool (its session time zone should be UTC); migrates.
-    ///
-    /// # Errors
-    /// [`Error::Migrate`] when the schema cannot be created.
-    pub async fn from_pool(pool: MySqlPool) -> Result<Self, Error> {
-        Self::open(pool, true).await
-    }
-
-    async fn open(pool: MySqlPool, migrate: bool) -> Result<Self, Error> {
-        if migrate {
-            crate::migrate::run_mysql(crate::migrate::mysql(), &pool).await?;
-        }
-        Ok(Self {
-            pool,
-            retries: RetryCounter::default(),
-        })
-    }
-
-    /// The pool, for the caller's own queries and transactions.
-    pub fn pool(&self) -> &MySqlPool {
-        &self.pool
-    }
-
-    /// How many statements were retried after a deadlock (1213) or a lock-wait timeout
-    /// (1205) so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.get()
     }
 
     /// A write transaction (the session's isolation level; READ COMMITTED suits the
@@ -208,9 +182,7 @@ async fn read(
     scope: &Scope,
     key: &Key,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let query = sqlx::query(sql).bind(scope.as_str()).bind(key.as_str());
-    let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-    row.as_ref().map(|row| decode(row, 0)).transpose()
+    read_record!(on, sql, scope, key)
 }
 
 #[async_trait]
@@ -311,13 +283,7 @@ impl MySqlStore {
         let found = read(&mut On::Pool(&self.pool), READ, scope, key)
             .await
             .map_err(store_error)?;
-        match found {
-            // An expired or released record is absent.
-            Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
-                raw.into_record(scope, key).map(Some)
-            }
-            _ => Ok(None),
-        }
+        live_record(found, scope, key)
     }
 }
 

@@ -29,6 +29,50 @@ impl Default for PoolSettings {
     }
 }
 
+impl PoolSettings {
+    /// Opens the store's pool over `connect`, of this size and acquire timeout.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when no connection can be opened.
+    pub(crate) async fn open<DB: sqlx::Database>(
+        &self,
+        connect: <DB::Connection as sqlx::Connection>::Options,
+    ) -> Result<sqlx::Pool<DB>, Error> {
+        sqlx::pool::PoolOptions::<DB>::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(crate::error::open_error)
+    }
+}
+
+/// Runs `sql` (DDL the pool's connections rely on, such as creating their schema) on a
+/// connection of its own, before the pool exists. A failure of the statement that
+/// `tolerated` accepts counts as success.
+///
+/// # Errors
+/// [`Error::Connect`] when the connection or the statement fails.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn run_alone<C>(
+    connect: &C::Options,
+    sql: &str,
+    tolerated: fn(&sqlx::Error) -> bool,
+) -> Result<(), Error>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    use crate::error::open_error;
+    let mut conn = C::connect_with(connect).await.map_err(open_error)?;
+    match sqlx::Executor::execute(&mut conn, sql).await {
+        Ok(_) => {}
+        Err(err) if tolerated(&err) => {}
+        Err(err) => return Err(open_error(err)),
+    }
+    conn.close().await.map_err(open_error)
+}
+
 /// The builder methods every store's options share, written once.
 macro_rules! pool_setters {
     () => {

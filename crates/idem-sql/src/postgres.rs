@@ -9,15 +9,14 @@
 //! = <the token read>`, so it applies to exactly the row that was decided on. Time is
 //! `clock_timestamp()` of the server.
 
-use async_trait::async_trait;
-use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres, Row as _};
+use idem::{FencingToken, Key, Record, Scope, StoreError, Timestamp};
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Row as _};
 
-use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row};
-use crate::error::{open_error, store_error};
-use crate::options::checked_identifier;
+use crate::begin::{decode, read_record, run_on, Found, On, Request};
+use crate::common::{forever_ms, ms, RetryCounter, Row};
+use crate::error::store_error;
+use crate::options::{checked_identifier, run_alone};
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, PostgresOptions};
@@ -139,13 +138,25 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` with default options and migrates.
-    ///
-    /// # Errors
-    /// [`Error::InvalidOption`] for a bad URL, [`Error::Connect`] when the server cannot be
-    /// reached, [`Error::Migrate`] when the schema cannot be created.
-    pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with(&PostgresOptions::from_url(url)?).await
+    crate::common::store_basics! {
+        pool: PgPool,
+        options: PostgresOptions,
+        migrate: crate::migrate::run, crate::migrate::postgres,
+        fields: {},
+        /// Connects to `url` with default options and migrates.
+        ///
+        /// # Errors
+        /// [`Error::InvalidOption`] for a bad URL, [`Error::Connect`] when the server cannot be
+        /// reached, [`Error::Migrate`] when the schema cannot be created.
+        connect;
+        /// A store over an existing pool (its `search_path` picks the schema); migrates.
+        ///
+        /// # Errors
+        /// [`Error::Migrate`] when the schema cannot be created.
+        from_pool;
+        /// How many statements were retried after contention (deadlock, serialization
+        /// failure) so far.
+        retries;
     }
 
     /// Opens the store `options` describe; their schema, if set, is created if missing and
@@ -157,65 +168,22 @@ impl PostgresStore {
         let mut connect = options.connect.clone();
         if let Some(schema) = &options.schema {
             let schema = checked_identifier(schema)?;
-            let mut admin = sqlx::Connection::connect_with(&connect)
-                .await
-                .map_err(open_error)?;
-            create_schema(&mut admin, schema).await?;
-            sqlx::Connection::close(admin).await.map_err(open_error)?;
+            // Two nodes creating one schema at once can collide on the catalog's unique
+            // index even with IF NOT EXISTS; the loser finds it there.
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+            run_alone::<sqlx::PgConnection>(&connect, &sql, |err| {
+                crate::error::classify(err) == crate::error::Class::Unique
+            })
+            .await?;
             connect = connect.options([("search_path", schema)]);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(options.pool.max_connections)
-            .acquire_timeout(options.pool.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(open_error)?;
+        let pool = options.pool.open(connect).await?;
         Self::open(pool, options.pool.migrate).await
-    }
-
-    /// A store over an existing pool (its `search_path` picks the schema); migrates.
-    ///
-    /// # Errors
-    /// [`Error::Migrate`] when the schema cannot be created.
-    pub async fn from_pool(pool: PgPool) -> Result<Self, Error> {
-        Self::open(pool, true).await
-    }
-
-    async fn open(pool: PgPool, migrate: bool) -> Result<Self, Error> {
-        if migrate {
-            crate::migrate::run(crate::migrate::postgres(), &pool).await?;
-        }
-        Ok(Self {
-            pool,
-            retries: RetryCounter::default(),
-        })
-    }
-
-    /// The pool, for the caller's own queries and transactions.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// How many statements were retried after contention (deadlock, serialization
-    /// failure) so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.get()
     }
 
     /// A write transaction (READ COMMITTED, the server's default).
     async fn open_write(&self) -> Result<WriteTransaction<Postgres>, sqlx::Error> {
         Ok(WriteTransaction::new(self.pool.begin().await?, None))
-    }
-}
-
-async fn create_schema(conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), Error> {
-    // Two nodes creating one schema at once can collide on the catalog's unique index even
-    // with IF NOT EXISTS; the loser finds it there.
-    let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-    match conn.execute(sql.as_str()).await {
-        Ok(_) => Ok(()),
-        Err(err) if crate::error::classify(&err) == crate::error::Class::Unique => Ok(()),
-        Err(err) => Err(open_error(err)),
     }
 }
 
@@ -244,10 +212,7 @@ async fn read_or_insert(
     })
 }
 
-#[async_trait]
-impl BeginSql for PostgresStore {
-    type Db = Postgres;
-
+crate::begin::impl_numbered_begin_sql!(PostgresStore, Postgres, {
     /// One call: `idem_begin` reads, and inserts only when there is no row (a replay is
     /// one indexed read, no lock, no write).
     async fn first_pooled(
@@ -263,70 +228,11 @@ impl BeginSql for PostgresStore {
         on: &mut On<'_, '_, Postgres>,
         r: &Request<'_>,
     ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-        let query = sqlx::query(READ)
-            .bind(r.claim.scope.as_str())
-            .bind(r.claim.key.as_str());
-        let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-        row.as_ref().map(|row| decode(row, 0)).transpose()
+        read_record!(on, READ, r.claim.scope, r.claim.key)
     }
+});
 
-    async fn insert(
-        &self,
-        on: &mut On<'_, '_, Postgres>,
-        r: &Request<'_>,
-    ) -> Result<Option<FencingToken>, sqlx::Error> {
-        let query = sqlx::query(INSERT)
-            .bind(r.claim.scope.as_str())
-            .bind(r.claim.key.as_str())
-            .bind(&r.claim.fingerprint.as_bytes()[..])
-            .bind(ms(r.claim.lease))
-            .bind(ms(r.claim.ttl))
-            .bind(birth_state(r.answer))
-            .bind(r.answer);
-        let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-        row.map(|row| row.try_get::<i64, _>(0).map(FencingToken::from_i64))
-            .transpose()
-    }
-
-    async fn replace(
-        &self,
-        on: &mut On<'_, '_, Postgres>,
-        r: &Request<'_>,
-        old: FencingToken,
-        new: FencingToken,
-        recovered: bool,
-    ) -> Result<bool, sqlx::Error> {
-        let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-        let query = sqlx::query(sql)
-            .bind(r.claim.scope.as_str())
-            .bind(r.claim.key.as_str())
-            .bind(&r.claim.fingerprint.as_bytes()[..])
-            .bind(new.as_i64())
-            .bind(ms(r.claim.lease))
-            .bind(ms(r.claim.ttl))
-            .bind(old.as_i64())
-            .bind(birth_state(r.answer))
-            .bind(r.answer);
-        let done = run_on!(on, ex => query.execute(ex).await)?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-async fn complete<'e, E: Executor<'e, Database = Postgres>>(
-    ex: E,
-    hold: Hold<'_>,
-    response: &StoredResponse,
-) -> Result<bool, sqlx::Error> {
-    let Hold { scope, key, token } = hold;
-    let done = sqlx::query(COMPLETE)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(token.as_i64())
-        .bind(response.encode())
-        .execute(ex)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
+crate::common::numbered_complete!(Postgres);
 
 impl PostgresStore {
     /// The live record of `(scope, key)`: `Store::get`.

@@ -7,15 +7,14 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use idem::{FencingToken, Hold, Key, Record, Scope, StoreError, StoredResponse, Timestamp};
-use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Executor, Row as _, Sqlite};
+use idem::{Key, Record, Scope, StoreError, Timestamp};
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::Sqlite;
 use tokio::sync::Mutex;
 
-use crate::begin::{decode, run_on, BeginSql, Found, On, Request};
-use crate::common::{birth_state, forever_ms, ms, RetryCounter, Row, RELEASED};
-use crate::error::{open_error, store_error};
+use crate::begin::{read_record, Found, On, Request};
+use crate::common::{forever_ms, live_record, RetryCounter, Row};
+use crate::error::store_error;
 use crate::transactional::impl_transactional;
 use crate::WriteTransaction;
 use crate::{Error, SqliteOptions};
@@ -113,16 +112,28 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite:path`,
-    /// `?mode=rwc` accepted) with default options, and migrates it.
-    ///
-    /// The file's directory must exist: creating it is the caller's job.
-    ///
-    /// # Errors
-    /// [`Error::Connect`] when the file cannot be opened, [`Error::Migrate`] when the schema
-    /// cannot be created.
-    pub async fn connect(url: &str) -> Result<Self, Error> {
-        Self::connect_with(&SqliteOptions::from_url(url)?).await
+    crate::common::store_basics! {
+        pool: SqlitePool,
+        options: SqliteOptions,
+        migrate: crate::migrate::run, crate::migrate::sqlite,
+        fields: { writer: Arc::default() },
+        /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite:path`,
+        /// `?mode=rwc` accepted) with default options, and migrates it.
+        ///
+        /// The file's directory must exist: creating it is the caller's job.
+        ///
+        /// # Errors
+        /// [`Error::Connect`] when the file cannot be opened, [`Error::Migrate`] when the schema
+        /// cannot be created.
+        connect;
+        /// A store over an existing pool (which should use WAL and a busy timeout); runs the
+        /// migrations.
+        ///
+        /// # Errors
+        /// [`Error::Migrate`] when the schema cannot be created.
+        from_pool;
+        /// How many statements were retried after contention (SQLite BUSY) so far.
+        retries;
     }
 
     /// Opens the store `options` describe (file, pool size, busy timeout, migrations).
@@ -139,43 +150,8 @@ impl SqliteStore {
             // commits, the records and the business rows of one file together.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.pool.max_connections)
-            .acquire_timeout(options.pool.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(open_error)?;
+        let pool = options.pool.open(connect).await?;
         Self::open(pool, options.pool.migrate).await
-    }
-
-    /// A store over an existing pool (which should use WAL and a busy timeout); runs the
-    /// migrations.
-    ///
-    /// # Errors
-    /// [`Error::Migrate`] when the schema cannot be created.
-    pub async fn from_pool(pool: SqlitePool) -> Result<Self, Error> {
-        Self::open(pool, true).await
-    }
-
-    async fn open(pool: SqlitePool, migrate: bool) -> Result<Self, Error> {
-        if migrate {
-            crate::migrate::run(crate::migrate::sqlite(), &pool).await?;
-        }
-        Ok(Self {
-            pool,
-            retries: RetryCounter::default(),
-            writer: Arc::default(),
-        })
-    }
-
-    /// The pool, for the caller's own queries and transactions.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// How many statements were retried after contention (SQLite BUSY) so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.get()
     }
 
     /// A write transaction: this process's writer slot, then `BEGIN IMMEDIATE`.
@@ -191,15 +167,10 @@ async fn read(
     scope: &Scope,
     key: &Key,
 ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
-    let query = sqlx::query(READ).bind(scope.as_str()).bind(key.as_str());
-    let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-    row.as_ref().map(|row| decode(row, 0)).transpose()
+    read_record!(on, READ, scope, key)
 }
 
-#[async_trait]
-impl BeginSql for SqliteStore {
-    type Db = Sqlite;
-
+crate::begin::impl_numbered_begin_sql!(SqliteStore, Sqlite, {
     /// Read first: replays and refusals need no write lock.
     async fn first_pooled(
         &self,
@@ -218,64 +189,9 @@ impl BeginSql for SqliteStore {
     ) -> Result<Option<(Row, Timestamp)>, sqlx::Error> {
         read(on, r.claim.scope, r.claim.key).await
     }
+});
 
-    async fn insert(
-        &self,
-        on: &mut On<'_, '_, Sqlite>,
-        r: &Request<'_>,
-    ) -> Result<Option<FencingToken>, sqlx::Error> {
-        let query = sqlx::query(INSERT)
-            .bind(r.claim.scope.as_str())
-            .bind(r.claim.key.as_str())
-            .bind(&r.claim.fingerprint.as_bytes()[..])
-            .bind(ms(r.claim.lease))
-            .bind(ms(r.claim.ttl))
-            .bind(birth_state(r.answer))
-            .bind(r.answer);
-        let row = run_on!(on, ex => query.fetch_optional(ex).await)?;
-        row.map(|row| row.try_get::<i64, _>(0).map(FencingToken::from_i64))
-            .transpose()
-    }
-
-    async fn replace(
-        &self,
-        on: &mut On<'_, '_, Sqlite>,
-        r: &Request<'_>,
-        old: FencingToken,
-        new: FencingToken,
-        recovered: bool,
-    ) -> Result<bool, sqlx::Error> {
-        let sql = if recovered { TAKEOVER } else { REPLACE_EXPIRED };
-        let query = sqlx::query(sql)
-            .bind(r.claim.scope.as_str())
-            .bind(r.claim.key.as_str())
-            .bind(&r.claim.fingerprint.as_bytes()[..])
-            .bind(new.as_i64())
-            .bind(ms(r.claim.lease))
-            .bind(ms(r.claim.ttl))
-            .bind(old.as_i64())
-            .bind(birth_state(r.answer))
-            .bind(r.answer);
-        let done = run_on!(on, ex => query.execute(ex).await)?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-async fn complete<'e, E: Executor<'e, Database = Sqlite>>(
-    ex: E,
-    hold: Hold<'_>,
-    response: &StoredResponse,
-) -> Result<bool, sqlx::Error> {
-    let Hold { scope, key, token } = hold;
-    let done = sqlx::query(COMPLETE)
-        .bind(scope.as_str())
-        .bind(key.as_str())
-        .bind(token.as_i64())
-        .bind(response.encode())
-        .execute(ex)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
+crate::common::numbered_complete!(Sqlite);
 
 impl SqliteStore {
     /// The live record of `(scope, key)`: `Store::get`.
@@ -283,13 +199,7 @@ impl SqliteStore {
         let found = read(&mut On::Pool(&self.pool), scope, key)
             .await
             .map_err(store_error)?;
-        match found {
-            // An expired or released record is absent.
-            Some((raw, now)) if raw.expires_at > now.as_millis() && raw.state != RELEASED => {
-                raw.into_record(scope, key).map(Some)
-            }
-            _ => Ok(None),
-        }
+        live_record(found, scope, key)
     }
 }
 

@@ -17,6 +17,22 @@ use serde_json::Value;
 /// How long a node may take to migrate and listen.
 const START_MAX: Duration = Duration::from_secs(60);
 
+/// The `idem` binary with none of the operator's `IDEM_*` variables (each test says what it
+/// sets), stdout piped for the `listening on` line and stderr shown.
+pub fn idem() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_idem"));
+    for var in [
+        "IDEM_DATABASE",
+        "IDEM_REDIS",
+        "IDEM_LISTEN",
+        "IDEM_LOG_FORMAT",
+    ] {
+        command.env_remove(var);
+    }
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    command
+}
+
 /// One `idem serve` process, killed when dropped.
 pub struct Node {
     child: Option<Child>,
@@ -28,22 +44,12 @@ impl Node {
     /// Starts `idem serve --database URL --listen 127.0.0.1:0 EXTRA…` and waits for its
     /// `listening on ADDR` line.
     pub fn start(database: &str, extra: &[&str], cwd: Option<&PathBuf>) -> Node {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_idem"));
+        let mut command = idem();
         command
             .arg("serve")
             .args(["--database", database, "--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for var in [
-            "IDEM_DATABASE",
-            "IDEM_REDIS",
-            "IDEM_LISTEN",
-            "IDEM_LOG_FORMAT",
-        ] {
-            command.env_remove(var);
-        }
+            .env("RUST_LOG", "info,sqlx=warn");
         if let Some(dir) = cwd {
             command.current_dir(dir);
         }
