@@ -131,9 +131,10 @@ mod tests {
     }
 
     /// Two transactions lock two rows in opposite orders: the database picks a victim, and
-    /// its error (by code: PostgreSQL 40P01, MySQL 1213) must classify as contention.
+    /// its error (by code: PostgreSQL 40P01, MySQL 1213) must classify as contention. The
+    /// table is created with `$table_options` after its columns.
     macro_rules! deadlock_is_contention {
-        ($name:ident, $var:literal, $conn:ty, $setup:expr, $lock:expr) => {
+        ($name:ident, $var:literal, $conn:ty, $table_options:literal) => {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some(url) = idem_test_support::backend_url($var) else {
@@ -141,20 +142,27 @@ mod tests {
                 };
                 let table = idem_test_support::unique_name("idem_sql_deadlock");
                 let mut setup = <$conn>::connect(&url).await.expect("connect");
-                for sql in ($setup)(&table) {
+                for sql in [
+                    format!(
+                        "CREATE TABLE {table} (id INT PRIMARY KEY, n INT){}",
+                        $table_options
+                    ),
+                    format!("INSERT INTO {table} VALUES (1, 0), (2, 0)"),
+                ] {
                     setup.execute(sql.as_str()).await.expect("setup");
                 }
+                let lock = |t: &str, id: i32| format!("UPDATE {t} SET n = n + 1 WHERE id = {id}");
                 let mut a = <$conn>::connect(&url).await.expect("connect");
                 let mut b = <$conn>::connect(&url).await.expect("connect");
                 let mut ta = a.begin().await.expect("begin a");
                 let mut tb = b.begin().await.expect("begin b");
-                ta.execute(($lock)(&table, 1).as_str())
+                ta.execute(lock(&table, 1).as_str())
                     .await
                     .expect("a locks 1");
-                tb.execute(($lock)(&table, 2).as_str())
+                tb.execute(lock(&table, 2).as_str())
                     .await
                     .expect("b locks 2");
-                let (second_a, second_b) = (($lock)(&table, 2), ($lock)(&table, 1));
+                let (second_a, second_b) = (lock(&table, 2), lock(&table, 1));
                 let (ra, rb) =
                     tokio::join!(ta.execute(second_a.as_str()), tb.execute(second_b.as_str()));
                 let err = ra
@@ -179,11 +187,7 @@ mod tests {
         postgres_deadlock_is_contention,
         "IDEM_TEST_POSTGRES",
         sqlx::PgConnection,
-        |t: &str| vec![
-            format!("CREATE TABLE {t} (id INT PRIMARY KEY, n INT)"),
-            format!("INSERT INTO {t} VALUES (1, 0), (2, 0)"),
-        ],
-        |t: &str, id: i32| format!("UPDATE {t} SET n = n + 1 WHERE id = {id}")
+        ""
     );
 
     #[cfg(feature = "mysql")]
@@ -191,10 +195,6 @@ mod tests {
         mysql_deadlock_is_contention,
         "IDEM_TEST_MYSQL",
         sqlx::MySqlConnection,
-        |t: &str| vec![
-            format!("CREATE TABLE {t} (id INT PRIMARY KEY, n INT) ENGINE = InnoDB"),
-            format!("INSERT INTO {t} VALUES (1, 0), (2, 0)"),
-        ],
-        |t: &str, id: i32| format!("UPDATE {t} SET n = n + 1 WHERE id = {id}")
+        " ENGINE = InnoDB"
     );
 }

@@ -173,40 +173,32 @@ mod tests {
             base: Duration::from_micros(10),
             cap: Duration::from_micros(10),
         };
-        let mut calls = 0;
-        let out: Result<(), Flaky> = policy
-            .run(|| {
-                calls += 1;
-                async { Err(Flaky(true)) }
-            })
-            .await;
+        let (out, calls) = tried(&policy, |_| Err(Flaky(true))).await;
         assert!(out.is_err());
         assert_eq!(calls, 3, "a transient failure is tried attempts_max times");
 
-        let mut calls = 0;
-        let out: Result<(), Flaky> = policy
-            .run(|| {
-                calls += 1;
-                async { Err(Flaky(false)) }
-            })
-            .await;
+        let (out, calls) = tried(&policy, |_| Err(Flaky(false))).await;
         assert!(out.is_err());
         assert_eq!(calls, 1, "a permanent failure is not retried");
 
+        let (out, _) = tried(&policy, |n| if n < 3 { Err(Flaky(true)) } else { Ok(n) }).await;
+        assert_eq!(out.ok(), Some(3), "success after two transient failures");
+    }
+
+    /// Runs `policy` over a call whose `n`-th attempt answers `outcome(n)`; the result and
+    /// how many attempts were made.
+    async fn tried(
+        policy: &Retry,
+        outcome: fn(u32) -> Result<u32, Flaky>,
+    ) -> (Result<u32, Flaky>, u32) {
         let mut calls = 0;
         let out = policy
             .run(|| {
                 calls += 1;
-                let n = calls;
-                async move {
-                    if n < 3 {
-                        Err(Flaky(true))
-                    } else {
-                        Ok(n)
-                    }
-                }
+                let result = outcome(calls);
+                async move { result }
             })
             .await;
-        assert_eq!(out.ok(), Some(3), "success after two transient failures");
+        (out, calls)
     }
 }

@@ -141,6 +141,31 @@ fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
 }
 
+/// Checks the answer to a holder's `complete` or `release` (`what`): success when the model
+/// says the caller `holds` the record, `Fenced` otherwise. True when it succeeded, so the
+/// caller updates the model.
+fn holder_or_fenced(
+    holds: bool,
+    got: &Result<(), StoreError>,
+    what: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<bool, TestCaseError> {
+    if holds {
+        prop_assert!(
+            got.is_ok(),
+            "{}",
+            at(&format!("holder's {what} must succeed, got {got:?}"))
+        );
+    } else {
+        prop_assert!(
+            matches!(got, Err(StoreError::Fenced)),
+            "{}",
+            at(&format!("expected Fenced, got {got:?}"))
+        );
+    }
+    Ok(holds)
+}
+
 /// Runs `ops` against `store` and the model. `drops_expired`: the store drops a record
 /// itself at its expiry ([`Harness::DROPS_EXPIRED`]), as if purged at that moment.
 async fn run_ops<S: Store + TimeTravel>(
@@ -254,41 +279,19 @@ async fn run_ops<S: Store + TimeTravel>(
                         &the_response(response),
                     )
                     .await;
-                if model.holds(key, token) {
-                    prop_assert!(
-                        got.is_ok(),
-                        "{}",
-                        at(&format!("holder's complete must succeed, got {got:?}"))
-                    );
+                if holder_or_fenced(model.holds(key, token), &got, "complete", &at)? {
                     if let Some(r) = model.records.get_mut(&key) {
                         r.completed = Some(response);
                     }
-                } else {
-                    prop_assert!(
-                        matches!(got, Err(StoreError::Fenced)),
-                        "{}",
-                        at(&format!("expected Fenced, got {got:?}"))
-                    );
                 }
             }
             Op::Release { key, stale } => {
                 let token = model.token_for(key, stale);
                 let got = store.release(Hold::new(&scope, &the_key(key), token)).await;
-                if model.holds(key, token) {
-                    prop_assert!(
-                        got.is_ok(),
-                        "{}",
-                        at(&format!("holder's release must succeed, got {got:?}"))
-                    );
+                if holder_or_fenced(model.holds(key, token), &got, "release", &at)? {
                     if let Some(r) = model.records.get_mut(&key) {
                         r.released = true;
                     }
-                } else {
-                    prop_assert!(
-                        matches!(got, Err(StoreError::Fenced)),
-                        "{}",
-                        at(&format!("expected Fenced, got {got:?}"))
-                    );
                 }
             }
             Op::Advance { steps } => {
