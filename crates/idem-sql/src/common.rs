@@ -16,13 +16,13 @@ use crate::Retry;
 /// [`idem::DURATION_MS_MAX`] as an SQL literal: a record whose expiry is at or past it
 /// never expires (its TTL was `TTL_FOREVER`), so purge leaves it, and the expiry index of
 /// PostgreSQL and SQLite, partial on the same bound, holds it not.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "test-clock"))]
 macro_rules! forever_ms {
     () => {
         "4503599627370496"
     };
 }
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "test-clock"))]
 pub(crate) use forever_ms;
 
 /// Implements `idem::Store` for an SQL store, written once for the three backends: `begin`
