@@ -66,6 +66,7 @@ pub mod openapi;
 pub mod problem;
 pub mod serve;
 mod service;
+pub mod tenant;
 pub mod validate;
 
 pub use db::{Backend, Db};
@@ -73,3 +74,4 @@ pub use error::{Error, Result};
 pub use ledger::LedgerReport;
 pub use model::{AccountBody, Answer, PaymentBody, RefundBody};
 pub use service::{Service, ATTEMPTS_MAX};
+pub use tenant::Tenant;

@@ -18,6 +18,11 @@ use crate::{Error, Result};
 /// The longest identifier accepted.
 pub const ID_LEN_MAX: usize = 128;
 
+/// Whether `b` may appear in an identifier (and in a tenant's name): `[A-Za-z0-9._:-]`.
+pub(crate) fn id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
 /// Checks an identifier: 1 to 128 of `[A-Za-z0-9._:-]`.
 ///
 /// # Errors
@@ -29,8 +34,7 @@ pub fn id(field: &str, value: &str) -> Result<()> {
             format!("{field} must be 1 to {ID_LEN_MAX} characters long"),
         ));
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
-    if !value.bytes().all(allowed) {
+    if !value.bytes().all(id_byte) {
         return Err(Error::invalid(
             field,
             format!("{field} may only contain A-Z, a-z, 0-9 and . _ : -"),
