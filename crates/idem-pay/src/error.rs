@@ -25,6 +25,10 @@ pub enum Error {
         /// The limit that was passed.
         limit_bytes: usize,
     },
+    /// The request carries no live API key of a tenant (401 `unauthorized`, with
+    /// `WWW-Authenticate: Bearer`): missing, malformed, unknown or revoked — never which.
+    #[error("a valid API key is required: Authorization: Bearer <key>")]
+    Unauthorized,
     /// No route has this path (404 `not_found`).
     #[error("no such route")]
     RouteNotFound,

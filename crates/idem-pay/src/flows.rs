@@ -21,14 +21,12 @@ use crate::db::{Arg, Business, PaymentRow, Sql};
 use crate::ledger;
 use crate::model::{new_id, now_rfc3339, to_json, AccountBody, Answer, PaymentBody, RefundBody};
 use crate::validate::{NewAccount, NewPayment, NewRefund};
-use crate::{Error, Result};
+use crate::{Error, Result, Tenant};
 
 const CREATED: u16 = 201;
 
-/// The built-in tenant every key belongs to (DESIGN §5a `none`).
-const TENANT: &str = "default";
-
-/// What a call claims: its scope, its key and the fingerprint of what it asks.
+/// What a call claims: its scope (the tenant and the operation: replays are per tenant), its
+/// key and the fingerprint of what it asks.
 #[derive(Debug, Clone)]
 pub(crate) struct Claim {
     pub(crate) scope: Scope,
@@ -50,31 +48,31 @@ impl Claim {
     }
 
     /// An account's: its id, and the opening balance.
-    pub(crate) fn account(request: &NewAccount) -> Result<Self> {
+    pub(crate) fn account(tenant: &Tenant, request: &NewAccount) -> Result<Self> {
         Self::new(
-            format!("{TENANT}|POST /v1/accounts"),
+            format!("{tenant}|POST /v1/accounts"),
             &request.account_id,
             &request.balance,
         )
     }
 
     /// A payment's: its `order_id`, and payer, payee and amount.
-    pub(crate) fn payment(request: &NewPayment) -> Result<Self> {
-        Self::payment_under(request, &request.order_id)
+    pub(crate) fn payment(tenant: &Tenant, request: &NewPayment) -> Result<Self> {
+        Self::payment_under(tenant, request, &request.order_id)
     }
 
-    fn payment_under(request: &NewPayment, key: &str) -> Result<Self> {
+    fn payment_under(tenant: &Tenant, request: &NewPayment, key: &str) -> Result<Self> {
         Self::new(
-            format!("{TENANT}|POST /v1/payments"),
+            format!("{tenant}|POST /v1/payments"),
             key,
             &(&request.payer, &request.payee, request.amount),
         )
     }
 
     /// A refund's: its `refund_id` within the payment of `order_id`, and the amount.
-    pub(crate) fn refund(order_id: &str, request: &NewRefund) -> Result<Self> {
+    pub(crate) fn refund(tenant: &Tenant, order_id: &str, request: &NewRefund) -> Result<Self> {
         Self::new(
-            format!("{TENANT}|POST /v1/payments/{order_id}/refunds"),
+            format!("{tenant}|POST /v1/payments/{order_id}/refunds"),
             &request.refund_id,
             &request.amount,
         )
@@ -116,6 +114,7 @@ fn settled(outcome: Outcome, conflict: impl FnOnce() -> Error) -> Result<Answer>
 pub(crate) async fn open_account<S: Business>(
     store: &S,
     sql: &Sql,
+    tenant: &Tenant,
     request: &NewAccount,
 ) -> Result<Answer> {
     let body = to_json(&AccountBody {
@@ -123,7 +122,7 @@ pub(crate) async fn open_account<S: Business>(
         balance: request.balance,
     });
     let answer = StoredResponse::new(CREATED, body.clone());
-    let claim = Claim::account(request)?;
+    let claim = Claim::account(tenant, request)?;
     let mut tx = store.begin_write().await?;
     let outcome = claim.begin(store, &mut tx, &answer).await?;
     if !matches!(outcome, Outcome::Acquired { .. }) {
@@ -136,6 +135,7 @@ pub(crate) async fn open_account<S: Business>(
             &mut tx,
             &sql.insert_account,
             &[
+                Arg::Str(tenant.as_str()),
                 Arg::Str(&request.account_id),
                 Arg::Int(request.balance),
                 Arg::Int(request.balance),
@@ -148,11 +148,14 @@ pub(crate) async fn open_account<S: Business>(
 }
 
 /// `GET /v1/accounts/{id}`.
-pub(crate) async fn account<S: Business>(store: &S, sql: &Sql, account_id: &str) -> Result<Answer> {
-    let balance = store
-        .integers(&sql.select_balance, &[Arg::Str(account_id)])
+pub(crate) async fn account<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tenant: &Tenant,
+    account_id: &str,
+) -> Result<Answer> {
+    let balance = ledger::balance(store, sql, tenant.as_str(), account_id)
         .await?
-        .and_then(|row| row.first().copied())
         .ok_or_else(|| Error::AccountNotFound {
             account_id: account_id.to_owned(),
         })?;
@@ -168,6 +171,7 @@ pub(crate) async fn account<S: Business>(store: &S, sql: &Sql, account_id: &str)
 pub(crate) async fn pay<S: Business>(
     store: &S,
     sql: &Sql,
+    tenant: &Tenant,
     request: &NewPayment,
     unsafe_disable_idempotency: bool,
 ) -> Result<Answer> {
@@ -184,9 +188,13 @@ pub(crate) async fn pay<S: Business>(
     });
     let answer = StoredResponse::new(CREATED, body.clone());
     let claim = if unsafe_disable_idempotency {
-        Claim::payment_under(request, &format!("{}#{payment_id}", request.order_id))?
+        Claim::payment_under(
+            tenant,
+            request,
+            &format!("{}#{payment_id}", request.order_id),
+        )?
     } else {
-        Claim::payment(request)?
+        Claim::payment(tenant, request)?
     };
 
     let mut tx = store.begin_write().await?;
@@ -195,12 +203,13 @@ pub(crate) async fn pay<S: Business>(
         Outcome::Acquired { .. } => {}
         Outcome::Mismatch => {
             drop(tx);
-            return Err(conflict(store, sql, request).await);
+            return Err(conflict(store, sql, tenant, request).await);
         }
         other => return settled(other, || unreachable_conflict(request)),
     }
     let row = [
         Arg::Str(&payment_id),
+        Arg::Str(tenant.as_str()),
         Arg::Str(&request.order_id),
         Arg::Str(&request.payer),
         Arg::Str(&request.payee),
@@ -209,6 +218,7 @@ pub(crate) async fn pay<S: Business>(
     ];
     let movement = ledger::Movement {
         id: &payment_id,
+        tenant: tenant.as_str(),
         from: &request.payer,
         to: &request.payee,
         amount: request.amount,
@@ -232,10 +242,14 @@ fn unreachable_conflict(request: &NewPayment) -> Error {
 
 /// `order_id_conflict` for a payment request whose order was paid with other parameters,
 /// naming the first that differs (payer, payee, amount) as the stored payment shows.
-async fn conflict<S: Business>(store: &S, sql: &Sql, request: &NewPayment) -> Error {
-    let paid = store
-        .payment(&sql.select_payment_by_order, &[Arg::Str(&request.order_id)])
-        .await;
+async fn conflict<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tenant: &Tenant,
+    request: &NewPayment,
+) -> Error {
+    let by_order = [Arg::Str(tenant.as_str()), Arg::Str(&request.order_id)];
+    let paid = store.payment(&sql.select_payment_by_order, &by_order).await;
     let differs = match &paid {
         Ok(Some(first)) if first.payer != request.payer => "payer",
         Ok(Some(first)) if first.payee != request.payee => "payee",
@@ -249,9 +263,15 @@ async fn conflict<S: Business>(store: &S, sql: &Sql, request: &NewPayment) -> Er
 
 /// `GET /v1/payments/{order_id}`: the payment as first answered, byte for byte — the body
 /// is a function of the row's columns, so it is rebuilt rather than stored twice.
-pub(crate) async fn payment<S: Business>(store: &S, sql: &Sql, order_id: &str) -> Result<Answer> {
+pub(crate) async fn payment<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tenant: &Tenant,
+    order_id: &str,
+) -> Result<Answer> {
+    let by_order = [Arg::Str(tenant.as_str()), Arg::Str(order_id)];
     let payment = store
-        .payment(&sql.select_payment_by_order, &[Arg::Str(order_id)])
+        .payment(&sql.select_payment_by_order, &by_order)
         .await?
         .ok_or_else(|| Error::PaymentNotFound {
             order_id: order_id.to_owned(),
@@ -273,12 +293,14 @@ pub(crate) async fn payment<S: Business>(store: &S, sql: &Sql, order_id: &str) -
 pub(crate) async fn refund<S: Business>(
     store: &S,
     sql: &Sql,
+    tenant: &Tenant,
     order_id: &str,
     request: &NewRefund,
 ) -> Result<Answer> {
     let mut tx = store.begin_write().await?;
+    let by_order = [Arg::Str(tenant.as_str()), Arg::Str(order_id)];
     let payment: PaymentRow = store
-        .payment_in(&mut tx, &sql.lock_payment_by_order, &[Arg::Str(order_id)])
+        .payment_in(&mut tx, &sql.lock_payment_by_order, &by_order)
         .await?
         .ok_or_else(|| Error::PaymentNotFound {
             order_id: order_id.to_owned(),
@@ -294,7 +316,7 @@ pub(crate) async fn refund<S: Business>(
         created_at: &created_at,
     });
     let answer = StoredResponse::new(CREATED, body.clone());
-    let outcome = Claim::refund(order_id, request)?
+    let outcome = Claim::refund(tenant, order_id, request)?
         .begin(store, &mut tx, &answer)
         .await?;
     if !matches!(outcome, Outcome::Acquired { .. }) {
@@ -332,6 +354,7 @@ pub(crate) async fn refund<S: Business>(
     let movement_id = format!("{}/{}", payment.payment_id, request.refund_id);
     let movement = ledger::Movement {
         id: &movement_id,
+        tenant: tenant.as_str(),
         from: &payment.payee,
         to: &payment.payer,
         amount: request.amount,

@@ -72,10 +72,11 @@ impl Db {
     }
 }
 
-/// One movement of money: `amount` from `from` to `to`, under `id`.
+/// One movement of money: `amount` from `from` to `to`, two accounts of `tenant`, under `id`.
 #[derive(Debug)]
 pub(crate) struct Movement<'a> {
     pub(crate) id: &'a str,
+    pub(crate) tenant: &'a str,
     pub(crate) from: &'a str,
     pub(crate) to: &'a str,
     pub(crate) amount: i64,
@@ -83,7 +84,7 @@ pub(crate) struct Movement<'a> {
 }
 
 /// Moves the money of `m` inside `tx` with its two ledger rows, and inserts `payment`
-/// (the payment row's six values) beside it when given — only where both accounts exist,
+/// (the payment row's seven values) beside it when given — only where both accounts exist,
 /// `from` has the funds and `to`'s balance stays an `i64`. False when refused: then what
 /// was written must not commit: the caller rolls back, then finds out why ([`refusal`]).
 /// On PostgreSQL all of it is one statement.
@@ -95,7 +96,8 @@ pub(crate) async fn transfer<S: Business>(
     payment: Option<&[Arg<'_>]>,
 ) -> Result<bool> {
     debug_assert!(m.amount > 0, "a movement moves a positive amount");
-    let (from, to, debit, credit) = (
+    let (tenant, from, to, debit, credit) = (
+        Arg::Str(m.tenant),
         Arg::Str(m.from),
         Arg::Str(m.to),
         Arg::Int(-m.amount),
@@ -108,7 +110,7 @@ pub(crate) async fn transfer<S: Business>(
     };
     if let Some(statement) = one_statement {
         let args = [
-            &[from, to, from, debit, credit][..],
+            &[tenant, from, to, from, debit, credit][..],
             &conditions,
             &[from, debit, credit, Arg::Str(m.id), Arg::Str(m.created_at)],
             payment.unwrap_or_default(),
@@ -121,17 +123,19 @@ pub(crate) async fn transfer<S: Business>(
             .unwrap_or(0);
         return Ok(moved == 2);
     }
-    let moving = [&[from, debit, credit, from, to][..], &conditions].concat();
+    let moving = [&[from, debit, credit, tenant, from, to][..], &conditions].concat();
     let moved = store.execute_in(tx, &sql.move_checked, &moving).await?;
     if moved != 2 {
         return Ok(false);
     }
     let rows = [
         Arg::Str(m.id),
+        tenant,
         Arg::Str(m.from),
         Arg::Int(-m.amount),
         Arg::Str(m.created_at),
         Arg::Str(m.id),
+        tenant,
         Arg::Str(m.to),
         Arg::Int(m.amount),
         Arg::Str(m.created_at),
@@ -150,8 +154,8 @@ pub(crate) async fn transfer<S: Business>(
 pub(crate) async fn refusal<S: Business>(store: &S, sql: &Sql, m: &Movement<'_>) -> crate::Error {
     debug_assert_ne!(m.from, m.to, "validation refuses payer == payee");
     match (
-        balance(store, sql, m.from).await,
-        balance(store, sql, m.to).await,
+        balance(store, sql, m.tenant, m.from).await,
+        balance(store, sql, m.tenant, m.to).await,
     ) {
         (Err(error), _) | (_, Err(error)) => error.into(),
         (Ok(None), _) => crate::Error::AccountNotFound {
@@ -170,10 +174,15 @@ pub(crate) async fn refusal<S: Business>(store: &S, sql: &Sql, m: &Movement<'_>)
     }
 }
 
-/// The balance of `account`, if it exists.
-async fn balance<S: Business>(store: &S, sql: &Sql, account: &str) -> sqlx::Result<Option<i64>> {
+/// The balance of `account` of `tenant`, if it exists.
+pub(crate) async fn balance<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tenant: &str,
+    account: &str,
+) -> sqlx::Result<Option<i64>> {
     let row = store
-        .integers(&sql.select_balance, &[Arg::Str(account)])
+        .integers(&sql.select_balance, &[Arg::Str(tenant), Arg::Str(account)])
         .await?;
     Ok(row.and_then(|row| row.first().copied()))
 }

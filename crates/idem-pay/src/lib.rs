@@ -45,12 +45,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), idem_pay::Error> {
-//! use idem_pay::{validate::NewPayment, Db, Service};
+//! use idem_pay::{validate::NewPayment, Db, Service, Tenant};
 //! let db = Db::connect("sqlite://./idem-data/idem.db", 4).await?;
 //! let service = Service::new(db, None, Default::default());
 //! let payment = NewPayment::from_json(br#"{"order_id":"o1","payer":"alice","payee":"bob","amount":500}"#)?;
-//! let first = service.pay(&payment).await?;
-//! let again = service.pay(&payment).await?;
+//! let tenant = Tenant::default();
+//! let first = service.pay(&tenant, &payment).await?;
+//! let again = service.pay(&tenant, &payment).await?;
 //! assert_eq!((first.body, again.replayed), (again.body.clone(), true));
 //! # Ok(()) }
 //! ```

@@ -25,6 +25,8 @@ pub enum Outcome {
     Declined,
     /// The request was malformed (400, 405, 413, 415).
     Invalid,
+    /// No live API key (401).
+    Unauthorized,
     /// The account, payment or route does not exist (404).
     NotFound,
     /// The service failed (5xx).
@@ -32,13 +34,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 9] = [
         Outcome::Executed,
         Outcome::Replayed,
         Outcome::Conflict,
         Outcome::InFlight,
         Outcome::Declined,
         Outcome::Invalid,
+        Outcome::Unauthorized,
         Outcome::NotFound,
         Outcome::Failed,
     ];
@@ -52,6 +55,7 @@ impl Outcome {
             Outcome::InFlight => "in_flight",
             Outcome::Declined => "declined",
             Outcome::Invalid => "invalid",
+            Outcome::Unauthorized => "unauthorized",
             Outcome::NotFound => "not_found",
             Outcome::Failed => "failed",
         }

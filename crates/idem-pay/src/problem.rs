@@ -23,6 +23,8 @@ pub enum Code {
     UnsupportedMediaType,
     /// 413: the body is over 64 KiB.
     PayloadTooLarge,
+    /// 401: no live API key (DESIGN §5a).
+    Unauthorized,
     /// 404: no such route.
     NotFound,
     /// 405: the route does not take this method.
@@ -49,10 +51,11 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the OpenAPI document and tests.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::InvalidRequest,
         Code::UnsupportedMediaType,
         Code::PayloadTooLarge,
+        Code::Unauthorized,
         Code::NotFound,
         Code::MethodNotAllowed,
         Code::AccountNotFound,
@@ -72,6 +75,7 @@ impl Code {
             Code::InvalidRequest => "invalid_request",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::Unauthorized => "unauthorized",
             Code::NotFound => "not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::AccountNotFound => "account_not_found",
@@ -92,6 +96,7 @@ impl Code {
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::NotFound | Code::AccountNotFound | Code::PaymentNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::AccountConflict
@@ -110,6 +115,7 @@ impl Code {
             Code::InvalidRequest => "Invalid request",
             Code::UnsupportedMediaType => "Unsupported media type",
             Code::PayloadTooLarge => "Payload too large",
+            Code::Unauthorized => "Unauthorized",
             Code::NotFound => "Not found",
             Code::MethodNotAllowed => "Method not allowed",
             Code::AccountNotFound => "Account not found",
@@ -136,6 +142,7 @@ impl Code {
             | Code::UnsupportedMediaType
             | Code::PayloadTooLarge
             | Code::MethodNotAllowed => Outcome::Invalid,
+            Code::Unauthorized => Outcome::Unauthorized,
             Code::NotFound | Code::AccountNotFound | Code::PaymentNotFound => Outcome::NotFound,
             Code::AccountConflict | Code::OrderIdConflict | Code::RefundIdConflict => {
                 Outcome::Conflict
@@ -172,6 +179,7 @@ impl Error {
             Error::InvalidRequest { .. } => Code::InvalidRequest,
             Error::UnsupportedMediaType => Code::UnsupportedMediaType,
             Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            Error::Unauthorized => Code::Unauthorized,
             Error::RouteNotFound => Code::NotFound,
             Error::MethodNotAllowed => Code::MethodNotAllowed,
             Error::AccountNotFound { .. } => Code::AccountNotFound,
@@ -230,8 +238,14 @@ impl IntoResponse for Error {
         let mut response = (code.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if code == Code::Unavailable {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match code {
+            Code::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Code::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(code.outcome());
         response

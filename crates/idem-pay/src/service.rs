@@ -20,6 +20,7 @@ use crate::validate::{NewAccount, NewPayment, NewRefund};
 #[cfg(doc)]
 use crate::Error;
 use crate::Result;
+use crate::Tenant;
 
 /// Attempts of one transaction before the call answers 503.
 pub const ATTEMPTS_MAX: u32 = Retry::TRANSACTION.attempts_max;
@@ -77,70 +78,77 @@ impl Service {
         &self.metrics
     }
 
-    /// Opens an account; the same call again replays, another balance is a conflict.
+    /// Opens an account of `tenant`; the same call again replays, another balance is a
+    /// conflict.
     ///
     /// # Errors
     /// [`Error::AccountConflict`], or a database failure.
-    pub async fn open_account(&self, request: &NewAccount) -> Result<Answer> {
+    pub async fn open_account(&self, tenant: &Tenant, request: &NewAccount) -> Result<Answer> {
         let (db, sql) = (&self.db, &self.db.sql);
         self.retry(|| async {
-            on_engine!(&db.engine, store => flows::open_account(store, sql, request).await)
+            on_engine!(&db.engine, store => flows::open_account(store, sql, tenant, request).await)
         })
         .await
     }
 
-    /// Reads an account.
+    /// Reads an account of `tenant` (another tenant's is not found).
     ///
     /// # Errors
     /// [`Error::AccountNotFound`], or a database failure.
-    pub async fn account(&self, account_id: &str) -> Result<Answer> {
+    pub async fn account(&self, tenant: &Tenant, account_id: &str) -> Result<Answer> {
         let (db, sql) = (&self.db, &self.db.sql);
         self.retry(|| async {
-            on_engine!(&db.engine, store => flows::account(store, sql, account_id).await)
+            on_engine!(&db.engine, store => flows::account(store, sql, tenant, account_id).await)
         })
         .await
     }
 
-    /// Pays an order at most once; replays the first answer to an equal request.
+    /// Pays an order of `tenant` at most once, between two of its accounts; replays the
+    /// first answer to an equal request.
     ///
     /// # Errors
     /// [`Error::OrderIdConflict`], [`Error::AccountNotFound`], [`Error::InsufficientFunds`],
     /// or a database failure.
-    pub async fn pay(&self, request: &NewPayment) -> Result<Answer> {
+    pub async fn pay(&self, tenant: &Tenant, request: &NewPayment) -> Result<Answer> {
         let (db, sql) = (&self.db, &self.db.sql);
         let unsafe_mode = self.unsafe_disable_idempotency;
         let pay = || async {
-            on_engine!(&db.engine, store => flows::pay(store, sql, request, unsafe_mode).await)
+            on_engine!(&db.engine, store => flows::pay(store, sql, tenant, request, unsafe_mode).await)
         };
         if unsafe_mode {
             return self.retry(pay).await;
         }
-        self.settle(&Claim::payment(request)?, pay).await
+        self.settle(&Claim::payment(tenant, request)?, pay).await
     }
 
-    /// Reads a payment by its order id.
+    /// Reads a payment of `tenant` by its order id.
     ///
     /// # Errors
     /// [`Error::PaymentNotFound`], or a database failure.
-    pub async fn payment(&self, order_id: &str) -> Result<Answer> {
+    pub async fn payment(&self, tenant: &Tenant, order_id: &str) -> Result<Answer> {
         let (db, sql) = (&self.db, &self.db.sql);
         self.retry(|| async {
-            on_engine!(&db.engine, store => flows::payment(store, sql, order_id).await)
+            on_engine!(&db.engine, store => flows::payment(store, sql, tenant, order_id).await)
         })
         .await
     }
 
-    /// Refunds part or all of a payment, once per refund id.
+    /// Refunds part or all of a payment of `tenant`, once per refund id.
     ///
     /// # Errors
     /// [`Error::PaymentNotFound`], [`Error::RefundIdConflict`],
     /// [`Error::RefundExceedsPayment`], [`Error::InsufficientFunds`], or a database failure.
-    pub async fn refund(&self, order_id: &str, request: &NewRefund) -> Result<Answer> {
+    pub async fn refund(
+        &self,
+        tenant: &Tenant,
+        order_id: &str,
+        request: &NewRefund,
+    ) -> Result<Answer> {
         let (db, sql) = (&self.db, &self.db.sql);
         let refund = || async {
-            on_engine!(&db.engine, store => flows::refund(store, sql, order_id, request).await)
+            on_engine!(&db.engine, store => flows::refund(store, sql, tenant, order_id, request).await)
         };
-        self.settle(&Claim::refund(order_id, request)?, refund)
+        self.settle(&Claim::refund(tenant, order_id, request)?, refund)
             .await
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use idem::{Key, Scope, StoredResponse};
 use idem_pay::metrics::Metrics;
 use idem_pay::validate::{NewAccount, NewPayment};
-use idem_pay::{Db, Service};
+use idem_pay::{Db, Service, Tenant};
 use idem_redis::{RedisOptions, ReplayCache};
 use idem_test_support::{backend_url, unique_name, TestDatabase};
 
@@ -34,7 +34,11 @@ async fn open(service: &Service, id: &str, balance: i64) {
         balance,
     };
     assert_eq!(
-        service.open_account(&request).await.expect("open").status,
+        service
+            .open_account(&Tenant::default(), &request)
+            .await
+            .expect("open")
+            .status,
         201
     );
 }
@@ -60,7 +64,10 @@ async fn opposite_transfers_never_deadlock(url: &str) {
             tokio::spawn(async move {
                 let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
                 service
-                    .pay(&pay(&format!("x-{i}"), from, to, 1 + i % 7))
+                    .pay(
+                        &Tenant::default(),
+                        &pay(&format!("x-{i}"), from, to, 1 + i % 7),
+                    )
                     .await
             })
         })
@@ -88,7 +95,11 @@ async fn concurrent_duplicates_execute_once(url: &str) {
     let tasks: Vec<_> = (0..30)
         .map(|_| {
             let service = service.clone();
-            tokio::spawn(async move { service.pay(&pay("dup", "a", "b", 60)).await })
+            tokio::spawn(async move {
+                service
+                    .pay(&Tenant::default(), &pay("dup", "a", "b", 60))
+                    .await
+            })
         })
         .collect();
     let mut answers = Vec::new();
@@ -97,7 +108,7 @@ async fn concurrent_duplicates_execute_once(url: &str) {
     }
     assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
     assert!(answers.iter().all(|a| a.body == answers[0].body));
-    let b = service.account("b").await.expect("b");
+    let b = service.account(&Tenant::default(), "b").await.expect("b");
     assert_eq!(&b.body[..], br#"{"account_id":"b","balance":60}"#);
 }
 
@@ -110,14 +121,22 @@ async fn replay_memory_serves_only_equal_requests(url: &str) {
         Service::new(db.clone(), None, Arc::new(Metrics::default())).with_replay_memory(16);
     open(&service, "a", 100).await;
     open(&service, "b", 0).await;
-    let first = service.pay(&pay("m-1", "a", "b", 40)).await.expect("paid");
+    let first = service
+        .pay(&Tenant::default(), &pay("m-1", "a", "b", 40))
+        .await
+        .expect("paid");
     assert!(!first.replayed);
     let refund = idem_pay::validate::NewRefund {
         refund_id: "r-1".into(),
         amount: 10,
     };
-    let refunded = service.refund("m-1", &refund).await.expect("refunded");
-    let short = service.pay(&pay("m-2", "a", "b", 1_000)).await;
+    let refunded = service
+        .refund(&Tenant::default(), "m-1", &refund)
+        .await
+        .expect("refunded");
+    let short = service
+        .pay(&Tenant::default(), &pay("m-2", "a", "b", 1_000))
+        .await;
     assert!(matches!(
         short,
         Err(idem_pay::Error::InsufficientFunds { .. })
@@ -125,28 +144,113 @@ async fn replay_memory_serves_only_equal_requests(url: &str) {
 
     db.close().await;
     let again = service
-        .pay(&pay("m-1", "a", "b", 40))
+        .pay(&Tenant::default(), &pay("m-1", "a", "b", 40))
         .await
         .expect("from memory");
     assert!(again.replayed && again.body == first.body && again.status == 201);
-    let again = service.refund("m-1", &refund).await.expect("from memory");
+    let again = service
+        .refund(&Tenant::default(), "m-1", &refund)
+        .await
+        .expect("from memory");
     assert!(again.replayed && again.body == refunded.body);
     assert!(service
         .metrics()
         .render()
         .contains("idem_pay_memory_hits_total 2"));
     // Other parameters, or an order that was refused, go to the (closed) database.
-    assert!(service.pay(&pay("m-1", "a", "b", 41)).await.is_err());
-    assert!(service.pay(&pay("m-2", "a", "b", 1_000)).await.is_err());
+    assert!(service
+        .pay(&Tenant::default(), &pay("m-1", "a", "b", 41))
+        .await
+        .is_err());
+    assert!(service
+        .pay(&Tenant::default(), &pay("m-2", "a", "b", 1_000))
+        .await
+        .is_err());
     let other = idem_pay::validate::NewRefund {
         refund_id: "r-1".into(),
         amount: 11,
     };
-    assert!(service.refund("m-1", &other).await.is_err());
+    assert!(service
+        .refund(&Tenant::default(), "m-1", &other)
+        .await
+        .is_err());
     assert!(service
         .metrics()
         .render()
         .contains("idem_pay_memory_hits_total 2"));
+}
+
+/// Two tenants open the same account ids and pay the same order id with the same body:
+/// two payments, each in its tenant; another tenant's account, payment or refund is not
+/// found, exactly as one that does not exist; the ledger holds for both.
+async fn tenants_keep_their_ids_apart(url: &str) {
+    let service = service(url).await;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    for t in [&acme, &globex] {
+        for (id, balance) in [("alice", 100), ("bob", 0)] {
+            let request = NewAccount {
+                account_id: id.into(),
+                balance,
+            };
+            let opened = service.open_account(t, &request).await.expect("open");
+            assert!(opened.status == 201 && !opened.replayed, "{t}: {id}");
+        }
+    }
+    let order = pay("order-1", "alice", "bob", 30);
+    let first = service.pay(&acme, &order).await.expect("acme pays");
+    let second = service.pay(&globex, &order).await.expect("globex pays");
+    assert!(
+        !first.replayed && !second.replayed,
+        "two payments, not a replay"
+    );
+    assert_ne!(first.body, second.body, "each has its own payment id");
+    let again = service.pay(&acme, &order).await.expect("acme again");
+    assert!(again.replayed && again.body == first.body);
+    for t in [&acme, &globex] {
+        let bob = service.account(t, "bob").await.expect("bob");
+        assert_eq!(
+            &bob.body[..],
+            br#"{"account_id":"bob","balance":30}"#,
+            "{t}"
+        );
+    }
+
+    // Only globex has `carol`: to acme she does not exist, whichever way it is reached.
+    let carol = NewAccount {
+        account_id: "carol".into(),
+        balance: 5,
+    };
+    service.open_account(&globex, &carol).await.expect("carol");
+    let not_found = |r: idem_pay::Result<idem_pay::Answer>| match r {
+        Err(idem_pay::Error::AccountNotFound { account_id }) => account_id,
+        other => panic!("not found expected, got {other:?}"),
+    };
+    assert_eq!(not_found(service.account(&acme, "carol").await), "carol");
+    let to_carol = pay("order-2", "alice", "carol", 1);
+    assert_eq!(not_found(service.pay(&acme, &to_carol).await), "carol");
+    let only_globex = pay("order-3", "carol", "alice", 1);
+    service
+        .pay(&globex, &only_globex)
+        .await
+        .expect("globex pays carol's order");
+    assert!(matches!(
+        service.payment(&acme, "order-3").await,
+        Err(idem_pay::Error::PaymentNotFound { .. })
+    ));
+    let refund = idem_pay::validate::NewRefund {
+        refund_id: "r-1".into(),
+        amount: 1,
+    };
+    assert!(matches!(
+        service.refund(&acme, "order-3", &refund).await,
+        Err(idem_pay::Error::PaymentNotFound { .. })
+    ));
+    let report = service.db().ledger_check().await.expect("check");
+    assert!(report.is_consistent() && report.accounts == 5, "{report:?}");
+}
+
+fn tenant(name: &str) -> Tenant {
+    Tenant::new(name).expect("a valid tenant")
 }
 
 macro_rules! backend_tests {
@@ -157,6 +261,7 @@ macro_rules! backend_tests {
                     opposite_transfers_never_deadlock: 4,
                     concurrent_duplicates_execute_once: 4,
                     replay_memory_serves_only_equal_requests: 2,
+                    tenants_keep_their_ids_apart: 2,
                 );
             }
         )+
@@ -219,12 +324,15 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
         .await
         .expect("hset");
     let paid = service
-        .pay(&pay("o-2", "a", "b", 5))
+        .pay(&Tenant::default(), &pay("o-2", "a", "b", 5))
         .await
         .expect("paid by SQL");
     assert!(!paid.replayed && &paid.body[..] != b"forged");
 
-    let first = service.pay(&pay("o-1", "a", "b", 10)).await.expect("paid");
+    let first = service
+        .pay(&Tenant::default(), &pay("o-1", "a", "b", 10))
+        .await
+        .expect("paid");
     // The cache is written in the background; wait until it holds the answer.
     let key = cache.entry_key(&scope, &Key::new("o-1").expect("key"));
     for _ in 0..100 {
@@ -242,7 +350,7 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
     // A second node: no memory of its own, so the replay comes from Redis.
     let node = Service::new(db.clone(), Some(cache), Arc::new(Metrics::default()));
     let again = node
-        .pay(&pay("o-1", "a", "b", 10))
+        .pay(&Tenant::default(), &pay("o-1", "a", "b", 10))
         .await
         .expect("replayed from Redis");
     assert!(again.replayed && again.body == first.body);

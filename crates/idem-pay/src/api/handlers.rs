@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{App, BODY_LIMIT_BYTES};
 use crate::model::Answer;
 use crate::validate::{self, NewAccount, NewPayment, NewRefund};
-use crate::{Error, Result};
+use crate::{Error, Result, Tenant};
 
 /// A JSON request body, at most [`BODY_LIMIT_BYTES`]: declared as JSON, or undeclared (a
 /// client that omits `Content-Type` still sends JSON here; another declared type is 415).
@@ -113,41 +113,49 @@ where
 
 pub(super) async fn open_account(
     State(app): State<App>,
+    Extension(tenant): Extension<Tenant>,
     JsonBody(body): JsonBody,
 ) -> Result<Answer> {
     let request = NewAccount::from_json(&body)?;
-    spawn(async move { app.service.open_account(&request).await }).await
+    spawn(async move { app.service.open_account(&tenant, &request).await }).await
 }
 
 pub(super) async fn account(
     State(app): State<App>,
+    Extension(tenant): Extension<Tenant>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Answer> {
     let account_id = path_id("account_id", path)?;
-    app.service.account(&account_id).await
+    app.service.account(&tenant, &account_id).await
 }
 
-pub(super) async fn pay(State(app): State<App>, JsonBody(body): JsonBody) -> Result<Answer> {
+pub(super) async fn pay(
+    State(app): State<App>,
+    Extension(tenant): Extension<Tenant>,
+    JsonBody(body): JsonBody,
+) -> Result<Answer> {
     let request = NewPayment::from_json(&body)?;
-    spawn(async move { app.service.pay(&request).await }).await
+    spawn(async move { app.service.pay(&tenant, &request).await }).await
 }
 
 pub(super) async fn payment(
     State(app): State<App>,
+    Extension(tenant): Extension<Tenant>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Answer> {
     let order_id = path_id("order_id", path)?;
-    app.service.payment(&order_id).await
+    app.service.payment(&tenant, &order_id).await
 }
 
 pub(super) async fn refund(
     State(app): State<App>,
+    Extension(tenant): Extension<Tenant>,
     path: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody,
 ) -> Result<Answer> {
     let order_id = path_id("order_id", path)?;
     let request = NewRefund::from_json(&body)?;
-    spawn(async move { app.service.refund(&order_id, &request).await }).await
+    spawn(async move { app.service.refund(&tenant, &order_id, &request).await }).await
 }
 
 pub(super) async fn healthz() -> &'static str {

@@ -39,12 +39,15 @@ pub fn router(service: Service) -> Router {
         service,
         openapi: crate::openapi::document().to_string().into(),
     };
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/accounts", post(handlers::open_account))
         .route("/v1/accounts/{account_id}", get(handlers::account))
         .route("/v1/payments", post(handlers::pay))
         .route("/v1/payments/{order_id}", get(handlers::payment))
         .route("/v1/payments/{order_id}/refunds", post(handlers::refund))
+        .route_layer(axum::Extension(crate::Tenant::default()));
+    Router::new()
+        .merge(v1)
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))

@@ -68,18 +68,18 @@ pub(crate) struct Sql {
     pub(crate) lock_payment_by_order: String,
     /// Debit and credit in one statement, applied only where both accounts exist, the
     /// payer has the funds and the payee's balance stays an `i64`; binds from, -amount,
-    /// amount, from, to, from, amount, to, `i64::MAX` - amount. Two rows change, or the
+    /// amount, tenant, from, to, from, amount, to, `i64::MAX` - amount. Two rows change, or the
     /// transfer is refused and the caller rolls back and finds out why.
     pub(crate) move_checked: String,
     pub(crate) insert_ledger_pair: String,
     /// `move_checked` and both ledger rows in one statement, where the dialect has
     /// data-modifying CTEs (PostgreSQL), the rows locked first in account-id order; binds
-    /// from, to (the lock), from, -amount, amount (the move), from, amount, to,
+    /// tenant, from, to (the lock), from, -amount, amount (the move), from, amount, to,
     /// `i64::MAX` - amount (its conditions), from, -amount, amount (each row's delta),
     /// movement id, created_at; returns the rows moved.
     pub(crate) move_and_record: Option<String>,
     /// `move_and_record` and the payment row's insert in one statement; binds
-    /// `move_and_record`'s fourteen, then the payment's six.
+    /// `move_and_record`'s fifteen, then the payment's seven.
     pub(crate) pay_and_record: Option<String>,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
@@ -117,37 +117,37 @@ impl Sql {
         let payment_cols = format!(
             "CAST(payment_id AS {text}), CAST(payer AS {text}), CAST(payee AS {text}), amount, refunded, CAST(created_at AS {text})"
         );
-        let insert_payment = "INSERT INTO pay_payments (payment_id, order_id, payer, payee, amount, created_at) VALUES (?, ?, ?, ?, ?, ?)";
+        let insert_payment = "INSERT INTO pay_payments (payment_id, tenant, order_id, payer, payee, amount, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
         let move_checked = "UPDATE pay_accounts SET balance = balance + CASE WHEN account_id = ? THEN ? ELSE ? END \
-            WHERE account_id IN (?, ?) AND (account_id <> ? OR balance >= ?) AND (account_id <> ? OR balance <= ?)";
+            WHERE tenant = ? AND account_id IN (?, ?) AND (account_id <> ? OR balance >= ?) AND (account_id <> ? OR balance <= ?)";
         // PostgreSQL's UPDATE of an `IN` list may visit the two rows in any order; the
         // locked CTE takes their locks in account-id order first.
         let move_and_record = format!(
-            "WITH locked AS (SELECT account_id FROM pay_accounts WHERE account_id IN (?, ?) ORDER BY account_id{lock}), \
+            "WITH locked AS (SELECT tenant, account_id FROM pay_accounts WHERE tenant = ? AND account_id IN (?, ?) ORDER BY account_id{lock}), \
              moved AS (UPDATE pay_accounts AS a SET balance = a.balance + CASE WHEN a.account_id = ? THEN ? ELSE ? END \
-             FROM locked WHERE a.account_id = locked.account_id \
+             FROM locked WHERE a.tenant = locked.tenant AND a.account_id = locked.account_id \
              AND (a.account_id <> ? OR a.balance >= ?) AND (a.account_id <> ? OR a.balance <= ?) \
-             RETURNING a.account_id, CASE WHEN a.account_id = ? THEN ? ELSE ? END AS delta), \
-             recorded AS (INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) SELECT ?, account_id, delta, ? FROM moved)"
+             RETURNING a.tenant, a.account_id, CASE WHEN a.account_id = ? THEN ? ELSE ? END AS delta), \
+             recorded AS (INSERT INTO pay_ledger (movement_id, tenant, account_id, delta, created_at) SELECT ?, tenant, account_id, delta, ? FROM moved)"
         );
         Self {
             insert_account: q(
-                "INSERT INTO pay_accounts (account_id, balance, opening_balance, created_at) VALUES (?, ?, ?, ?)".into(),
+                "INSERT INTO pay_accounts (tenant, account_id, balance, opening_balance, created_at) VALUES (?, ?, ?, ?, ?)".into(),
             ),
-            select_balance: q("SELECT balance FROM pay_accounts WHERE account_id = ?".into()),
+            select_balance: q("SELECT balance FROM pay_accounts WHERE tenant = ? AND account_id = ?".into()),
             insert_payment: q(insert_payment.into()),
             // One row per order; in the unsafe test mode the first one.
             select_payment_by_order: q(format!(
-                "SELECT {payment_cols} FROM pay_payments WHERE order_id = ? ORDER BY created_at, payment_id LIMIT 1"
+                "SELECT {payment_cols} FROM pay_payments WHERE tenant = ? AND order_id = ? ORDER BY created_at, payment_id LIMIT 1"
             )),
             lock_payment_by_order: q(format!(
-                "SELECT {payment_cols} FROM pay_payments WHERE order_id = ? ORDER BY created_at, payment_id LIMIT 1{lock}"
+                "SELECT {payment_cols} FROM pay_payments WHERE tenant = ? AND order_id = ? ORDER BY created_at, payment_id LIMIT 1{lock}"
             )),
             // The UPDATE takes the two rows' locks in the primary key's order, so two
             // opposite transfers do not deadlock.
             move_checked: q(move_checked.into()),
             insert_ledger_pair: q(
-                "INSERT INTO pay_ledger (movement_id, account_id, delta, created_at) VALUES (?, ?, ?, ?), (?, ?, ?, ?)".into(),
+                "INSERT INTO pay_ledger (movement_id, tenant, account_id, delta, created_at) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)".into(),
             ),
             move_and_record: d.data_modifying_cte.then(|| {
                 q(format!("{move_and_record} SELECT COUNT(*) FROM moved"))
@@ -165,7 +165,7 @@ impl Sql {
                 "SELECT COUNT(*), CAST(COALESCE(SUM(balance), 0) AS {int}), CAST(COALESCE(SUM(opening_balance), 0) AS {int}), CAST(COALESCE(MIN(balance), 0) AS {int}) FROM pay_accounts"
             ),
             // One pass over the ledger (it has no index by account): sums per account, joined.
-            ledger_mismatched_accounts: "SELECT COUNT(*) FROM pay_accounts a LEFT JOIN (SELECT account_id, SUM(delta) AS total FROM pay_ledger GROUP BY account_id) l ON l.account_id = a.account_id WHERE a.balance <> a.opening_balance + COALESCE(l.total, 0)".into(),
+            ledger_mismatched_accounts: "SELECT COUNT(*) FROM pay_accounts a LEFT JOIN (SELECT tenant, account_id, SUM(delta) AS total FROM pay_ledger GROUP BY tenant, account_id) l ON l.tenant = a.tenant AND l.account_id = a.account_id WHERE a.balance <> a.opening_balance + COALESCE(l.total, 0)".into(),
             ledger_unbalanced_movements: "SELECT COUNT(*) FROM (SELECT movement_id FROM pay_ledger GROUP BY movement_id HAVING COUNT(*) <> 2 OR SUM(delta) <> 0) m".into(),
         }
     }
@@ -285,16 +285,16 @@ mod tests {
             "a = $1 AND b IN ($2, $3)"
         );
         let sql = Sql::new(&postgres::DIALECT);
-        assert!(sql.insert_payment.contains("$6") && !sql.insert_payment.contains('?'));
+        assert!(sql.insert_payment.contains("$7") && !sql.insert_payment.contains('?'));
         assert!(sql.lock_payment_by_order.ends_with("FOR UPDATE"));
         let paid = sql
             .pay_and_record
             .expect("postgres has data-modifying CTEs");
-        assert!(paid.contains("$20") && !paid.contains("$21") && !paid.contains('?'));
+        assert!(paid.contains("$22") && !paid.contains("$23") && !paid.contains('?'));
         let moved = sql
             .move_and_record
             .expect("postgres has data-modifying CTEs");
-        assert!(moved.contains("$14") && !moved.contains("$15"));
+        assert!(moved.contains("$15") && !moved.contains("$16"));
         assert!(Sql::new(&sqlite::DIALECT).pay_and_record.is_none());
         assert!(Sql::new(&mysql::DIALECT)
             .select_payment_by_order
