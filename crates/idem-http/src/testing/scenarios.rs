@@ -268,7 +268,8 @@ pub async fn panic_releases_the_key(target: &Target) {
     assert_eq!(target.runs().await, 2);
 }
 
-/// Two principals using one key each get their own answer, never the other's.
+/// Two principals using one key each get their own answer, never the other's, and one's
+/// key in flight never holds up the other's.
 pub async fn principals_never_share_responses(target: &Target) {
     let key = unique_key("tenant");
     let as_user = |user: &str| {
@@ -288,6 +289,33 @@ pub async fn principals_never_share_responses(target: &Target) {
     assert!(alice_again.replayed());
     assert_eq!(alice_again.body, alice.body);
     assert_eq!(target.runs().await, 2);
+
+    // A key of alice's in flight never holds up bob's request under the same key.
+    let key = unique_key("tenant-in-flight");
+    let slow_alice = target
+        .post("/orders", Some(&key))
+        .header("authorization", "Bearer alice")
+        .header("x-delay-ms", "1500")
+        .body(r#"{"item":"same"}"#);
+    let alice = tokio::spawn(send(slow_alice));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let bob = send(
+        target
+            .post("/orders", Some(&key))
+            .header("authorization", "Bearer bob")
+            .body(r#"{"item":"same"}"#),
+    )
+    .await;
+    assert_eq!(bob.status, 201, "bob ran while alice's key was in flight");
+    assert!(
+        !alice.is_finished(),
+        "bob answered after {:?}, before alice's request ended",
+        started.elapsed()
+    );
+    let alice = alice.await.expect("alice's request");
+    assert_eq!((alice.status, alice.replayed()), (201, false));
+    assert_eq!(target.runs().await, 4);
 }
 
 /// A guarded request without a key is 400 and runs nothing.
