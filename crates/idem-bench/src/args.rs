@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// Header sent with every request, as `Name: value` (repeat for several).
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Send `Authorization: Bearer KEY` with every request. `new`, with `--spawn`: create a
+    /// key in the spawned server's database (`idem keys create --tenant bench`) and start
+    /// the server with `--auth api-keys`, to measure what authentication costs.
+    #[arg(long, env = "IDEM_BENCH_API_KEY")]
+    pub api_key: Option<String>,
     /// Also run the same money movement as a bare SQL transaction on a fresh database
     /// beside `--database`, with the same concurrency, and report the ratio.
     #[arg(long, env = "IDEM_BENCH_BASELINE_SQL", requires = "database")]
@@ -77,6 +82,9 @@ pub struct BenchArgs {
     #[arg(long, env = "IDEM_BENCH_QUIET")]
     pub quiet: bool,
 }
+
+/// The `--api-key` value that creates a key for a spawned server.
+pub(crate) const NEW_API_KEY: &str = "new";
 
 /// The kinds of request the load mixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

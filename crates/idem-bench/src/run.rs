@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::args::{BenchArgs, Kind, Mix};
+use crate::args::{BenchArgs, Kind, Mix, NEW_API_KEY};
 use crate::baseline;
 use crate::client::Target;
 use crate::error::{BenchError, Result};
 use crate::load::{drive, Pace};
 use crate::payments::Workload;
 use crate::report::{Report, Summary, SweepPoint, SweepReport};
-use crate::server::Server;
+use crate::server::{create_api_key, Server};
 use idem_sql_admin::{unique_name, Engine, ScratchDatabase};
 
 /// Runs `idem bench` as `args` say. `--spawn` starts `--idem-bin`, or else `default_bin`:
@@ -54,7 +54,20 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
         };
         let url = fresh.as_ref().map_or(database, ScratchDatabase::url);
         let idem_bin = args.idem_bin.as_deref().unwrap_or(default_bin);
-        let server = match Server::spawn(idem_bin, url, &args.serve_args).await {
+        let (mut serve_args, mut headers) = (args.serve_args.clone(), args.headers.clone());
+        let started = async {
+            match args.api_key.as_deref() {
+                Some(NEW_API_KEY) => {
+                    let key = create_api_key(idem_bin, url).await?;
+                    serve_args.extend(["--auth".to_owned(), "api-keys".to_owned()]);
+                    headers.push(bearer(&key));
+                }
+                Some(key) => headers.push(bearer(key)),
+                None => {}
+            }
+            Server::spawn(idem_bin, url, &serve_args).await
+        };
+        let server = match started.await {
             Ok(server) => server,
             Err(e) => {
                 if let Some(fresh) = fresh {
@@ -63,7 +76,7 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
                 return Err(e);
             }
         };
-        let headers = Target::resolve(&format!("http://{}", server.addr), &args.headers).await?;
+        let headers = Target::resolve(&format!("http://{}", server.addr), &headers).await?;
         (
             headers,
             format!("spawned idem serve on {}", engine.name()),
@@ -78,8 +91,19 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
                 what: "--url",
                 reason: "give --url of a running server, or --spawn".into(),
             })?;
+        let mut headers = args.headers.clone();
+        match args.api_key.as_deref() {
+            Some(NEW_API_KEY) => {
+                return Err(BenchError::InvalidArgument {
+                    what: "--api-key",
+                    reason: "`new` creates a key for a spawned server: add --spawn".into(),
+                })
+            }
+            Some(key) => headers.push(bearer(key)),
+            None => {}
+        }
         (
-            Target::resolve(url, &args.headers).await?,
+            Target::resolve(url, &headers).await?,
             url.to_owned(),
             None,
             None,
@@ -95,6 +119,11 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
         fresh.drop_database().await?;
     }
     result
+}
+
+/// The header that presents `key`.
+fn bearer(key: &str) -> (String, String) {
+    ("authorization".to_owned(), format!("Bearer {key}"))
 }
 
 async fn measure(args: &BenchArgs, target: &Target, label: &str) -> Result<Summary> {

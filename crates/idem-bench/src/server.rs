@@ -21,6 +21,38 @@ const TAIL_LINES: usize = 30;
 /// How long a server may take to say where it listens and to answer `/healthz`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Creates an API key of the tenant `bench` in `database` with `bin keys create`; the secret.
+///
+/// # Errors
+/// The command did not run, failed, or printed no key.
+pub(crate) async fn create_api_key(bin: &Path, database: &str) -> Result<String> {
+    let fail = |reason: String| BenchError::Spawn {
+        bin: PathBuf::from(bin),
+        reason,
+    };
+    let output = Command::new(bin)
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            "bench",
+            "--database",
+            database,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || key.is_empty() {
+        return Err(fail(format!(
+            "`keys create` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(key)
+}
+
 /// A running `idem serve`, killed when dropped.
 #[derive(Debug)]
 pub struct Server {
