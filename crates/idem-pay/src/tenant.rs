@@ -71,7 +71,12 @@ mod tests {
 
     #[test]
     fn names_follow_the_id_alphabet() {
-        assert_eq!(Tenant::new("acme-eu.1:x_y").map(|t| t.to_string()).as_deref(), Ok("acme-eu.1:x_y"));
+        assert_eq!(
+            Tenant::new("acme-eu.1:x_y")
+                .map(|t| t.to_string())
+                .as_deref(),
+            Ok("acme-eu.1:x_y")
+        );
         assert!(Tenant::new("").is_err());
         assert!(Tenant::new("a".repeat(TENANT_LEN_MAX)).is_ok());
         assert!(Tenant::new("a".repeat(TENANT_LEN_MAX + 1)).is_err());
