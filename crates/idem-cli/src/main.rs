@@ -28,6 +28,8 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Create, list and revoke the API keys of `idem serve --auth api-keys` (DESIGN §5a).
+    Keys(idem_pay::keys::KeysArgs),
     /// Put the idempotency layer in front of any HTTP service, as a reverse proxy.
     Proxy {
         #[command(flatten)]
@@ -65,6 +67,10 @@ fn run() -> anyhow::Result<ExitCode> {
             tokio::runtime::Runtime::new()?.block_on(async {
                 anyhow::Ok(idem_proxy::run(args, shutdown::listen()?).await?)
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(args) => {
+            tokio::runtime::Runtime::new()?.block_on(idem_pay::keys::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         // Nodes start from the `idem` binary running this command unless told otherwise

@@ -47,6 +47,12 @@ pub enum Error {
         /// The order asked for.
         order_id: String,
     },
+    /// No API key has this id (`idem keys revoke`; never an HTTP answer).
+    #[error("no API key has id {key_id:?}")]
+    KeyNotFound {
+        /// The key id asked for.
+        key_id: String,
+    },
     /// The account exists with another opening balance (422 `account_conflict`).
     #[error("account {account_id} already exists with another balance")]
     AccountConflict {

@@ -39,6 +39,7 @@
 //!   ledger;
 //! - [`api::router`]: the axum routes, errors as problem+json ([`problem`]), `/metrics`
 //!   ([`metrics`]) and `/openapi.json` ([`openapi`]);
+//! - [`keys`]: API keys, each naming its tenant: [`ApiKeys`] and `idem keys`;
 //! - [`serve`]: the `idem serve` command.
 //!
 //! ## Example
@@ -60,6 +61,7 @@ pub mod api;
 mod db;
 mod error;
 mod flows;
+pub mod keys;
 mod ledger;
 pub mod metrics;
 mod model;
@@ -72,6 +74,7 @@ pub mod validate;
 
 pub use db::{Backend, Db};
 pub use error::{Error, Result};
+pub use keys::{ApiKeys, KeyInfo, NewKey, Revocation};
 pub use ledger::LedgerReport;
 pub use model::{AccountBody, Answer, PaymentBody, RefundBody};
 pub use service::{Service, ATTEMPTS_MAX};

@@ -156,7 +156,7 @@ pub async fn serve(
 }
 
 /// A URL without its password, for logs and errors.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             match url[scheme_end + 3..at].split_once(':') {

@@ -70,6 +70,13 @@ pub(crate) trait Business: TransactionalStore {
 
     /// Every column of the first row `sql` returns, as integers, read on the pool.
     async fn integers(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<Option<Vec<i64>>>;
+
+    /// Runs `sql` on the pool, in a transaction of its own; the rows it changed.
+    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<u64>;
+
+    /// Every row `sql` returns, read on the pool, each column as an optional string (the
+    /// statement casts its columns to the dialect's text type).
+    async fn strings(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<Vec<Vec<Option<String>>>>;
 }
 
 /// Every column of `row` as an integer.
@@ -80,6 +87,18 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     (0..row.len()).map(|i| row.try_get::<i64, _>(i)).collect()
+}
+
+/// Every column of `row` as an optional string.
+fn strings<R>(row: &R) -> sqlx::Result<Vec<Option<String>>>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.len())
+        .map(|i| row.try_get::<Option<String>, _>(i))
+        .collect()
 }
 
 /// Binds `args` to a query, in order.
@@ -154,6 +173,22 @@ macro_rules! impl_business {
                     .fetch_optional(self.pool())
                     .await?;
                 row.map(|row| integers(&row)).transpose()
+            }
+
+            async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> sqlx::Result<u64> {
+                let done = bound!(sqlx::query(sql), args).execute(self.pool()).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn strings(
+                &self,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Vec<Vec<Option<String>>>> {
+                let rows = bound!(sqlx::query(sql), args)
+                    .fetch_all(self.pool())
+                    .await?;
+                rows.iter().map(strings).collect()
             }
         }
     };

@@ -56,6 +56,15 @@ impl Backend {
             Backend::MySql => "mysql",
         }
     }
+
+    /// How the backend spells what differs, for statements built outside [`Sql`].
+    pub(crate) fn dialect(self) -> &'static Dialect {
+        match self {
+            Backend::Sqlite => &sqlite::DIALECT,
+            Backend::Postgres => &postgres::DIALECT,
+            Backend::MySql => &mysql::DIALECT,
+        }
+    }
 }
 
 /// The business SQL of one dialect, built once at connect.
@@ -172,7 +181,7 @@ impl Sql {
 }
 
 /// Rewrites `?` placeholders as `$1, $2, …` (no statement here has a `?` in a literal).
-fn numbered(text: &str) -> String {
+pub(crate) fn numbered(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     let mut n = 0;
     for c in text.chars() {
