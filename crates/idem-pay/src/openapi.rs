@@ -192,7 +192,9 @@ fn operation(op: &Operation) -> Value {
         }});
     }
     responses.insert(op.success.0.to_string(), success);
-    for code in op.problems.iter().chain(ID_PROBLEMS) {
+    let guarded = op.path.starts_with("/v1/");
+    let auth_problems: &[Code] = if guarded { &[Code::Unauthorized] } else { &[] };
+    for code in op.problems.iter().chain(auth_problems).chain(ID_PROBLEMS) {
         let status = code.status().as_u16().to_string();
         let entry = responses.entry(status).or_insert_with(|| {
             json!({ "description": "", "content": { "application/problem+json": { "schema": schema_ref("Problem") } } })
@@ -208,6 +210,10 @@ fn operation(op: &Operation) -> Value {
         entry["description"] = Value::String(joined);
     }
     let mut out = json!({ "summary": op.summary, "responses": responses });
+    if guarded {
+        // A key is required with `--auth api-keys`, and not read with `--auth none`.
+        out["security"] = json!([{ "apiKey": [] }, {}]);
+    }
     let params: Vec<Value> = op
         .path
         .split('/')
@@ -241,7 +247,14 @@ pub fn document() -> Value {
             "description": "Moves money exactly once per order_id. Money is an integer number of minor units. Errors are application/problem+json with a stable code."
         },
         "paths": paths,
-        "components": { "schemas": schemas() }
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key of `idem keys create` (idem_sk_…), required on /v1 when the server runs with --auth api-keys; it names the tenant every id lives in."
+            }}
+        }
     })
 }
 
@@ -263,6 +276,13 @@ mod tests {
             .expect("422")
             .contains("order_id_conflict"));
         assert!(pay["responses"]["402"].is_object());
+        assert_eq!(pay["responses"]["401"]["description"], "unauthorized");
+        assert_eq!(pay["security"][0]["apiKey"], json!([]));
+        assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["apiKey"]["scheme"],
+            "bearer"
+        );
         let refund = &doc["paths"]["/v1/payments/{order_id}/refunds"]["post"];
         assert_eq!(refund["parameters"][0]["name"], "order_id");
         let codes = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]

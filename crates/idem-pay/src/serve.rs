@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 
 use idem_redis::{RedisOptions, ReplayCache};
 
+use crate::api::Auth;
 use crate::db::Db;
+use crate::keys::ApiKeys;
 use crate::metrics::Metrics;
 use crate::service::Service;
 
@@ -51,9 +53,72 @@ pub struct ServeArgs {
     /// Database connections per node.
     #[arg(long, env = "IDEM_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
+    /// How /v1 requests are authenticated: api-keys (`Authorization: Bearer`, keys from
+    /// `idem keys create`) or none. Default: none on a loopback address, api-keys otherwise.
+    #[arg(long, env = "IDEM_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// Allow `--auth none` on an address that is not loopback (something in front must
+    /// authenticate: without it anyone who reaches the port moves any money).
+    #[arg(long, env = "IDEM_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     /// The test guard's switch; it has none unless built with the feature.
     #[command(flatten)]
     pub guard: TestGuard,
+}
+
+/// How `/v1` requests are authenticated (DESIGN §5a).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Every request carries a live API key, which names its tenant.
+    ApiKeys,
+    /// No key: every request belongs to the tenant `default`.
+    None,
+}
+
+/// Why `idem serve` refused to start without authentication.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing --auth none on {listen}, which is not a loopback address: anyone who reaches \
+     it could move any money. Run with --auth api-keys (keys from `idem keys create`), or \
+     add --insecure-no-auth if something in front of idem authenticates every request"
+)]
+pub struct InsecureNoAuth {
+    /// The listen address asked for.
+    pub listen: String,
+}
+
+/// The mode `idem serve` runs with: the one asked for, else none when every address the
+/// listen address names is loopback and api-keys otherwise. `none` on a reachable address
+/// needs `insecure_no_auth`: a payment API open to the network is refused, not warned about.
+///
+/// # Errors
+/// [`InsecureNoAuth`] for `none` on a reachable address without `insecure_no_auth`.
+pub fn auth_mode(
+    asked: Option<AuthMode>,
+    listen: &str,
+    loopback_only: bool,
+    insecure_no_auth: bool,
+) -> Result<AuthMode, InsecureNoAuth> {
+    match asked {
+        Some(AuthMode::None) if !loopback_only && !insecure_no_auth => Err(InsecureNoAuth {
+            listen: listen.to_owned(),
+        }),
+        Some(mode) => Ok(mode),
+        None if loopback_only => Ok(AuthMode::None),
+        None => Ok(AuthMode::ApiKeys),
+    }
+}
+
+/// Whether every address `listen` names is a loopback one (`127.0.0.1:8080`, `[::1]:0`,
+/// `localhost:8080`); an address that does not resolve is not.
+async fn loopback_only(listen: &str) -> bool {
+    match tokio::net::lookup_host(listen).await {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 /// `--unsafe-disable-idempotency`, TEST GUARD, NEVER FOR REAL USE: pays a retried order
@@ -117,10 +182,23 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let loopback = loopback_only(&args.listen).await;
+    let mode = auth_mode(args.auth, &args.listen, loopback, args.insecure_no_auth)?;
     let db = Db::connect(&args.database, args.max_connections)
         .await
         .with_context(|| format!("opening the database {}", redact(&args.database)))?;
     tracing::info!(backend = db.backend().name(), "database ready");
+    let auth = match mode {
+        AuthMode::ApiKeys => Auth::ApiKeys(ApiKeys::new(db.clone())),
+        AuthMode::None => Auth::None,
+    };
+    match mode {
+        AuthMode::ApiKeys => tracing::info!("auth: api-keys (Authorization: Bearer)"),
+        AuthMode::None if loopback => tracing::info!("auth: none (loopback address)"),
+        AuthMode::None => {
+            tracing::warn!("auth: none on a reachable address (--insecure-no-auth)");
+        }
+    }
     let metrics = Arc::new(Metrics::default());
     let cache = match &args.redis {
         Some(url) => {
@@ -146,7 +224,7 @@ pub async fn serve(
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {addr}");
-    axum::serve(listener, crate::api::router(service))
+    axum::serve(listener, crate::api::router(service, auth))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving")?;
@@ -201,6 +279,33 @@ mod tests {
         let err = Cli::try_parse_from(["idem", "--unsafe-disable-idempotency"])
             .expect_err("no such flag");
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn auth_defaults_to_keys_off_loopback_and_refuses_none_there() {
+        let mode = |asked, loopback, insecure| auth_mode(asked, "x", loopback, insecure);
+        assert_eq!(mode(None, true, false), Ok(AuthMode::None));
+        assert_eq!(mode(None, false, false), Ok(AuthMode::ApiKeys));
+        assert_eq!(
+            mode(Some(AuthMode::ApiKeys), true, false),
+            Ok(AuthMode::ApiKeys)
+        );
+        assert_eq!(mode(Some(AuthMode::None), true, false), Ok(AuthMode::None));
+        assert!(mode(Some(AuthMode::None), false, false).is_err());
+        assert_eq!(mode(Some(AuthMode::None), false, true), Ok(AuthMode::None));
+        let cli = Cli::try_parse_from(["idem", "--auth", "api-keys"]).expect("parses");
+        assert_eq!(cli.serve.auth, Some(AuthMode::ApiKeys));
+        assert!(Cli::try_parse_from(["idem", "--auth", "basic"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn loopback_is_read_from_what_the_address_names() {
+        assert!(loopback_only("127.0.0.1:8080").await);
+        assert!(loopback_only("[::1]:0").await);
+        assert!(loopback_only("localhost:0").await);
+        assert!(!loopback_only("0.0.0.0:8080").await);
+        assert!(!loopback_only("[::]:8080").await);
+        assert!(!loopback_only("not an address").await);
     }
 
     #[test]

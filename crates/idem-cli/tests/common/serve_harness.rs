@@ -26,6 +26,8 @@ pub fn idem() -> Command {
         "IDEM_REDIS",
         "IDEM_LISTEN",
         "IDEM_LOG_FORMAT",
+        "IDEM_AUTH",
+        "IDEM_INSECURE_NO_AUTH",
     ] {
         command.env_remove(var);
     }

@@ -2,7 +2,10 @@
 //! middleware that counts every request and turns axum's own plain 404/405 answers into
 //! problem+json.
 
+mod auth;
 mod handlers;
+
+pub use auth::Auth;
 
 use std::time::Instant;
 
@@ -33,8 +36,9 @@ pub(crate) struct App {
     pub(crate) openapi: Bytes,
 }
 
-/// The routes of DESIGN §5 on `service`, plus `GET /openapi.json`.
-pub fn router(service: Service) -> Router {
+/// The routes of DESIGN §5 on `service`, plus `GET /openapi.json`; `/v1` requests are
+/// authenticated as `auth` says (DESIGN §5a), the service endpoints never.
+pub fn router(service: Service, auth: Auth) -> Router {
     let app = App {
         service,
         openapi: crate::openapi::document().to_string().into(),
@@ -45,7 +49,7 @@ pub fn router(service: Service) -> Router {
         .route("/v1/payments", post(handlers::pay))
         .route("/v1/payments/{order_id}", get(handlers::payment))
         .route("/v1/payments/{order_id}/refunds", post(handlers::refund))
-        .route_layer(axum::Extension(crate::Tenant::default()));
+        .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(v1)
         .route("/healthz", get(handlers::healthz))
