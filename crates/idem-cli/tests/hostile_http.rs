@@ -395,7 +395,8 @@ async fn oversized_headers_are_431(kind: Kind) {
 
 /// With `--max-clients 4`: one active client and three idle connections fill the cap; a
 /// fifth connection is closed unanswered, while the active client keeps being answered on
-/// its connection. The idle ones are closed by the header timeout, and the cap frees up.
+/// its connection. The idle ones, and then the kept-alive one, are closed by the header
+/// timeout, and the cap frees up.
 async fn idle_connections_fill_the_cap_then_new_ones_are_refused(kind: Kind) {
     let subject =
         Subject::start(kind, &["--max-clients", "4", "--header-timeout-ms", "3000"]).await;
@@ -431,11 +432,12 @@ async fn idle_connections_fill_the_cap_then_new_ones_are_refused(kind: Kind) {
         assert_eq!(response.status, 200);
     }
 
-    // The idle connections do not hold their slots for ever.
+    // The idle connections do not hold their slots for ever, nor does the kept-alive one
+    // once it has been idle as long after its last answer.
     for conn in &mut idle {
         conn.closed().await;
     }
-    drop(active);
+    active.closed().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut later = Conn::open(&subject.addr).await;
     later.send(probe.as_bytes()).await;
@@ -686,4 +688,31 @@ async fn serve_refuses_hostile_json_and_changes_nothing() {
     assert_eq!(cluster.balance("payer").await, 97);
     cluster.assert_books_balance().await;
     subject.assert_serves_others().await;
+}
+
+/// A body `idem proxy` streams to the upstream unguarded (`--key-optional`, no key) that
+/// misses its deadline is 408 `request_timeout` too, not the upstream's failure (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_streams_an_unguarded_slow_body_into_a_408() {
+    let subject = Subject::start(
+        Kind::Proxy,
+        &["--key-optional", "--body-timeout-ms", "1000"],
+    )
+    .await;
+    let body = json!({"unguarded": "x".repeat(60)}).to_string();
+    let mut conn = Conn::open(&subject.addr).await;
+    conn.send(
+        format!(
+            "POST /orders HTTP/1.1\r\nhost: idem\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let trickle = conn.trickle(body.into_bytes().into_iter(), Duration::from_millis(100));
+    let response = conn.response().await.expect("answered");
+    trickle.abort();
+    response.assert_problem(408, "request_timeout");
+    subject.assert_nothing_ran("-").await;
 }
