@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod limits;
 mod logging;
 mod shutdown;
 
+use limits::LimitArgs;
 use logging::LogArgs;
 
 /// idem: exactly-once writes for distributed services.
@@ -26,6 +28,8 @@ enum Command {
         #[command(flatten)]
         args: idem_pay::serve::ServeArgs,
         #[command(flatten)]
+        limits: LimitArgs,
+        #[command(flatten)]
         log: LogArgs,
     },
     /// Create, list and revoke the API keys of `idem serve --auth api-keys` (DESIGN §5a).
@@ -34,6 +38,8 @@ enum Command {
     Proxy {
         #[command(flatten)]
         args: idem_proxy::ProxyArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -56,16 +62,19 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { args, log } => {
+        Command::Serve { args, limits, log } => {
             logging::init(&log)?;
-            tokio::runtime::Runtime::new()?
-                .block_on(async { idem_pay::serve::serve(args, shutdown::listen()?).await })?;
+            let limits = limits.limits();
+            tokio::runtime::Runtime::new()?.block_on(async {
+                idem_pay::serve::serve(args, limits, shutdown::listen()?).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Proxy { args, log } => {
+        Command::Proxy { args, limits, log } => {
             logging::init(&log)?;
+            let limits = limits.limits();
             tokio::runtime::Runtime::new()?.block_on(async {
-                anyhow::Ok(idem_proxy::run(args, shutdown::listen()?).await?)
+                anyhow::Ok(idem_proxy::run(args, limits, shutdown::listen()?).await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }

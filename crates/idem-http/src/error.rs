@@ -36,6 +36,10 @@ pub enum Error {
     /// The request body could not be read from the client (HTTP 400).
     #[error("the request body could not be read")]
     BodyRead(#[source] BoxError),
+    /// The request body did not arrive whole before its deadline (HTTP 408): see
+    /// [`DeadlineBody`](crate::DeadlineBody). Nothing was claimed or run.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The idempotency store failed; whatever was acquired has been released (HTTP 503).
     #[error("the idempotency store failed")]
     Store(#[from] StoreError),

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::config::{InFlight, KeySource};
+use crate::deadline::BodyDeadlineElapsed;
 use crate::guard::Held;
 use crate::layer::Shared;
 use crate::{key, Error};
@@ -215,6 +216,7 @@ where
     match Limited::new(body, limit_bytes).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(Error::BodyTooLarge { limit_bytes }),
+        Err(error) if BodyDeadlineElapsed::found_in(&*error) => Err(Error::BodyTimeout),
         Err(error) => Err(Error::BodyRead(error)),
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod deadline;
 mod error;
 mod extract;
 mod flow;
@@ -10,12 +11,15 @@ pub mod key;
 mod layer;
 pub mod problem;
 mod purge;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 
 pub use config::{
     store_success_and_client_errors, Config, InFlight, KeyFn, KeySource, PrincipalFn,
     BODY_LIMIT_BYTES_DEFAULT, LEASE_DEFAULT, TTL_DEFAULT,
 };
+pub use deadline::{BodyDeadlineElapsed, DeadlineBody};
 pub use error::Error;
 pub use extract::IdempotencyKey;
 pub use flow::IDEMPOTENT_REPLAYED;

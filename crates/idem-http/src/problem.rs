@@ -78,6 +78,7 @@ impl Problem {
                 "Request body could not be read",
                 "The request body ended or failed before it was complete.".to_owned(),
             ),
+            Error::BodyTimeout => Self::request_timeout(),
             Error::Store(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -96,6 +97,18 @@ impl Problem {
             "upstream_failed",
             "Upstream failed",
             "The service behind this endpoint did not answer; retry with the same key.".to_owned(),
+        )
+    }
+
+    /// 408 `request_timeout`: the request body did not arrive whole before its deadline;
+    /// nothing was run. `idem serve` answers the same code.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "Request timeout",
+            "The request body did not arrive in time; nothing was done. Send it again, faster."
+                .to_owned(),
         )
     }
 
@@ -203,6 +216,7 @@ mod tests {
             },
             Error::BodyTooLarge { limit_bytes: 1 },
             Error::BodyRead("cut".into()),
+            Error::BodyTimeout,
             Error::Store(idem::StoreError::Unavailable("down".into())),
             Error::ResponseBody("cut".into()),
         ];

@@ -25,6 +25,10 @@ pub enum Error {
         /// The limit that was passed.
         limit_bytes: usize,
     },
+    /// The body did not arrive whole before its deadline (408 `request_timeout`); nothing
+    /// was read or changed.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// The request carries no live API key of a tenant (401 `unauthorized`, with
     /// `WWW-Authenticate: Bearer`): missing, malformed, unknown or revoked — never which.
     #[error("a valid API key is required: Authorization: Bearer <key>")]

@@ -23,6 +23,8 @@ pub enum Code {
     UnsupportedMediaType,
     /// 413: the body is over 64 KiB.
     PayloadTooLarge,
+    /// 408: the body did not arrive whole before its deadline.
+    RequestTimeout,
     /// 401: no live API key (DESIGN §5a).
     Unauthorized,
     /// 404: no such route.
@@ -51,10 +53,11 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the OpenAPI document and tests.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::InvalidRequest,
         Code::UnsupportedMediaType,
         Code::PayloadTooLarge,
+        Code::RequestTimeout,
         Code::Unauthorized,
         Code::NotFound,
         Code::MethodNotAllowed,
@@ -75,6 +78,7 @@ impl Code {
             Code::InvalidRequest => "invalid_request",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::RequestTimeout => "request_timeout",
             Code::Unauthorized => "unauthorized",
             Code::NotFound => "not_found",
             Code::MethodNotAllowed => "method_not_allowed",
@@ -96,6 +100,7 @@ impl Code {
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::NotFound | Code::AccountNotFound | Code::PaymentNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -115,6 +120,7 @@ impl Code {
             Code::InvalidRequest => "Invalid request",
             Code::UnsupportedMediaType => "Unsupported media type",
             Code::PayloadTooLarge => "Payload too large",
+            Code::RequestTimeout => "Request timeout",
             Code::Unauthorized => "Unauthorized",
             Code::NotFound => "Not found",
             Code::MethodNotAllowed => "Method not allowed",
@@ -141,6 +147,7 @@ impl Code {
             Code::InvalidRequest
             | Code::UnsupportedMediaType
             | Code::PayloadTooLarge
+            | Code::RequestTimeout
             | Code::MethodNotAllowed => Outcome::Invalid,
             Code::Unauthorized => Outcome::Unauthorized,
             Code::NotFound | Code::AccountNotFound | Code::PaymentNotFound => Outcome::NotFound,
@@ -179,6 +186,7 @@ impl Error {
             Error::InvalidRequest { .. } => Code::InvalidRequest,
             Error::UnsupportedMediaType => Code::UnsupportedMediaType,
             Error::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            Error::RequestTimeout => Code::RequestTimeout,
             Error::Unauthorized => Code::Unauthorized,
             Error::RouteNotFound => Code::NotFound,
             Error::MethodNotAllowed => Code::MethodNotAllowed,

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use idem_http::server::Limits;
 use idem_redis::{RedisOptions, ReplayCache};
 
 use crate::api::Auth;
@@ -162,24 +163,27 @@ impl TestGuard {
 /// When the database, the Redis URL or the listen address cannot be used.
 pub fn run(
     args: ServeArgs,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, shutdown))?;
+    runtime.block_on(serve(args, limits, shutdown))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Serves until `shutdown` resolves (the `idem` binary passes SIGTERM or ctrl-c), then
-/// drains in-flight requests and returns. Logs through `tracing`; the caller installs the
-/// subscriber.
+/// drains in-flight requests and returns. `limits` bound what one client may take (the
+/// `idem` binary reads them from its options). Logs through `tracing`; the caller installs
+/// the subscriber.
 ///
 /// # Errors
 /// When the database, the Redis URL or the listen address cannot be used.
 pub async fn serve(
     args: ServeArgs,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let loopback = loopback_only(&args.listen).await;
@@ -224,10 +228,13 @@ pub async fn serve(
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {addr}");
-    axum::serve(listener, crate::api::router(service, auth))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
+    idem_http::server::serve(
+        listener,
+        limits,
+        crate::api::router(service, auth),
+        shutdown,
+    )
+    .await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -129,20 +129,33 @@ impl NewRefund {
     }
 }
 
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The members of a JSON object body, taken one by one; what is left is unknown.
 struct Fields(Map<String, Value>);
 
 impl Fields {
     fn parse(body: &[u8]) -> Result<Self> {
+        // RFC 8259 §8.1: JSON sent over a network carries no byte order mark. Said plainly
+        // rather than as "expected value at column 1".
+        if body.starts_with(UTF8_BOM) {
+            return Err(Error::invalid(
+                "body",
+                "the body starts with a byte order mark (U+FEFF); send the JSON without it",
+            ));
+        }
         let members = match serde_json::from_slice::<Members>(body) {
             Ok(Members(members)) => members,
-            // Not an object, or not JSON: tell which.
-            Err(error) => {
+            // Not an object, or not JSON (bad syntax, invalid UTF-8, a number no float
+            // holds, nested past serde_json's 128 levels): tell which, and why.
+            Err(_) => {
                 return Err(match serde_json::from_slice::<Value>(body) {
                     Ok(_) => Error::invalid("body", "the body must be a JSON object"),
-                    Err(_) => {
-                        Error::invalid("body", format!("the body is not valid JSON: {error}"))
-                    }
+                    Err(error) => Error::invalid(
+                        "body",
+                        format!("the body could not be read as JSON: {error}"),
+                    ),
                 })
             }
         };
@@ -327,6 +340,30 @@ mod tests {
             "amount"
         );
         assert_eq!(field("[1]"), "body");
+        // Past serde_json's nesting limit, not valid UTF-8, a byte order mark, a number
+        // no float holds: refused as a bad body, never a panic or an overflow.
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(field(&deep), "body");
+        let deep_member = format!(
+            r#"{{"order_id":"o","payer":"a","payee":"b","amount":1,"x":{}1{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert_eq!(field(&deep_member), "body");
+        assert_eq!(
+            field_of(NewPayment::from_json(
+                b"{\"order_id\":\"o\xff\",\"payer\":\"a\",\"payee\":\"b\",\"amount\":1}"
+            )),
+            "body"
+        );
+        assert_eq!(
+            field("\u{feff}{\"order_id\":\"o\",\"payer\":\"a\",\"payee\":\"b\",\"amount\":1}"),
+            "body"
+        );
+        assert_eq!(
+            field(r#"{"order_id":"o","payer":"a","payee":"b","amount":1e400}"#),
+            "body"
+        );
         assert_eq!(field("{"), "body");
         assert_eq!(field(""), "body");
     }

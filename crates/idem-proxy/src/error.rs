@@ -33,6 +33,10 @@ pub enum Error {
     /// The upstream could not be reached or broke off while answering (HTTP 502).
     #[error("the upstream did not answer")]
     Upstream(#[source] BoxError),
+    /// The client's body, streamed to the upstream unguarded, did not arrive whole before
+    /// its deadline (HTTP 408 `request_timeout`).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
 }
 
 impl Error {
@@ -47,6 +51,7 @@ impl Error {
     pub fn problem(&self) -> Problem {
         match self {
             Self::Upstream(_) => Problem::upstream_failed(),
+            Self::BodyTimeout => Problem::request_timeout(),
             Self::Config(_) | Self::StoreOpen(_) | Self::Io { .. } => Problem {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "internal",
@@ -62,7 +67,11 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        tracing::error!(error = %self, cause = ?self.source(), code = problem.code, "request failed");
+        if problem.status.is_server_error() {
+            tracing::error!(error = %self, cause = ?self.source(), code = problem.code, "request failed");
+        } else {
+            tracing::debug!(error = %self, code = problem.code, "request refused");
+        }
         problem.to_response(self.is_transient().then_some(Duration::from_secs(1)))
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -12,6 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use idem::FencingToken;
+use idem_http::server::PeerAddr;
+use idem_http::BodyDeadlineElapsed;
 
 use crate::Error;
 
@@ -66,8 +68,8 @@ impl Forwarder {
                 .headers
                 .insert(HeaderName::from_static("x-forwarded-host"), host);
         }
-        // Each hop speaks its own HTTP version: the client's (HTTP/1.0, or HTTP/2 over
-        // cleartext) is not the one the proxy speaks to the upstream, HTTP/1.1.
+        // Each hop speaks its own HTTP version: the client's (HTTP/1.0, say) is not the
+        // one the proxy speaks to the upstream, HTTP/1.1.
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         append_forwarded_for(&mut parts.headers, peer);
@@ -85,7 +87,15 @@ impl Forwarder {
             .client
             .request(Request::from_parts(parts, body))
             .await
-            .map_err(|e| Error::Upstream(e.into()))?;
+            .map_err(|e| {
+                // An unguarded body streamed to the upstream that missed its deadline is
+                // the client's failure, not the upstream's.
+                if BodyDeadlineElapsed::found_in(&e) {
+                    Error::BodyTimeout
+                } else {
+                    Error::Upstream(e.into())
+                }
+            })?;
         let (mut parts, body) = response.into_parts();
         // The upstream's version (an HTTP/1.0 server's, say) is not the proxy's: hyper
         // would write it into the status line the client reads.
@@ -98,7 +108,7 @@ impl Forwarder {
 /// The axum handler every request reaches after the layer.
 pub(crate) async fn forward(
     State(forwarder): State<Forwarder>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
     request: Request<Body>,
 ) -> Response {
     match forwarder.send(peer, request).await {

@@ -2,9 +2,9 @@
 //! ctrl-c), drain, stop.
 
 use std::io::Write;
-use std::net::SocketAddr;
 
 use axum::Router;
+use idem_http::server::Limits;
 use idem_http::IdempotencyLayer;
 use tokio::net::TcpListener;
 
@@ -12,14 +12,16 @@ use crate::forward::{forward, Forwarder};
 use crate::{open_store, Error, ProxyArgs};
 
 /// Runs `idem proxy` with `args` until `shutdown` resolves, then lets in-flight requests
-/// finish and returns. Prints `listening on http://ADDR` on stdout once it accepts. Logs
-/// through `tracing`; the caller installs the subscriber.
+/// finish and returns. `limits` bound what one client may take (the `idem` binary reads
+/// them from its options). Prints `listening on http://ADDR` on stdout once it accepts.
+/// Logs through `tracing`; the caller installs the subscriber.
 ///
 /// # Errors
 /// [`Error::Config`] for unusable options, [`Error::StoreOpen`] when the store cannot be
 /// opened, [`Error::Io`] when the address cannot be bound or served.
 pub async fn run(
     args: ProxyArgs,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let listener = TcpListener::bind(&args.listen)
@@ -28,7 +30,7 @@ pub async fn run(
             what: format!("bind {}", args.listen),
             source,
         })?;
-    serve(args, listener, shutdown).await
+    serve(args, limits, listener, shutdown).await
 }
 
 /// Serves `idem proxy` on `listener` until `shutdown` resolves (for embedding and tests).
@@ -37,6 +39,7 @@ pub async fn run(
 /// As [`run`].
 pub async fn serve(
     args: ProxyArgs,
+    limits: Limits,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -62,20 +65,13 @@ pub async fn serve(
     let _ = writeln!(stdout, "listening on http://{addr}");
     let _ = stdout.flush();
 
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let purger = (args.purge_every_secs > 0).then(|| {
         idem_http::spawn_purger(store, std::time::Duration::from_secs(args.purge_every_secs))
     });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    idem_http::server::serve(listener, limits, app, shutdown).await;
     if let Some(purger) = purger {
         purger.abort();
     }
-    served.map_err(|source| Error::Io {
-        what: format!("serve on {addr}"),
-        source,
-    })?;
     tracing::info!("idem proxy stopped");
     Ok(())
 }

@@ -39,7 +39,8 @@ async fn proxy(upstream: &str, extra: &[&str]) -> (Proxy, String) {
         .await
         .expect("bind 127.0.0.1:0");
     let url = format!("http://{}", listener.local_addr().expect("bound address"));
-    let served = idem_proxy::serve(args, listener, std::future::pending());
+    let limits = idem_http::server::Limits::default();
+    let served = idem_proxy::serve(args, limits, listener, std::future::pending());
     (Proxy(tokio::spawn(served)), url)
 }
 

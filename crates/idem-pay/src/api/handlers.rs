@@ -57,6 +57,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let mut bytes = Vec::new();
         while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
             let frame = frame.map_err(|error| {
+                // The server gives every body a deadline (`idem_http::server`): past it,
+                // 408 and nothing read or changed.
+                if idem_http::BodyDeadlineElapsed::found_in(&error) {
+                    return Error::RequestTimeout;
+                }
                 Error::invalid("body", format!("the body could not be read: {error}"))
             })?;
             if let Ok(data) = frame.into_data() {
