@@ -15,8 +15,10 @@ use crate::report::{self, Latency, Report};
 use crate::runner::{base_report, client_config, db_cutter, http_client, Plan};
 use crate::{ChaosArgs, Error, ProxyStore};
 
-/// How long the proxies keep answers for replay: longer than any run.
-const TTL_SECS: &str = "21600";
+/// How long the proxies keep answers for replay: a key's retries and re-sends all come
+/// within the drain (60 s by default), and a shared Redis is not left holding a run's keys
+/// for long.
+const TTL_SECS: &str = "900";
 
 /// Runs the proxy target on the run's database `db` and returns its report.
 pub(crate) async fn run(
