@@ -28,6 +28,11 @@ use crate::Error;
 /// draws the request's fault from it and strips it before forwarding.
 pub const REQUEST_ID_HEADER: &str = "chaos-request-id";
 
+/// The header the balancer adds to each forwarded request: `<node index>.<incarnation>`, the
+/// node slot and how many times it was (re)started, so that an upstream behind the nodes can
+/// record which node process sent it (the proxy target matches executions to kills by it).
+pub const NODE_HEADER: &str = "chaos-node";
+
 /// How the balancer misbehaves.
 #[derive(Debug, Clone, Copy)]
 pub struct BalancerConfig {
@@ -39,11 +44,13 @@ pub struct BalancerConfig {
     pub delay: Duration,
 }
 
-/// One node slot: its address while it is up, and its requests in flight.
+/// One node slot: its address while it is up, its requests in flight, and how many times a
+/// node was put in it (the incarnation of the process now there, from 1).
 #[derive(Debug, Default)]
 struct Slot {
     addr: RwLock<Option<SocketAddr>>,
     in_flight: AtomicU64,
+    incarnation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -128,13 +135,24 @@ impl Balancer {
         self.addr
     }
 
-    /// Marks node `index` up at `addr`, or down with `None`.
+    /// Marks node `index` up at `addr` (a new incarnation), or down with `None`.
     pub fn set_node(&self, index: usize, addr: Option<SocketAddr>) {
         if let Some(slot) = self.shared.slots.get(index) {
             if let Ok(mut a) = slot.addr.write() {
+                if addr.is_some() {
+                    slot.incarnation.fetch_add(1, Ordering::Relaxed);
+                }
                 *a = addr;
             }
         }
+    }
+
+    /// The incarnation of node `index`: how many times a process was put in its slot.
+    pub fn incarnation(&self, index: usize) -> u64 {
+        self.shared
+            .slots
+            .get(index)
+            .map_or(0, |s| s.incarnation.load(Ordering::Relaxed))
     }
 
     /// Requests in flight on node `index` right now.
@@ -277,6 +295,8 @@ async fn send(
                 builder = builder.header(name, value);
             }
         }
+        let incarnation = shared.slots[slot].incarnation.load(Ordering::Relaxed);
+        builder = builder.header(NODE_HEADER, format!("{slot}.{incarnation}"));
         let forwarded = builder.body(Full::new(body.clone())).map_err(|_| ())?;
         let in_flight = &shared.slots[slot].in_flight;
         in_flight.fetch_add(1, Ordering::Relaxed);

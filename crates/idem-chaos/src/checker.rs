@@ -71,8 +71,16 @@ pub enum ViolationKind {
     UnexpectedAnswer,
     /// One `order_id` has more than one payment: money moved twice.
     DoublePayment,
-    /// A payment row differs from the order its client sent, or names an unknown order.
+    /// Proxy target: a key the upstream executed again with no kill or lease end of the
+    /// holder of its earlier execution to explain it.
+    UnexplainedExecution,
+    /// Proxy target with a fencing-aware upstream: a key executed twice at all.
+    SecondExecution,
+    /// A payment row (or an upstream execution) differs from the order its client sent, or
+    /// names an unknown order.
     PaymentMismatch,
+    /// Proxy target: a client saw 201 naming an execution the upstream has no record of.
+    AckNotExecuted,
     /// A client saw 201, but the payment is not stored or is served with another body.
     AckNotStored,
     /// A re-send of the same order did not get the first answer, byte for byte.
@@ -108,29 +116,7 @@ pub fn check(history: &History, observed: &Observed) -> Vec<Violation> {
         .collect();
 
     for h in &history.orders {
-        let id = &h.order.order_id;
-        let sends = std::iter::once(&h.first).chain(h.resends.iter().map(|r| match r {
-            Resend::Same(s) | Resend::OtherAmount(_, s) => s,
-        }));
-        for sent in sends {
-            if sent.answer.is_none() {
-                flag(
-                    ViolationKind::Unsettled,
-                    format!(
-                        "order {id}: no final answer after {} attempts",
-                        sent.attempts
-                    ),
-                );
-            }
-        }
-        if let Some(a) = &h.first.answer {
-            if a.status != 201 && a.status != 402 {
-                flag(
-                    ViolationKind::UnexpectedAnswer,
-                    format!("order {id}: first sending answered {} {}", a.status, a.body),
-                );
-            }
-        }
+        check_settled(h, &[201, 402], &mut flag);
     }
 
     let mut paid: HashMap<&str, Vec<&PaymentRow>> = HashMap::new();
@@ -183,6 +169,42 @@ pub fn check(history: &History, observed: &Observed) -> Vec<Violation> {
     out
 }
 
+/// Every sending of `h` settled with a final answer, and its first sending answered with
+/// one of `expected` statuses.
+pub(crate) fn check_settled(
+    h: &OrderHistory,
+    expected: &[u16],
+    flag: &mut impl FnMut(ViolationKind, String),
+) {
+    let id = &h.order.order_id;
+    for sent in sendings(h) {
+        if sent.answer.is_none() {
+            flag(
+                ViolationKind::Unsettled,
+                format!(
+                    "order {id}: no final answer after {} attempts",
+                    sent.attempts
+                ),
+            );
+        }
+    }
+    if let Some(a) = &h.first.answer {
+        if !expected.contains(&a.status) {
+            flag(
+                ViolationKind::UnexpectedAnswer,
+                format!("order {id}: first sending answered {} {}", a.status, a.body),
+            );
+        }
+    }
+}
+
+/// Every sending of an order: the first, then the deliberate re-sends.
+pub(crate) fn sendings(h: &OrderHistory) -> impl Iterator<Item = &Sent> {
+    std::iter::once(&h.first).chain(h.resends.iter().map(|r| match r {
+        Resend::Same(s) | Resend::OtherAmount(_, s) => s,
+    }))
+}
+
 /// Every 201 stored and served again; every re-send answered as it must be.
 fn check_answers(
     h: &OrderHistory,
@@ -215,6 +237,18 @@ fn check_answers(
             ),
         }
     }
+    check_resends(h, first_paid, "order_id_conflict", flag);
+}
+
+/// Every re-send of the same order got `first` replayed, byte for byte; every re-send with
+/// another amount 422 with the problem code `conflict_code`.
+pub(crate) fn check_resends(
+    h: &OrderHistory,
+    first_paid: Option<&Answer>,
+    conflict_code: &str,
+    flag: &mut impl FnMut(ViolationKind, String),
+) {
+    let id = &h.order.order_id;
     for resend in &h.resends {
         match resend {
             Resend::Same(Sent {
@@ -238,7 +272,7 @@ fn check_answers(
                 Sent {
                     answer: Some(a), ..
                 },
-            ) if a.status != 422 || a.code().as_deref() != Some("order_id_conflict") => {
+            ) if a.status != 422 || a.code().as_deref() != Some(conflict_code) => {
                 flag(
                     ViolationKind::ConflictNotRefused,
                     format!(
@@ -252,7 +286,8 @@ fn check_answers(
     }
 }
 
-fn is_replay_of(again: &Answer, first: &Answer) -> bool {
+/// Whether `again` is `first` replayed: the same status and bytes, marked replayed.
+pub(crate) fn is_replay_of(again: &Answer, first: &Answer) -> bool {
     again.status == first.status && again.body == first.body && again.replayed
 }
 
@@ -267,7 +302,7 @@ fn json_eq(a: &str, b: &str) -> bool {
 }
 
 /// The ledger equals the balances; no balance below zero; the total unchanged.
-fn check_money(
+pub(crate) fn check_money(
     history: &History,
     observed: &Observed,
     flag: &mut impl FnMut(ViolationKind, String),

@@ -5,6 +5,10 @@
 //!
 //! Some orders that were paid are sent again later on purpose: unchanged (the answer must
 //! be the first one replayed) or with another amount (the answer must be 422).
+//!
+//! The same clients drive both targets: the payment service (`POST /v1/payments`, the
+//! `order_id` is the key) and the proxy's upstream (`POST /v1/transfers` with the order id as
+//! the `Idempotency-Key` header, the same body).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,13 @@ use crate::balancer::REQUEST_ID_HEADER;
 pub struct ClientConfig {
     /// The balancer's base URL (`http://127.0.0.1:port`).
     pub base_url: String,
+    /// Where orders are posted: `/v1/payments`, or `/v1/transfers` behind the proxy.
+    pub path: String,
+    /// Whether each order carries its id as the `Idempotency-Key` header (the proxy target).
+    pub idempotency_keys: bool,
+    /// The `Authorization` header every request carries, if any (the proxy scopes keys by it,
+    /// so a run's keys never meet another run's on a shared store).
+    pub authorization: Option<String>,
     /// How long one attempt may take before the client gives up on it and retries.
     pub timeout: Duration,
     /// First backoff cap; doubles per attempt up to `backoff_max`.
@@ -179,12 +190,13 @@ impl Retrier {
     }
 
     /// Posts `body` to `path` until a final answer or `hard`; `request_id` names the request
-    /// for the balancer's fault draw (the attempt number is added).
+    /// for the balancer's fault draw (the attempt number is added), `key` is sent as the
+    /// `Idempotency-Key` header when given.
     pub async fn send(
         &self,
         path: &str,
         body: &Bytes,
-        request_id: &str,
+        (request_id, key): (&str, Option<&str>),
         rng: &mut StdRng,
         hard: Instant,
     ) -> Sent {
@@ -201,9 +213,14 @@ impl Retrier {
             if attempts > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let result = self
-                .http
-                .post(&url)
+            let mut request = self.http.post(&url);
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            if let Some(auth) = &self.config.authorization {
+                request = request.header(http::header::AUTHORIZATION, auth);
+            }
+            let result = request
                 .header(REQUEST_ID_HEADER, format!("{request_id}#{attempts}"))
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .timeout(self.config.timeout)
@@ -279,7 +296,6 @@ pub async fn run_client(index: usize, retrier: Retrier, deadlines: Deadlines) ->
     let mut orders: Vec<OrderHistory> = Vec::new();
     // (orders sent by then, index into `orders`, other amount or none)
     let mut due: VecDeque<(usize, usize, Option<i64>)> = VecDeque::new();
-    let payments = "/v1/payments";
     loop {
         if Instant::now() >= deadlines.soft {
             break;
@@ -297,11 +313,12 @@ pub async fn run_client(index: usize, retrier: Retrier, deadlines: Deadlines) ->
             amount: rng.gen_range(1..=config.amount_max),
         };
         let started = Instant::now();
+        let key = config.idempotency_keys.then_some(order.order_id.as_str());
         let first = retrier
             .send(
-                payments,
+                &config.path,
                 &order.body(order.amount),
-                &order.order_id,
+                (&order.order_id, key),
                 &mut rng,
                 deadlines.hard,
             )
@@ -348,8 +365,18 @@ async fn resend_one(
     let n = history.resends.len();
     let id = format!("{}/r{n}", history.order.order_id);
     let amount = other.unwrap_or(history.order.amount);
+    let config = &retrier.config;
+    let key = config
+        .idempotency_keys
+        .then_some(history.order.order_id.as_str());
     let sent = retrier
-        .send("/v1/payments", &history.order.body(amount), &id, rng, hard)
+        .send(
+            &config.path,
+            &history.order.body(amount),
+            (&id, key),
+            rng,
+            hard,
+        )
         .await;
     history.resends.push(match other {
         Some(amount) => Resend::OtherAmount(amount, sent),

@@ -1,5 +1,6 @@
-//! The nodes: `idem serve` processes on one database, started, killed with SIGKILL and
-//! restarted. Each node listens on a port of its own choosing and says which on stdout.
+//! The nodes: `idem serve` or `idem proxy` processes on one shared store, started, killed
+//! with SIGKILL and restarted. Each node listens on a port of its own choosing and says which
+//! on stdout.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,15 +19,29 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Log lines kept per node, shown when it fails to start.
 const LOG_LINES_KEPT: usize = 40;
 
-/// How to start a node.
+/// How to start a node: the `idem` binary and its arguments, to which `--listen 127.0.0.1:0`
+/// is added.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
     /// The `idem` binary.
     pub bin: PathBuf,
-    /// The database URL every node shares.
-    pub database_url: String,
-    /// Extra arguments after `serve` (such as `--unsafe-disable-idempotency`).
-    pub extra_args: Vec<String>,
+    /// The command and its options, such as `serve --database URL` or
+    /// `proxy --upstream URL --database URL`.
+    pub args: Vec<String>,
+}
+
+impl NodeSpec {
+    /// An `idem serve` node on `database_url`, with `extra_args` after it (such as
+    /// `--unsafe-disable-idempotency`).
+    pub fn serve(bin: PathBuf, database_url: &str, extra_args: Vec<String>) -> Self {
+        let mut args = vec![
+            "serve".to_owned(),
+            "--database".to_owned(),
+            database_url.to_owned(),
+        ];
+        args.extend(extra_args);
+        Self { bin, args }
+    }
 }
 
 /// A running node process.
@@ -55,12 +70,9 @@ impl Node {
 /// [`Error::Node`] when the process cannot start, exits, or stays silent too long.
 pub async fn start_node(spec: &NodeSpec, index: usize) -> Result<Node, Error> {
     let mut child = Command::new(&spec.bin)
-        .arg("serve")
-        .arg("--database")
-        .arg(&spec.database_url)
+        .args(&spec.args)
         .arg("--listen")
         .arg("127.0.0.1:0")
-        .args(&spec.extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -143,14 +155,22 @@ fn drain(
     });
 }
 
-/// The address in a node's "listening on" log line: the last `127.0.0.1:<port>` on a line
-/// that mentions listening (other lines may name the database's address).
+/// The address in a node's "listening on" log line: the first `127.0.0.1:<port>` after
+/// `listening on`, or else the last on a line that mentions listening (other lines may name
+/// the database's address). `idem proxy`'s log line names its upstream too, so a line that
+/// mentions the upstream counts only through its `listening on`.
 pub fn listen_addr(line: &str) -> Option<SocketAddr> {
-    if !line.to_ascii_lowercase().contains("listen") {
+    const LOOPBACK: &str = "127.0.0.1:";
+    let lower = line.to_ascii_lowercase();
+    if !lower.contains("listen") {
         return None;
     }
-    let at = line.rfind("127.0.0.1:")?;
-    let rest = &line[at + "127.0.0.1:".len()..];
+    let at = match lower.find("listening on ") {
+        Some(on) => on + line[on..].find(LOOPBACK)?,
+        None if lower.contains("upstream") => return None,
+        None => line.rfind(LOOPBACK)?,
+    };
+    let rest = &line[at + LOOPBACK.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let port: u16 = digits.parse().ok()?;
     (port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
@@ -172,6 +192,11 @@ mod tests {
             Some(5001)
         );
         assert_eq!(addr("connected to postgres://p@127.0.0.1:5432/x"), None);
+        assert_eq!(
+            addr("INFO idem proxy listening addr=127.0.0.1:4001 upstream=http://127.0.0.1:4000"),
+            None
+        );
+        assert_eq!(addr("listening on http://127.0.0.1:4001"), Some(4001));
         assert_eq!(addr("listening on 127.0.0.1:0"), None);
     }
 }

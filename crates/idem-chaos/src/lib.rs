@@ -30,16 +30,42 @@
 //! twice, and the checker must report double payments. The flag exists only in builds with
 //! the cargo feature `unsafe-disable-idempotency` (idem-cli's tests build with it).
 //!
+//! ## The proxy target
+//!
+//! `--target proxy` puts `idem proxy` (DESIGN §4) under the same faults. The run starts an
+//! upstream of its own on a loopback port ([`proxy::Upstream`]): it moves money between the
+//! run's accounts in its own tables of the run's database, one transaction per request, and
+//! records every execution with the `Idempotency-Key`, the `Idempotency-Fencing-Token` the
+//! proxy sent, and the node process that forwarded it (the balancer names it in
+//! [`balancer::NODE_HEADER`]). `--nodes` proxies keep their records in the run's database
+//! (`--proxy-store sql`, PostgreSQL or MySQL), in Redis (`redis`, with `--redis`), or in both
+//! (`tiered`); a store cut kills the database's connections, and the Redis ones through a
+//! relay of the run's own ([`proxy::Relay`]). The clients send the same orders to
+//! `/v1/transfers` with the order id as the key.
+//!
+//! The checker ([`proxy::check`]) reports per key the upstream's executions, the answers
+//! acknowledged and the replays: every replay must be the first acknowledged answer byte for
+//! byte, and a key may run twice only within the proxy's documented limit — after a take-over
+//! (a higher token) of a holder that was killed between the two executions or whose lease
+//! had ended (fenced). Each such case is listed with its kill; any other is a violation.
+//! With `--upstream-fencing` the upstream executes a key at most once (a higher token gets
+//! the recorded answer, a stale one 409), and no second execution may exist at all. The
+//! guard run's proxies guard only PUT, which the clients never send, so every retry reaches
+//! the upstream: the checker must report unexplained executions.
+//!
 //! ## Example
 //!
 //! ```text
 //! idem chaos --database postgres://postgres@127.0.0.1:5432/postgres \
 //!     --nodes 3 --clients 16 --duration 60s --all-faults --seed 7
+//! idem chaos --target proxy --database postgres://postgres@127.0.0.1:5432/postgres \
+//!     --proxy-store redis --redis redis://127.0.0.1:6379 --orders 10000 --all-faults --seed 8
 //! ```
 //!
 //! The modules follow the run: [`cluster`] (node processes), [`balancer`] (the faulty
 //! load balancer), [`faults`] (the schedule and its counters), [`client`] (the retrying
-//! clients), [`db`] (the run's database), [`checker`] and [`report`].
+//! clients), [`db`] (the run's database), [`checker`] and [`report`]; [`proxy`] holds the
+//! proxy target's upstream, relay and checker.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,9 +77,12 @@ pub mod client;
 pub mod cluster;
 pub mod db;
 pub mod faults;
+mod harness;
+pub mod proxy;
 pub mod report;
 mod runner;
 
+pub use harness::Kill;
 pub use report::Report;
 pub use runner::chaos;
 
@@ -78,9 +107,56 @@ pub enum Error {
     Setup(String),
 }
 
-/// `idem chaos`: run the payment service under faults and check that it held.
+/// What a run puts under faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `idem serve` nodes: no order paid twice (DESIGN §5, §7).
+    #[default]
+    Payments,
+    /// `idem proxy` nodes in front of an upstream that moves money and records every
+    /// execution: each key executed once, but for the proxy's documented limit (DESIGN §4).
+    Proxy,
+}
+
+/// Where the proxy target's `idem proxy` nodes keep their records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyStore {
+    /// The run's database (`--database`).
+    #[default]
+    Sql,
+    /// Redis (`--redis`) alone.
+    Redis,
+    /// Redis in front answering replays, the run's database the truth.
+    Tiered,
+}
+
+/// `idem chaos`: run the payment service, or `idem proxy` in front of an upstream, under
+/// faults and check that it held.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChaosArgs {
+    /// What to put under faults: the payment service, or `idem proxy` in front of an
+    /// upstream of the run's own.
+    #[arg(long, env = "IDEM_CHAOS_TARGET", value_enum, default_value_t = Target::Payments)]
+    pub target: Target,
+    /// Proxy target: where the proxies keep their records (`redis` and `tiered` need
+    /// `--redis`). The upstream's tables are always in the run's database.
+    #[arg(long, env = "IDEM_CHAOS_PROXY_STORE", value_enum, default_value_t = ProxyStore::Sql)]
+    pub proxy_store: ProxyStore,
+    /// Proxy target: the Redis server of `--proxy-store redis|tiered`, such as
+    /// redis://127.0.0.1:6379 (its connections are cut through a relay of the run's own).
+    #[arg(long, env = "IDEM_CHAOS_REDIS")]
+    pub redis: Option<String>,
+    /// Proxy target: the proxies' lease (`idem proxy --lease-ms`): how long a killed
+    /// proxy's key stays held before another proxy takes it over.
+    #[arg(long, env = "IDEM_CHAOS_LEASE_MS", default_value_t = 3000)]
+    pub lease_ms: u64,
+    /// Proxy target: the upstream records key and fencing token and executes a key at most
+    /// once, refusing (409) a stale or repeated token; the run must then show no second
+    /// execution at all.
+    #[arg(long, env = "IDEM_CHAOS_UPSTREAM_FENCING")]
+    pub upstream_fencing: bool,
     /// Database server: postgres://… or mysql://… (a fresh database is created on it and
     /// dropped at the end), or sqlite (a temporary file, one node). Default: sqlite.
     #[arg(long, env = "IDEM_CHAOS_DATABASE")]
@@ -183,6 +259,16 @@ impl GuardArgs {
             Vec::new()
         }
     }
+
+    /// The arguments that make a proxy guard nothing the load sends (only PUT, the clients
+    /// POST), when asked to: every request reaches the upstream unguarded.
+    pub(crate) fn proxy_args(&self) -> Vec<String> {
+        if self.unsafe_disable_idempotency {
+            vec!["--methods".to_owned(), "PUT".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// The guard run's switch, absent from this build: without the test-guard cargo feature
@@ -201,6 +287,11 @@ impl GuardArgs {
 
     /// The arguments that tell a node to run without idempotency: none, in this build.
     pub(crate) fn node_args(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The arguments that make a proxy guard nothing: none, in this build.
+    pub(crate) fn proxy_args(&self) -> Vec<String> {
         Vec::new()
     }
 }

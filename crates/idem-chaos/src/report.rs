@@ -11,6 +11,8 @@ use serde::Serialize;
 use crate::checker::{Violation, ViolationKind};
 use crate::db::Backend;
 use crate::faults::{FaultReport, KindReport};
+use crate::proxy::ProxySummary;
+use crate::Target;
 
 /// Examples kept per violation kind.
 pub const EXAMPLES_PER_KIND: usize = 5;
@@ -72,6 +74,8 @@ pub fn group(violations: &[Violation]) -> Vec<ViolationGroup> {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// What was under faults: `payments` or `proxy`.
+    pub target: Target,
     /// The database engine.
     pub backend: Backend,
     /// The run's database.
@@ -112,6 +116,10 @@ pub struct Report {
     pub violations_total: usize,
     /// Violations by kind, with examples.
     pub violations: Vec<ViolationGroup>,
+    /// The proxy target's per-key findings (executions, acknowledgements, replays, and each
+    /// second execution with the kill or lease end that explains it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxySummary>,
 }
 
 impl Report {
@@ -129,9 +137,13 @@ impl fmt::Display for Report {
             "FAILED"
         };
         writeln!(f, "idem chaos: {verdict}")?;
+        let what = match self.target {
+            Target::Payments => "node(s)",
+            Target::Proxy => "proxies",
+        };
         writeln!(
             f,
-            "  cluster     {} node(s) on {:?} database {}{}",
+            "  cluster     {} {what} on {:?} database {}{}",
             self.nodes,
             self.backend,
             self.database,
@@ -151,7 +163,10 @@ impl fmt::Display for Report {
             "  orders      {} ({:.0}/s), re-sent unchanged {}, re-sent with another amount {}, retries {}",
             self.orders, self.orders_per_s, self.resends_same, self.resends_other_amount, self.retries
         )?;
-        writeln!(f, "  payments    {} stored", self.payments_stored)?;
+        match &self.proxy {
+            None => writeln!(f, "  payments    {} stored", self.payments_stored)?,
+            Some(proxy) => write!(f, "{proxy}")?,
+        }
         writeln!(f, "  final       {}", join(&self.final_answers))?;
         writeln!(f, "  attempts    {}", join(&self.attempts_by_outcome))?;
         writeln!(

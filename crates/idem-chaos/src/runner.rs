@@ -1,27 +1,27 @@
-//! One chaos run from start to verdict: database, nodes, balancer, accounts, load and
-//! faults, drain, check, report, clean-up.
+//! One chaos run from start to verdict: the plan from the options, then the target's run —
+//! the payment service here, the proxy in [`crate::proxy`] — on a fresh database, dropped at
+//! the end unless `--keep`.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::balancer::{Balancer, BalancerConfig};
+use crate::balancer::BalancerConfig;
 use crate::checker::{self, History};
-use crate::client::{self, ClientConfig, ClientStats, Deadlines, Resend, Retrier};
-use crate::cluster::{self, Node, NodeSpec};
+use crate::client::{ClientConfig, ClientStats, OrderHistory, Resend, Retrier};
+use crate::cluster::NodeSpec;
 use crate::db::{Backend, RunDatabase};
-use crate::faults::{FaultRates, FaultStats, Ticker};
+use crate::faults::FaultRates;
+use crate::harness::{self, Cluster, Cutter};
 use crate::report::{self, Latency, Report};
-use crate::{ChaosArgs, Error};
+use crate::{ChaosArgs, Error, Target};
 
 /// Rates and periods `--all-faults` uses for kinds not set explicitly.
 const ALL_DROP_RATE: f64 = 0.05;
@@ -29,15 +29,39 @@ const ALL_DUPLICATE_RATE: f64 = 0.05;
 const ALL_DELAY_RATE: f64 = 0.02;
 const ALL_KILL_EVERY: Duration = Duration::from_secs(8);
 const ALL_CUT_EVERY: Duration = Duration::from_secs(5);
-/// How long a killed node stays dead before it is restarted.
-const RESTART_AFTER: Duration = Duration::from_millis(300);
-/// Tries to restart a killed node before the run gives up on it.
-const RESTART_TRIES: u32 = 10;
 /// Concurrent reads when the checker fetches stored payments through the API.
 const READ_BACK_CONCURRENCY: usize = 16;
 
-/// The nodes, each slot empty while its node is dead.
-type Nodes = Arc<Vec<Mutex<Option<Node>>>>;
+/// What the options ask for, checked: the same for every target.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// The `idem` binary nodes start from.
+    pub(crate) bin: PathBuf,
+    /// The seed of every schedule.
+    pub(crate) seed: u64,
+    /// Node count.
+    pub(crate) nodes: usize,
+    /// Per-request fault rates.
+    pub(crate) rates: FaultRates,
+    /// How often a node is killed, if ever.
+    pub(crate) kill_every: Option<Duration>,
+    /// How often the store's connections are cut, if ever.
+    pub(crate) cut_every: Option<Duration>,
+}
+
+impl Plan {
+    /// The balancer's configuration: the plan's rates, requests held past the client's
+    /// timeout.
+    pub(crate) fn balancer(&self, args: &ChaosArgs) -> BalancerConfig {
+        BalancerConfig {
+            seed: self.seed,
+            rates: self.rates,
+            delay: args
+                .delay
+                .unwrap_or(args.client_timeout + Duration::from_millis(500)),
+        }
+    }
+}
 
 /// Runs `idem chaos` and returns its report (the caller prints it and picks the exit code).
 /// Nodes start from `--idem-bin`, or else from `default_bin`: the `idem` binary passes its
@@ -56,15 +80,11 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
             "need at least 1 node, 1 client and 2 accounts".into(),
         ));
     }
-    if backend == Backend::Sqlite && nodes_n > 1 {
+    if backend == Backend::Sqlite && (nodes_n > 1 || args.target == Target::Proxy) {
         return Err(Error::Config(
-            "SQLite runs one node; use postgres:// or mysql:// for more".into(),
+            "SQLite runs one payment node; use postgres:// or mysql:// for more, or for --target proxy".into(),
         ));
     }
-    let bin = args
-        .idem_bin
-        .clone()
-        .unwrap_or_else(|| default_bin.to_path_buf());
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -89,11 +109,23 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         ));
     }
     let every = |explicit: Option<Duration>, all| explicit.or(args.all_faults.then_some(all));
-    let kill_every = every(args.kill_every, ALL_KILL_EVERY);
-    let cut_every = every(args.cut_db_every, ALL_CUT_EVERY).filter(|_| backend != Backend::Sqlite);
+    let plan = Plan {
+        bin: args
+            .idem_bin
+            .clone()
+            .unwrap_or_else(|| default_bin.to_path_buf()),
+        seed,
+        nodes: nodes_n,
+        rates,
+        kill_every: every(args.kill_every, ALL_KILL_EVERY),
+        cut_every: every(args.cut_db_every, ALL_CUT_EVERY).filter(|_| backend != Backend::Sqlite),
+    };
 
     let db = Arc::new(RunDatabase::create(&server).await?);
-    let result = run_on(&args, &db, bin, seed, nodes_n, rates, kill_every, cut_every).await;
+    let result = match args.target {
+        Target::Payments => run_payments(&args, &db, &plan).await,
+        Target::Proxy => crate::proxy::run(&args, &db, &plan).await,
+    };
     if !args.keep {
         // A failed clean-up must not hide the verdict; say it and go on.
         if let Err(e) = db.drop_database().await {
@@ -103,61 +135,26 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_on(
-    args: &ChaosArgs,
-    db: &Arc<RunDatabase>,
-    bin: std::path::PathBuf,
-    seed: u64,
-    nodes_n: usize,
-    rates: FaultRates,
-    kill_every: Option<Duration>,
-    cut_every: Option<Duration>,
-) -> Result<Report, Error> {
-    let extra_args = args.guard.node_args();
-    let spec = Arc::new(NodeSpec {
-        bin,
-        database_url: db.url().to_string(),
-        extra_args,
-    });
-    let stats = Arc::new(FaultStats::default());
-    let balancer = Arc::new(
-        Balancer::start(
-            nodes_n,
-            BalancerConfig {
-                seed,
-                rates,
-                delay: args
-                    .delay
-                    .unwrap_or(args.client_timeout + Duration::from_millis(500)),
-            },
-            stats.clone(),
-        )
-        .await?,
-    );
-    // The first node migrates the fresh database alone; the rest start together after it.
-    let first = cluster::start_node(&spec, 0).await?;
-    let mut started = vec![first];
-    let mut rest = JoinSet::new();
-    for i in 1..nodes_n {
-        let spec = spec.clone();
-        rest.spawn(async move { (i, cluster::start_node(&spec, i).await) });
-    }
-    let mut others = Vec::new();
-    while let Some(joined) = rest.join_next().await {
-        let (i, node) = joined.map_err(|e| Error::Node(format!("starting a node: {e}")))?;
-        others.push((i, node?));
-    }
-    others.sort_by_key(|(i, _)| *i);
-    started.extend(others.into_iter().map(|(_, n)| n));
-    for (i, node) in started.iter().enumerate() {
-        balancer.set_node(i, Some(node.addr()));
-    }
-    let nodes: Nodes = Arc::new(started.into_iter().map(|n| Mutex::new(Some(n))).collect());
+/// The HTTP client every run's clients share.
+pub(crate) fn http_client(args: &ChaosArgs) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients * 2)
+        .build()
+        .map_err(|e| Error::Setup(format!("building the HTTP client: {e}")))
+}
 
-    let client_stats = Arc::new(ClientStats::default());
-    let config = Arc::new(ClientConfig {
-        base_url: format!("http://{}", balancer.addr()),
+/// The client behaviour of `args` against the balancer at `base_url`, posting to `path`.
+pub(crate) fn client_config(
+    args: &ChaosArgs,
+    seed: u64,
+    base_url: String,
+    path: &str,
+) -> ClientConfig {
+    ClientConfig {
+        base_url,
+        path: path.to_owned(),
+        idempotency_keys: false,
+        authorization: None,
         timeout: args.client_timeout,
         backoff_base: Duration::from_millis(10),
         backoff_max: Duration::from_secs(1),
@@ -166,116 +163,75 @@ async fn run_on(
         replay_rate: args.replay_rate,
         conflict_rate: args.conflict_rate,
         seed,
-    });
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 2)
-        .build()
-        .map_err(|e| Error::Setup(format!("building the HTTP client: {e}")))?;
-    let retrier = Retrier::new(http.clone(), config.clone(), client_stats.clone());
-
-    let start = Instant::now();
-    let load = args
-        .duration
-        .or(args.orders.is_none().then_some(Duration::from_secs(30)));
-    // An orders-bound run with no duration ends when its orders are done; a day bounds it.
-    let soft = start + load.unwrap_or(Duration::from_secs(86_400));
-    let deadlines = Deadlines {
-        soft,
-        hard: soft + args.drain_timeout,
-        orders_max: args.orders.unwrap_or(u64::MAX),
-    };
-    let accounts = open_accounts(&retrier, args, seed, deadlines.hard).await?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut chaos_tasks = JoinSet::new();
-    if let Some(every) = kill_every {
-        chaos_tasks.spawn(killer(
-            Ticker::new(seed, "kill", every),
-            nodes.clone(),
-            spec.clone(),
-            balancer.clone(),
-            stats.clone(),
-            stop.clone(),
-        ));
     }
-    if let Some(every) = cut_every {
-        let (stop, stats) = (stop.clone(), stats.clone());
-        let mut ticker = Ticker::new(seed, "cut", every);
+}
+
+/// The store cutter of a run on `db`: every connection to the run's database killed.
+pub(crate) fn db_cutter(db: &Arc<RunDatabase>) -> Cutter {
+    let db = db.clone();
+    Arc::new(move || {
         let db = db.clone();
-        chaos_tasks.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let (gap, _) = ticker.next_event(1);
-                if !sleep_unless(&stop, gap).await {
-                    break;
-                }
-                stats.cut_db.injected();
-                if let Ok(n) = db.cut_connections().await {
-                    stats.cut_db.hit(n);
-                }
-            }
-            Ok(())
-        });
-    }
+        Box::pin(async move { db.cut_connections().await.unwrap_or(0) })
+    })
+}
 
-    let progress = progress_bar(args, deadlines);
-    let mut clients = JoinSet::new();
-    for i in 0..args.clients {
-        clients.spawn(client::run_client(i, retrier.clone(), deadlines));
-    }
-    // At the soft deadline the faults stop, so the last orders can settle.
-    let faults_off = {
-        let (stop, balancer) = (stop.clone(), balancer.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(soft).await;
-            stop.store(true, Ordering::Relaxed);
-            balancer.set_faults(false);
-        })
-    };
-    let mut history = History {
-        accounts,
-        orders: Vec::new(),
-    };
-    let mut latency = client::histogram();
-    let ticker = tick_progress(
-        progress.clone(),
-        client_stats.clone(),
-        stats.clone(),
-        start,
+/// The payment target: `idem serve` nodes, the payment checker.
+async fn run_payments(
+    args: &ChaosArgs,
+    db: &Arc<RunDatabase>,
+    plan: &Plan,
+) -> Result<Report, Error> {
+    let spec = NodeSpec::serve(plan.bin.clone(), db.url(), args.guard.node_args());
+    let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), Instant::now()).await?;
+    let client_stats = Arc::new(ClientStats::default());
+    let config = Arc::new(client_config(
         args,
-        deadlines,
+        plan.seed,
+        format!("http://{}", cluster.balancer.addr()),
+        "/v1/payments",
+    ));
+    let http = http_client(args)?;
+    let retrier = Retrier::new(http.clone(), config.clone(), client_stats.clone());
+    let deadlines = harness::deadlines(args);
+    let accounts = open_accounts(&retrier, args, plan.seed, deadlines.hard).await?;
+    cluster.start_faults(
+        plan.seed,
+        plan.kill_every,
+        plan.cut_every.map(|every| (every, db_cutter(db))),
     );
-    while let Some(done) = clients.join_next().await {
-        let done = done.map_err(|e| Error::Setup(format!("a client failed: {e}")))?;
-        let _ = latency.add(&done.latency_us);
-        history.orders.extend(done.orders);
-    }
-    let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    balancer.set_faults(false);
-    faults_off.abort();
-    ticker.abort();
-    progress.finish_and_clear();
-    while let Some(joined) = chaos_tasks.join_next().await {
-        joined.map_err(|e| Error::Node(format!("the fault injector failed: {e}")))??;
-    }
+    let (orders, latency, elapsed) = cluster
+        .load(args, &retrier, &client_stats, deadlines)
+        .await?;
+    let history = History { accounts, orders };
 
     let mut observed = db.read().await?;
     observed.served = read_back(&http, &config.base_url, &history).await;
     let violations = checker::check(&history, &observed);
+    cluster.shutdown().await;
 
-    let mut guard = Vec::new();
-    for slot in nodes.iter() {
-        if let Some(node) = slot.lock().await.take() {
-            guard.push(node);
-        }
-    }
-    for node in guard {
-        node.kill().await;
-    }
+    let mut report = base_report(args, db, plan, &cluster, &history.orders, &client_stats);
+    report.elapsed_s = elapsed.as_secs_f64();
+    report.orders_per_s = report.orders as f64 / elapsed.as_secs_f64().max(1e-9);
+    report.latency = Latency::of(&latency);
+    report.payments_stored = observed.payments.len() as u64;
+    report.violations_total = violations.len();
+    report.violations = report::group(&violations);
+    Ok(report)
+}
 
+/// The report's parts every target fills alike: the run's shape, the clients' answers and
+/// re-sends, the faults; the rest (timings, stored rows, violations) left for the target.
+pub(crate) fn base_report(
+    args: &ChaosArgs,
+    db: &RunDatabase,
+    plan: &Plan,
+    cluster: &Cluster,
+    orders: &[OrderHistory],
+    client_stats: &ClientStats,
+) -> Report {
     let mut final_answers = BTreeMap::new();
     let (mut same, mut other) = (0, 0);
-    for h in &history.orders {
+    for h in orders {
         let key = h
             .first
             .answer
@@ -289,34 +245,34 @@ async fn run_on(
             }
         }
     }
-    let orders = history.orders.len() as u64;
-    let attempts_by_outcome = client_stats
-        .answers
-        .lock()
-        .map(|a| a.clone())
-        .unwrap_or_default();
-    Ok(Report {
+    Report {
+        target: args.target,
         backend: db.backend(),
         database: db.name().to_string(),
-        nodes: nodes.len(),
+        nodes: cluster.len(),
         clients: args.clients,
         accounts: args.accounts,
-        seed,
+        seed: plan.seed,
         idempotency_disabled: args.guard.idempotency_disabled(),
-        elapsed_s: elapsed.as_secs_f64(),
-        orders,
+        elapsed_s: 0.0,
+        orders: orders.len() as u64,
         resends_same: same,
         resends_other_amount: other,
         retries: client_stats.retries.load(Ordering::Relaxed),
-        orders_per_s: orders as f64 / elapsed.as_secs_f64().max(1e-9),
+        orders_per_s: 0.0,
         final_answers,
-        attempts_by_outcome,
-        faults: stats.snapshot(),
-        latency: Latency::of(&latency),
-        payments_stored: observed.payments.len() as u64,
-        violations_total: violations.len(),
-        violations: report::group(&violations),
-    })
+        attempts_by_outcome: client_stats
+            .answers
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default(),
+        faults: cluster.stats.snapshot(),
+        latency: Latency::default(),
+        payments_stored: 0,
+        violations_total: 0,
+        violations: Vec::new(),
+        proxy: None,
+    }
 }
 
 /// Opens `acct-0` … through the balancer, faults and all, retrying like any order.
@@ -332,7 +288,7 @@ async fn open_accounts(
         let id = format!("acct-{i}");
         let body = serde_json::json!({ "account_id": id, "balance": args.balance }).to_string();
         let sent = retrier
-            .send("/v1/accounts", &body.into(), &id, &mut rng, hard)
+            .send("/v1/accounts", &body.into(), (&id, None), &mut rng, hard)
             .await;
         match sent.answer {
             Some(a) if a.status == 201 => accounts.push((id, args.balance)),
@@ -346,124 +302,12 @@ async fn open_accounts(
     Ok(accounts)
 }
 
-/// Kills a node now and then with SIGKILL and restarts it, one node down at a time.
-async fn killer(
-    mut ticker: Ticker,
-    nodes: Nodes,
-    spec: Arc<NodeSpec>,
-    balancer: Arc<Balancer>,
-    stats: Arc<FaultStats>,
-    stop: Arc<AtomicBool>,
-) -> Result<(), Error> {
-    while !stop.load(Ordering::Relaxed) {
-        let (gap, i) = ticker.next_event(nodes.len());
-        if !sleep_unless(&stop, gap).await {
-            break;
-        }
-        let Some(node) = nodes[i].lock().await.take() else {
-            continue;
-        };
-        // Read before the kill: these requests die with the node.
-        let in_flight = balancer.in_flight(i);
-        node.kill().await;
-        balancer.set_node(i, None);
-        stats.kill.injected();
-        stats.kill.hit(in_flight);
-        tokio::time::sleep(RESTART_AFTER).await;
-        let node = restart(&spec, i).await?;
-        balancer.set_node(i, Some(node.addr()));
-        *nodes[i].lock().await = Some(node);
-    }
-    Ok(())
-}
-
-/// Starts node `i` again; a database cut may kill its start-up (its migration check), so a
-/// few tries are allowed before the run gives up.
-async fn restart(spec: &NodeSpec, i: usize) -> Result<Node, Error> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match cluster::start_node(spec, i).await {
-            Ok(node) => return Ok(node),
-            Err(e) if tries >= RESTART_TRIES => return Err(e),
-            Err(_) => tokio::time::sleep(RESTART_AFTER).await,
-        }
-    }
-}
-
-/// Sleeps `gap` in short steps; false when `stop` was raised meanwhile.
-async fn sleep_unless(stop: &AtomicBool, gap: Duration) -> bool {
-    let until = Instant::now() + gap;
-    while Instant::now() < until {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let step = (until - Instant::now()).min(Duration::from_millis(100));
-        tokio::time::sleep(step).await;
-    }
-    !stop.load(Ordering::Relaxed)
-}
-
-fn progress_bar(args: &ChaosArgs, deadlines: Deadlines) -> ProgressBar {
-    let len = match args.orders {
-        Some(n) if args.duration.is_none() => n,
-        _ => (deadlines.soft - Instant::now()).as_secs().max(1),
-    };
-    let bar = ProgressBar::new(len);
-    let unit = if args.orders.is_some() && args.duration.is_none() {
-        "orders"
-    } else {
-        "s"
-    };
-    if let Ok(style) = ProgressStyle::with_template(&format!(
-        "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{msg}}"
-    )) {
-        bar.set_style(style);
-    }
-    bar
-}
-
-fn tick_progress(
-    bar: ProgressBar,
-    clients: Arc<ClientStats>,
-    faults: Arc<FaultStats>,
-    start: Instant,
-    args: &ChaosArgs,
-    deadlines: Deadlines,
-) -> tokio::task::JoinHandle<()> {
-    let by_orders = args.orders.is_some() && args.duration.is_none();
-    tokio::spawn(async move {
-        loop {
-            let done = clients.orders_done.load(Ordering::Relaxed);
-            let f = faults.snapshot();
-            bar.set_position(if by_orders {
-                done
-            } else {
-                start
-                    .elapsed()
-                    .as_secs()
-                    .min((deadlines.soft - start).as_secs())
-            });
-            bar.set_message(format!(
-                "orders {done}, retries {}, faults hit: drop {} dup {} delay {} kill {} cut {}",
-                clients.retries.load(Ordering::Relaxed),
-                f.drop_response.hit,
-                f.duplicate.hit,
-                f.delay.hit,
-                f.kill.injected,
-                f.cut_db.hit,
-            ));
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-}
-
 /// `GET /v1/payments/{order_id}` for every order a client saw paid, faults off.
 async fn read_back(
     http: &reqwest::Client,
     base_url: &str,
     history: &History,
-) -> std::collections::HashMap<String, (u16, String)> {
+) -> HashMap<String, (u16, String)> {
     let ids: Vec<String> = history
         .orders
         .iter()
@@ -509,7 +353,7 @@ async fn read_back(
             out
         });
     }
-    let mut served = std::collections::HashMap::new();
+    let mut served = HashMap::new();
     while let Some(Ok(part)) = workers.join_next().await {
         served.extend(part);
     }

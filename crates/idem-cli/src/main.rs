@@ -43,7 +43,8 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
-    /// Run the payment service under injected faults and check no order is paid twice.
+    /// Run the payment service (or `idem proxy`, `--target proxy`) under injected faults and
+    /// check no order is paid twice (no key runs twice but for the proxy's limit).
     Chaos(idem_chaos::ChaosArgs),
     /// Load-test the payment API: fresh payments, replays and conflicts; against bare SQL.
     Bench(idem_bench::BenchArgs),

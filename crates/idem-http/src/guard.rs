@@ -2,7 +2,14 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use idem::{FencingToken, Hold, Key, Scope, Store, StoreError, StoredResponse};
+
+/// Tries of a `complete` that fails transiently, and the first pause between two (doubled
+/// each time: 25 + 50 + 100 ms, well within any lease).
+const COMPLETE_TRIES: u32 = 4;
+const COMPLETE_PAUSE_FIRST: Duration = Duration::from_millis(25);
 
 /// A record this request holds. If the request ends any way other than [`Held::complete`]
 /// or [`Held::release`] — the handler failed or panicked, or the client disconnected and
@@ -27,13 +34,27 @@ impl Held {
         }
     }
 
-    /// Stores the response. On failure the record is released: a failed `complete` must not
+    /// Stores the response, trying again after a transient failure (a cut connection that
+    /// the pool replaces at once): the operation has run, and a released key lets a retry run
+    /// it again. On a lasting failure the record is released: a failed `complete` must not
     /// leave the key held with nothing to replay.
     pub(crate) async fn complete(mut self, response: &StoredResponse) -> Result<(), StoreError> {
-        let result = self
-            .store
-            .complete(Hold::new(&self.scope, &self.key, self.token), response)
-            .await;
+        let mut pause = COMPLETE_PAUSE_FIRST;
+        let mut tries = 1;
+        let result = loop {
+            let result = self
+                .store
+                .complete(Hold::new(&self.scope, &self.key, self.token), response)
+                .await;
+            match &result {
+                Err(e) if e.is_transient() && tries < COMPLETE_TRIES => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                _ => break result,
+            }
+        };
         match &result {
             Ok(()) => self.armed = false,
             // Someone else holds the record now (our lease ended): it is theirs to finish.
@@ -78,5 +99,95 @@ impl Drop for Held {
         );
         tracing::debug!(key = %key, "request abandoned; releasing its idempotency key");
         runtime.spawn(async move { release(&*store, &scope, &key, token).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use idem::{Claim, Fingerprint, MemoryStore, Outcome, Record, RecordState};
+
+    use super::*;
+
+    /// A memory store whose first `failures` completes fail as a cut connection does.
+    struct CutOnComplete {
+        inner: MemoryStore,
+        failures: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for CutOnComplete {
+        async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+            self.inner.begin(claim).await
+        }
+        async fn complete(
+            &self,
+            hold: Hold<'_>,
+            response: &StoredResponse,
+        ) -> Result<(), StoreError> {
+            let cut = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if cut.is_ok() {
+                return Err(StoreError::Unavailable("connection reset".into()));
+            }
+            self.inner.complete(hold, response).await
+        }
+        async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+            self.inner.release(hold).await
+        }
+        async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+            self.inner.get(scope, key).await
+        }
+        async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+            self.inner.purge_expired(limit).await
+        }
+    }
+
+    /// The record's state after a holder completes through `failures` cut completes.
+    async fn state_after(failures: u32) -> Option<RecordState> {
+        let store = Arc::new(CutOnComplete {
+            inner: MemoryStore::new(),
+            failures: AtomicU32::new(failures),
+        });
+        let scope = Scope::for_operation(None, "POST /transfers");
+        let key = Key::new("k1").expect("a valid key");
+        let fingerprint = Fingerprint::of_bytes("POST", "/transfers", b"{}");
+        let claim = Claim::new(
+            &scope,
+            &key,
+            &fingerprint,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        let Ok(Outcome::Acquired { token, .. }) = store.begin(claim).await else {
+            panic!("a fresh key is acquired");
+        };
+        let held = Held::new(store.clone(), scope.clone(), key.clone(), token);
+        let response = StoredResponse::new(201, bytes::Bytes::from_static(b"done"));
+        let _ = held.complete(&response).await;
+        // A release is spawned when the holder gives up: let it run.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store
+            .get(&scope, &key)
+            .await
+            .expect("the store answers")
+            .map(|r| r.state)
+    }
+
+    #[tokio::test]
+    async fn a_complete_cut_once_is_tried_again_and_the_answer_kept() {
+        let state = state_after(1).await;
+        assert!(
+            matches!(state, Some(RecordState::Completed { .. })),
+            "{state:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_complete_that_keeps_failing_releases_the_key() {
+        let state = state_after(COMPLETE_TRIES).await;
+        assert!(state.is_none(), "{state:?}");
     }
 }
