@@ -39,6 +39,17 @@ pub struct AccountRow {
     pub opening_balance: i64,
 }
 
+impl From<(String, i64, i64)> for AccountRow {
+    /// A row read as `account_id, balance, opening_balance`.
+    fn from((account_id, balance, opening_balance): (String, i64, i64)) -> Self {
+        Self {
+            account_id,
+            balance,
+            opening_balance,
+        }
+    }
+}
+
 /// What the run's database and API hold at the end.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {

@@ -210,14 +210,7 @@ impl RunDatabase {
             Admin::Sqlite => read_all!(SqlitePoolOptions),
         };
         Ok(Observed {
-            accounts: accounts
-                .into_iter()
-                .map(|(account_id, balance, opening_balance)| AccountRow {
-                    account_id,
-                    balance,
-                    opening_balance,
-                })
-                .collect(),
+            accounts: accounts.into_iter().map(AccountRow::from).collect(),
             payments: payments
                 .into_iter()
                 .map(|(payment_id, order_id, payer, payee, amount)| PaymentRow {

@@ -2,24 +2,15 @@
 //! secret, and once revoked is refused by every node within 1 s. One body per case,
 //! expanded per backend by `backend_tests!`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use idem_pay::keys::{ApiKeys, Revocation, CACHE_AGE_MAX, SECRET_LEN, SECRET_PREFIX};
 use idem_pay::{Db, Error, Tenant};
-use idem_test_support::TestDatabase;
 
 /// DESIGN §5a: "every node refuses it within 1 s".
 const REVOCATION_BOUND: Duration = Duration::from_secs(1);
-
-/// A fresh database for one test on `backend`, or `None` (skipped) without its server.
-async fn fresh(backend: &str) -> Option<TestDatabase> {
-    let var = match backend {
-        "sqlite" => "sqlite",
-        "postgres" => "IDEM_TEST_POSTGRES",
-        _ => "IDEM_TEST_MYSQL",
-    };
-    TestDatabase::create(var, "idem_pay_keys").await
-}
 
 /// One node's keys on `url`.
 async fn node(url: &str) -> ApiKeys {
@@ -191,32 +182,9 @@ async fn hot_keys_cost_no_round_trip(url: &str) {
     );
 }
 
-macro_rules! backend_tests {
-    ($($backend:ident),+) => {
-        $(
-            mod $backend {
-                backend_tests!(@cases $backend;
-                    created_keys_name_their_tenant,
-                    revoked_keys_are_refused_by_every_node_within_a_second,
-                    concurrent_revokes_revoke_once,
-                    hot_keys_cost_no_round_trip,
-                );
-            }
-        )+
-    };
-    // Each case on its own fresh database, dropped after.
-    (@cases $backend:ident; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(db) = super::fresh(stringify!($backend)).await else {
-                    return;
-                };
-                super::$case(db.url()).await;
-                db.drop_database().await;
-            }
-        )+
-    };
-}
-
-backend_tests!(sqlite, postgres, mysql);
+common::backend_tests!(sqlite, postgres, mysql => {
+    created_keys_name_their_tenant: 2,
+    revoked_keys_are_refused_by_every_node_within_a_second: 2,
+    concurrent_revokes_revoke_once: 2,
+    hot_keys_cost_no_round_trip: 2,
+});

@@ -3,6 +3,8 @@
 //! (replays without SQL; an entry for other parameters is never used). One body per case, expanded per
 //! backend by `backend_tests!`.
 
+mod common;
+
 use std::sync::Arc;
 
 use idem::{Key, Scope, StoredResponse};
@@ -10,18 +12,7 @@ use idem_pay::metrics::Metrics;
 use idem_pay::validate::{NewAccount, NewPayment};
 use idem_pay::{Db, Service, Tenant};
 use idem_redis::{RedisOptions, ReplayCache};
-use idem_test_support::{backend_url, unique_name, TestDatabase};
-
-/// A fresh database for one test on `backend` (a temp SQLite file, or a PostgreSQL/MySQL
-/// database), or `None` (skipped) without its server. The test drops it at its end.
-async fn fresh(backend: &str) -> Option<TestDatabase> {
-    let var = match backend {
-        "sqlite" => "sqlite",
-        "postgres" => "IDEM_TEST_POSTGRES",
-        _ => "IDEM_TEST_MYSQL",
-    };
-    TestDatabase::create(var, "idem_pay_lib").await
-}
+use idem_test_support::{backend_url, unique_name};
 
 async fn service(url: &str) -> Service {
     let db = Db::connect(url, 8).await.expect("connect and migrate");
@@ -253,35 +244,12 @@ fn tenant(name: &str) -> Tenant {
     Tenant::new(name).expect("a valid tenant")
 }
 
-macro_rules! backend_tests {
-    ($($backend:ident),+) => {
-        $(
-            mod $backend {
-                backend_tests!(@cases $backend;
-                    opposite_transfers_never_deadlock: 4,
-                    concurrent_duplicates_execute_once: 4,
-                    replay_memory_serves_only_equal_requests: 2,
-                    tenants_keep_their_ids_apart: 2,
-                );
-            }
-        )+
-    };
-    // Each case on its own fresh database, dropped after; `$workers` is the runtime's size.
-    (@cases $backend:ident; $($case:ident: $workers:tt),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
-            async fn $case() {
-                let Some(db) = super::fresh(stringify!($backend)).await else {
-                    return;
-                };
-                super::$case(db.url()).await;
-                db.drop_database().await;
-            }
-        )+
-    };
-}
-
-backend_tests!(sqlite, postgres, mysql);
+common::backend_tests!(sqlite, postgres, mysql => {
+    opposite_transfers_never_deadlock: 4,
+    concurrent_duplicates_execute_once: 4,
+    replay_memory_serves_only_equal_requests: 2,
+    tenants_keep_their_ids_apart: 2,
+});
 
 /// Replays come from Redis without SQL (the pool is closed), and an entry stored for other
 /// parameters is never used: SQL decides.
@@ -290,7 +258,7 @@ async fn redis_serves_replays_without_sql_and_only_for_equal_parameters() {
     let Some(redis_url) = backend_url("IDEM_TEST_REDIS") else {
         return;
     };
-    let fresh = fresh("sqlite").await.expect("sqlite");
+    let fresh = common::fresh("sqlite").await.expect("sqlite");
     let db = Db::connect(fresh.url(), 4).await.expect("db");
     let metrics = Arc::new(Metrics::default());
     let prefix = unique_name("idem_pay_cache");

@@ -248,14 +248,7 @@ impl Upstream {
             (accounts, executions)
         });
         Ok(UpstreamState {
-            accounts: accounts
-                .into_iter()
-                .map(|(account_id, balance, opening_balance)| AccountRow {
-                    account_id,
-                    balance,
-                    opening_balance,
-                })
-                .collect(),
+            accounts: accounts.into_iter().map(AccountRow::from).collect(),
             executions: executions
                 .into_iter()
                 .map(

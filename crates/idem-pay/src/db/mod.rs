@@ -113,15 +113,20 @@ pub(crate) struct Dialect {
     pub(crate) data_modifying_cte: bool,
 }
 
+impl Dialect {
+    /// `text`, written with `?` placeholders, in this dialect's.
+    pub(crate) fn statement(&self, text: String) -> String {
+        if self.numbered_params {
+            numbered(&text)
+        } else {
+            text
+        }
+    }
+}
+
 impl Sql {
     fn new(d: &Dialect) -> Self {
-        let q = |text: String| {
-            if d.numbered_params {
-                numbered(&text)
-            } else {
-                text
-            }
-        };
+        let q = |text: String| d.statement(text);
         let (lock, int, text) = (d.for_update, d.int_type, d.text_type);
         let payment_cols = format!(
             "CAST(payment_id AS {text}), CAST(payer AS {text}), CAST(payee AS {text}), amount, refunded, CAST(created_at AS {text})"
@@ -181,7 +186,7 @@ impl Sql {
 }
 
 /// Rewrites `?` placeholders as `$1, $2, …` (no statement here has a `?` in a literal).
-pub(crate) fn numbered(text: &str) -> String {
+fn numbered(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     let mut n = 0;
     for c in text.chars() {

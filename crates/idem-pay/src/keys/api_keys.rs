@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::cache::{TenantCache, CACHE_AGE_MAX, CACHE_ENTRIES_MAX};
 use super::secret;
-use crate::db::{numbered, on_engine, Arg, Business, Db, Dialect};
+use crate::db::{on_engine, Arg, Business, Db, Dialect};
 use crate::model::now_rfc3339;
 use crate::{Error, Result, Tenant};
 
@@ -68,13 +68,7 @@ struct KeySql {
 
 impl KeySql {
     fn new(d: &Dialect) -> Self {
-        let q = |text: String| {
-            if d.numbered_params {
-                numbered(&text)
-            } else {
-                text
-            }
-        };
+        let q = |text: String| d.statement(text);
         let text = d.text_type;
         Self {
             insert: q("INSERT INTO pay_api_keys (key_id, tenant, key_hash, created_at) VALUES (?, ?, ?, ?)".into()),
