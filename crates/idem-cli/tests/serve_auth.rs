@@ -58,13 +58,7 @@ fn create_key(database: &str, tenant: &str) -> (String, String) {
 
 /// `idem serve` on `database`, reachable from the network (so api-keys by default).
 fn serve(database: &str, extra: &[&str]) -> Node {
-    let mut command = idem();
-    command
-        .arg("serve")
-        .args(["--database", database, "--listen", "0.0.0.0:0"])
-        .args(extra)
-        .env("RUST_LOG", "info,sqlx=warn");
-    Node::spawn(command)
+    Node::start_on(database, "0.0.0.0:0", extra, None)
 }
 
 /// A client of one tenant (or of none), sending each request to the next node.
@@ -136,9 +130,27 @@ async fn assert_refused(caller: &Caller, post: Option<&Value>, path: &str) {
     assert_eq!(body["code"], "unauthorized", "{body}");
 }
 
-/// `body` with `id` replaced: what is left must not tell another tenant's id from none.
-fn unnamed(body: &Value, id: &str) -> String {
-    body.to_string().replace(id, "ID")
+/// A payment request body.
+fn order(order_id: &str, payer: &str, payee: &str, amount: i64) -> Value {
+    json!({"order_id": order_id, "payer": payer, "payee": payee, "amount": amount})
+}
+
+/// Asserts that `caller` gets for `[theirs, none]` — an id of another tenant, and one that
+/// exists nowhere — the same 404 with the same body but for the id. `request` gives the
+/// body (if any) and the path that name an id.
+async fn assert_looks_missing(
+    caller: &Caller,
+    [theirs, none]: [&str; 2],
+    request: impl Fn(&str) -> (Option<Value>, String),
+) {
+    let mut answers = Vec::new();
+    for id in [theirs, none] {
+        let (body, path) = request(id);
+        let (status, _, answer) = caller.send(body.as_ref(), &path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {answer}");
+        answers.push(answer.to_string().replace(id, "ID"));
+    }
+    assert_eq!(answers[0], answers[1], "{theirs} looks like {none}");
 }
 
 #[tokio::test]
@@ -212,11 +224,11 @@ async fn tenants_stay_apart(cluster: &Cluster) {
     let (_, globex_key) = create_key(database, "globex");
 
     // No key, a malformed one, an unknown one, another scheme: 401, nothing read.
-    let order = json!({"order_id": "order-1", "payer": "alice", "payee": "bob", "amount": 30});
+    let paid = order("order-1", "alice", "bob", 30);
     let unknown = format!("idem_sk_{}", "0".repeat(64));
     for key in [None, Some("nope"), Some(unknown.as_str()), Some("idem_sk_")] {
         let stranger = Caller::new(&bases, key);
-        assert_refused(&stranger, Some(&order), "/v1/payments").await;
+        assert_refused(&stranger, Some(&paid), "/v1/payments").await;
         assert_refused(&stranger, None, "/v1/accounts/alice").await;
         let open = json!({"account_id": "mallory", "balance": 1});
         assert_refused(&stranger, Some(&open), "/v1/accounts").await;
@@ -251,18 +263,15 @@ async fn tenants_stay_apart(cluster: &Cluster) {
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
     }
-    let (status, acme_paid) = acme.post("/v1/payments", order.clone()).await;
+    let (status, acme_paid) = acme.post("/v1/payments", paid.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{acme_paid}");
-    let (status, globex_paid) = globex.post("/v1/payments", order.clone()).await;
+    let (status, globex_paid) = globex.post("/v1/payments", paid.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{globex_paid}");
     assert_ne!(acme_paid["payment_id"], globex_paid["payment_id"]);
-    let (_, again) = acme.post("/v1/payments", order.clone()).await;
+    let (_, again) = acme.post("/v1/payments", paid.clone()).await;
     assert_eq!(again, acme_paid, "a replay within the tenant");
     let (status, conflict) = acme
-        .post(
-            "/v1/payments",
-            json!({"order_id": "order-1", "payer": "alice", "payee": "bob", "amount": 31}),
-        )
+        .post("/v1/payments", order("order-1", "alice", "bob", 31))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(conflict["code"], "order_id_conflict");
@@ -292,49 +301,23 @@ async fn tenants_stay_apart(cluster: &Cluster) {
         .post("/v1/accounts", json!({"account_id": "carol", "balance": 5}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, theirs) = acme.get("/v1/accounts/carol").await;
-    let (_, nobodys) = acme.get("/v1/accounts/nobody").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(unnamed(&theirs, "carol"), unnamed(&nobodys, "nobody"));
-    let (status, theirs) = acme
-        .post(
-            "/v1/payments",
-            json!({"order_id": "a-2", "payer": "alice", "payee": "carol", "amount": 1}),
+    let account = |id: &str| (None, format!("/v1/accounts/{id}"));
+    assert_looks_missing(&acme, ["carol", "nobody"], account).await;
+    let pay_to = |id: &str| {
+        (
+            Some(order("a-2", "alice", id, 1)),
+            "/v1/payments".to_owned(),
         )
-        .await;
-    let (_, nobodys) = acme
-        .post(
-            "/v1/payments",
-            json!({"order_id": "a-2", "payer": "alice", "payee": "nobody", "amount": 1}),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "no paying into another tenant"
-    );
-    assert_eq!(unnamed(&theirs, "carol"), unnamed(&nobodys, "nobody"));
+    };
+    assert_looks_missing(&acme, ["carol", "nobody"], pay_to).await;
     let (status, _) = globex
-        .post(
-            "/v1/payments",
-            json!({"order_id": "g-1", "payer": "carol", "payee": "alice", "amount": 1}),
-        )
+        .post("/v1/payments", order("g-1", "carol", "alice", 1))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, theirs) = acme.get("/v1/payments/g-1").await;
-    let (_, nobodys) = acme.get("/v1/payments/none-such").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(unnamed(&theirs, "g-1"), unnamed(&nobodys, "none-such"));
-    let (status, theirs) = acme.post("/v1/payments/g-1/refunds", refund.clone()).await;
-    let (_, nobodys) = acme
-        .post("/v1/payments/none-such/refunds", refund.clone())
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "no refunding another tenant's payment"
-    );
-    assert_eq!(unnamed(&theirs, "g-1"), unnamed(&nobodys, "none-such"));
+    let payment = |id: &str| (None, format!("/v1/payments/{id}"));
+    assert_looks_missing(&acme, ["g-1", "none-such"], payment).await;
+    let refund_of = |id: &str| (Some(refund.clone()), format!("/v1/payments/{id}/refunds"));
+    assert_looks_missing(&acme, ["g-1", "none-such"], refund_of).await;
 
     // A revoked key stops working on every node within a second; the other tenant's works.
     assert!(keys(database, &["revoke", &acme_id]).contains(&acme_id));
@@ -353,7 +336,7 @@ async fn tenants_stay_apart(cluster: &Cluster) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert_refused(&acme, Some(&order), "/v1/payments").await;
+    assert_refused(&acme, Some(&paid), "/v1/payments").await;
     let (status, alice) = globex.get("/v1/accounts/alice").await;
     assert_eq!((status, &alice["balance"]), (StatusCode::OK, &json!(76)));
     let report = cluster.db().await.ledger_check().await.expect("ledger");

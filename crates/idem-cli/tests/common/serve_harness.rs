@@ -46,10 +46,15 @@ impl Node {
     /// Starts `idem serve --database URL --listen 127.0.0.1:0 EXTRA…` and waits for its
     /// `listening on ADDR` line.
     pub fn start(database: &str, extra: &[&str], cwd: Option<&PathBuf>) -> Node {
+        Self::start_on(database, "127.0.0.1:0", extra, cwd)
+    }
+
+    /// [`Node::start`] listening on `listen`.
+    pub fn start_on(database: &str, listen: &str, extra: &[&str], cwd: Option<&PathBuf>) -> Node {
         let mut command = idem();
         command
             .arg("serve")
-            .args(["--database", database, "--listen", "127.0.0.1:0"])
+            .args(["--database", database, "--listen", listen])
             .args(extra)
             .env("RUST_LOG", "info,sqlx=warn");
         if let Some(dir) = cwd {
