@@ -43,28 +43,36 @@ fn pay(order: &str, payer: &str, payee: &str, amount: i64) -> NewPayment {
     }
 }
 
+/// Pays every order at once, each in its own task, in the default tenant; the answers, in
+/// order, every one a success.
+async fn pay_at_once(
+    service: &Service,
+    orders: impl Iterator<Item = NewPayment>,
+) -> Vec<idem_pay::Answer> {
+    let tasks: Vec<_> = orders
+        .map(|order| {
+            let service = service.clone();
+            tokio::spawn(async move { service.pay(&Tenant::default(), &order).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task").expect("paid"));
+    }
+    answers
+}
+
 /// 200 transfers a→b and b→a at once: all succeed; with row locks taken in account-id
 /// order there is no deadlock to retry on PostgreSQL.
 async fn opposite_transfers_never_deadlock(url: &str) {
     let service = service(url).await;
     open(&service, "a", 1_000_000).await;
     open(&service, "b", 1_000_000).await;
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
-                service
-                    .pay(
-                        &Tenant::default(),
-                        &pay(&format!("x-{i}"), from, to, 1 + i % 7),
-                    )
-                    .await
-            })
-        })
-        .collect();
-    for task in tasks {
-        let answer = task.await.expect("task").expect("every transfer succeeds");
+    let orders = (0..200).map(|i| {
+        let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
+        pay(&format!("x-{i}"), from, to, 1 + i % 7)
+    });
+    for answer in pay_at_once(&service, orders).await {
         assert!(answer.status == 201 && !answer.replayed);
     }
     let report = service.db().ledger_check().await.expect("check");
@@ -83,20 +91,7 @@ async fn concurrent_duplicates_execute_once(url: &str) {
     let service = service(url).await;
     open(&service, "a", 100).await;
     open(&service, "b", 0).await;
-    let tasks: Vec<_> = (0..30)
-        .map(|_| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                service
-                    .pay(&Tenant::default(), &pay("dup", "a", "b", 60))
-                    .await
-            })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.expect("task").expect("201"));
-    }
+    let answers = pay_at_once(&service, (0..30).map(|_| pay("dup", "a", "b", 60))).await;
     assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
     assert!(answers.iter().all(|a| a.body == answers[0].body));
     let b = service.account(&Tenant::default(), "b").await.expect("b");
