@@ -81,6 +81,7 @@ mod harness;
 pub mod proxy;
 pub mod report;
 mod runner;
+pub mod skew;
 
 pub use harness::Kill;
 pub use report::Report;
@@ -207,7 +208,17 @@ pub struct ChaosArgs {
     /// has no server to cut).
     #[arg(long, env = "IDEM_CHAOS_CUT_DB_EVERY", value_parser = parse_duration)]
     pub cut_db_every: Option<Duration>,
-    /// Turn every fault kind on at sensible rates (explicit flags still win).
+    /// Run this many nodes (the first ones) with their wall clock skewed and drifting
+    /// through libfaketime: -3 h ×1.001, +5 h ×0.999, -26 h ×1.002, +49 h ×0.998, repeating
+    /// [default: 1 under --all-faults with 2 or more nodes, when libfaketime is installed;
+    /// else 0].
+    #[arg(long, env = "IDEM_CHAOS_SKEW_NODES")]
+    pub skew_nodes: Option<usize>,
+    /// libfaketime's shared object [default: searched where Debian and others put it].
+    #[arg(long, env = "IDEM_CHAOS_LIBFAKETIME")]
+    pub libfaketime: Option<PathBuf>,
+    /// Turn every fault kind on at sensible rates (explicit flags still win); clock skew
+    /// only when libfaketime is installed.
     #[arg(long, env = "IDEM_CHAOS_ALL_FAULTS")]
     pub all_faults: bool,
     /// Share of paid orders re-sent later unchanged (expect the first answer replayed).
