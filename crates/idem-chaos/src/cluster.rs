@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::skew::SkewPlan;
 use crate::Error;
 
 /// How long a node may take to say where it listens and to answer `/healthz`.
@@ -20,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const LOG_LINES_KEPT: usize = 40;
 
 /// How to start a node: the `idem` binary and its arguments, to which `--listen 127.0.0.1:0`
-/// is added.
+/// is added, and which nodes run with their clock skewed.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
     /// The `idem` binary.
@@ -28,6 +29,8 @@ pub struct NodeSpec {
     /// The command and its options, such as `serve --database URL` or
     /// `proxy --upstream URL --database URL`.
     pub args: Vec<String>,
+    /// The nodes whose wall clock is skewed, by slot: a restarted node keeps its skew.
+    pub skew: SkewPlan,
 }
 
 impl NodeSpec {
@@ -40,7 +43,11 @@ impl NodeSpec {
             database_url.to_owned(),
         ];
         args.extend(extra_args);
-        Self { bin, args }
+        Self {
+            bin,
+            args,
+            skew: SkewPlan::default(),
+        }
     }
 }
 
@@ -64,7 +71,9 @@ impl Node {
     }
 }
 
-/// Starts one node and waits until it answers `/healthz`.
+/// Starts node `index` and waits until it answers `/healthz`. A skewed node gets
+/// libfaketime through its own environment (`LD_PRELOAD`, `FAKETIME`), not a wrapper
+/// process, so that a kill hits the node itself.
 ///
 /// # Errors
 /// [`Error::Node`] when the process cannot start, exits, or stays silent too long.
@@ -73,6 +82,7 @@ pub async fn start_node(spec: &NodeSpec, index: usize) -> Result<Node, Error> {
         .args(&spec.args)
         .arg("--listen")
         .arg("127.0.0.1:0")
+        .envs(spec.skew.env(index))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,8 +9,12 @@
 //!    dropped after the node did the work (`--drop-response-rate`), one request sent to two
 //!    nodes at once (`--duplicate-rate`), requests or answers held past the client's
 //!    timeout (`--delay-rate`), nodes killed with SIGKILL and restarted (`--kill-every`),
-//!    and database connections cut from the server side (`--cut-db-every`);
-//!    `--all-faults` turns every kind on at sensible rates;
+//!    and database connections cut from the server side (`--cut-db-every`); and it may
+//!    start the first `--skew-nodes` nodes with their wall clock hours off and drifting,
+//!    through libfaketime preloaded into each such node ([`skew`]): idem decides with the
+//!    store's clock, so skew must change nothing. `--all-faults` turns every kind on at
+//!    sensible rates, skew on one node when there are two or more and libfaketime is
+//!    installed (else it says it could not inject skew and goes on);
 //! 3. runs `--clients` careful clients that open `--accounts` accounts and pay random
 //!    orders between them, retrying on timeouts, connection errors, 5xx and 409 with
 //!    exponential backoff and jitter, the same `order_id` and bytes each time, until a
@@ -20,7 +24,8 @@
 //!    faults off, and checks from the database and the API: no order paid twice, every
 //!    201 stored, every replay the first answer byte for byte, every expected 422 a 422,
 //!    the ledger equal to the balances, no balance below zero, the total unchanged;
-//! 5. prints a report (`--json` for machines) and exits 1 on any violation.
+//! 5. prints a report (`--json` for machines), naming the skewed nodes and their clocks, and
+//!    exits 1 on any violation.
 //!
 //! `--seed` repeats the schedule: each request's fault is drawn from its order id and
 //! attempt number, and the kill and cut timelines from seeded streams.
@@ -64,8 +69,8 @@
 //!
 //! The modules follow the run: [`cluster`] (node processes), [`balancer`] (the faulty
 //! load balancer), [`faults`] (the schedule and its counters), [`client`] (the retrying
-//! clients), [`db`] (the run's database), [`checker`] and [`report`]; [`proxy`] holds the
-//! proxy target's upstream, relay and checker.
+//! clients), [`skew`] (node clocks), [`db`] (the run's database), [`checker`] and
+//! [`report`]; [`proxy`] holds the proxy target's upstream, relay and checker.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,6 +86,7 @@ mod harness;
 pub mod proxy;
 pub mod report;
 mod runner;
+pub mod skew;
 
 pub use harness::Kill;
 pub use report::Report;
@@ -207,7 +213,17 @@ pub struct ChaosArgs {
     /// has no server to cut).
     #[arg(long, env = "IDEM_CHAOS_CUT_DB_EVERY", value_parser = parse_duration)]
     pub cut_db_every: Option<Duration>,
-    /// Turn every fault kind on at sensible rates (explicit flags still win).
+    /// Run this many nodes (the first ones) with their wall clock skewed and drifting
+    /// through libfaketime: -3 h ×1.001, +5 h ×0.999, -26 h ×1.002, +49 h ×0.998, repeating
+    /// [default: 1 under --all-faults with 2 or more nodes, when libfaketime is installed;
+    /// else 0].
+    #[arg(long, env = "IDEM_CHAOS_SKEW_NODES")]
+    pub skew_nodes: Option<usize>,
+    /// libfaketime's shared object [default: searched where Debian and others put it].
+    #[arg(long, env = "IDEM_CHAOS_LIBFAKETIME")]
+    pub libfaketime: Option<PathBuf>,
+    /// Turn every fault kind on at sensible rates (explicit flags still win); clock skew
+    /// only when libfaketime is installed.
     #[arg(long, env = "IDEM_CHAOS_ALL_FAULTS")]
     pub all_faults: bool,
     /// Share of paid orders re-sent later unchanged (expect the first answer replayed).

@@ -12,6 +12,7 @@ use crate::checker::{Violation, ViolationKind};
 use crate::db::Backend;
 use crate::faults::{FaultReport, KindReport};
 use crate::proxy::ProxySummary;
+use crate::skew::{NodeSkew, Skew};
 use crate::Target;
 
 /// Examples kept per violation kind.
@@ -116,6 +117,11 @@ pub struct Report {
     pub violations_total: usize,
     /// Violations by kind, with examples.
     pub violations: Vec<ViolationGroup>,
+    /// The nodes that ran with their wall clock skewed, and by how much (empty: none).
+    pub skew: Vec<NodeSkew>,
+    /// Why clock skew asked for by `--all-faults` was left off (libfaketime missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skew_skipped: Option<String>,
     /// The proxy target's per-key findings (executions, acknowledgements, replays, and each
     /// second execution with the kill or lease end that explains it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +193,22 @@ impl fmt::Display for Report {
                 f,
                 "              {name:<14} {:>8} {:>10}",
                 k.injected, k.hit
+            )?;
+        }
+        if self.skew.is_empty() {
+            let why = self.skew_skipped.as_deref().unwrap_or("no node");
+            writeln!(f, "  clock skew  none ({why})")?;
+        }
+        for (i, s) in self.skew.iter().enumerate() {
+            let head = if i == 0 { "clock skew" } else { "" };
+            let skew = Skew {
+                offset_s: s.offset_s,
+                rate: s.rate,
+            };
+            writeln!(
+                f,
+                "  {head:<10}  node {} {skew} (FAKETIME=\"{}\")",
+                s.node, s.faketime
             )?;
         }
         writeln!(f, "  violations  {}", self.violations_total)?;

@@ -21,6 +21,7 @@ use crate::db::{Backend, RunDatabase};
 use crate::faults::FaultRates;
 use crate::harness::{self, Cluster, Cutter};
 use crate::report::{self, Latency, Report};
+use crate::skew::{self, SkewPlan};
 use crate::{ChaosArgs, Error, Target};
 
 /// Rates and periods `--all-faults` uses for kinds not set explicitly.
@@ -29,6 +30,8 @@ const ALL_DUPLICATE_RATE: f64 = 0.05;
 const ALL_DELAY_RATE: f64 = 0.02;
 const ALL_KILL_EVERY: Duration = Duration::from_secs(8);
 const ALL_CUT_EVERY: Duration = Duration::from_secs(5);
+/// Nodes `--all-faults` runs with their clock skewed, when there are two or more.
+const ALL_SKEW_NODES: usize = 1;
 /// Concurrent reads when the checker fetches stored payments through the API.
 const READ_BACK_CONCURRENCY: usize = 16;
 
@@ -47,6 +50,10 @@ pub(crate) struct Plan {
     pub(crate) kill_every: Option<Duration>,
     /// How often the store's connections are cut, if ever.
     pub(crate) cut_every: Option<Duration>,
+    /// Which nodes run with their clock skewed.
+    pub(crate) skew: SkewPlan,
+    /// Why skew asked for by `--all-faults` was left off, if it was.
+    pub(crate) skew_skipped: Option<String>,
 }
 
 impl Plan {
@@ -109,6 +116,10 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         ));
     }
     let every = |explicit: Option<Duration>, all| explicit.or(args.all_faults.then_some(all));
+    let (skew, skew_skipped) = skew_plan(&args, nodes_n)?;
+    if let Some(why) = &skew_skipped {
+        eprintln!("idem chaos: {why}");
+    }
     let plan = Plan {
         bin: args
             .idem_bin
@@ -119,6 +130,8 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         rates,
         kill_every: every(args.kill_every, ALL_KILL_EVERY),
         cut_every: every(args.cut_db_every, ALL_CUT_EVERY).filter(|_| backend != Backend::Sqlite),
+        skew,
+        skew_skipped,
     };
 
     let db = Arc::new(RunDatabase::create(&server).await?);
@@ -133,6 +146,49 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         }
     }
     result
+}
+
+/// Which nodes run skewed: `--skew-nodes`, or under `--all-faults` one node when there are
+/// two or more. Asked for explicitly, a missing libfaketime refuses the run; asked for by
+/// `--all-faults`, it leaves skew off and says why (the second value).
+fn skew_plan(args: &ChaosArgs, nodes: usize) -> Result<(SkewPlan, Option<String>), Error> {
+    let wanted = args.skew_nodes.unwrap_or(if args.all_faults && nodes >= 2 {
+        ALL_SKEW_NODES
+    } else {
+        0
+    });
+    if wanted == 0 {
+        return Ok((SkewPlan::default(), None));
+    }
+    if wanted > nodes {
+        return Err(Error::Config(format!(
+            "--skew-nodes {wanted} is more than the {nodes} node(s) of the run"
+        )));
+    }
+    match skew::find_libfaketime(args.libfaketime.as_deref()) {
+        Some(library) => Ok((SkewPlan::first(wanted, library), None)),
+        None if args.skew_nodes.is_some() => Err(Error::Config(format!(
+            "--skew-nodes {wanted}: {}{}",
+            skew::PACKAGE_HINT,
+            missing_path(args)
+        ))),
+        None => Ok((
+            SkewPlan::default(),
+            Some(format!(
+                "could not inject clock skew: {}{}; going on without it",
+                skew::PACKAGE_HINT,
+                missing_path(args)
+            )),
+        )),
+    }
+}
+
+/// ` (no file at PATH)` when `--libfaketime` names a file that is not there.
+fn missing_path(args: &ChaosArgs) -> String {
+    args.libfaketime
+        .as_ref()
+        .map(|p| format!(" (no file at {})", p.display()))
+        .unwrap_or_default()
 }
 
 /// The HTTP client every run's clients share.
@@ -181,7 +237,8 @@ async fn run_payments(
     db: &Arc<RunDatabase>,
     plan: &Plan,
 ) -> Result<Report, Error> {
-    let spec = NodeSpec::serve(plan.bin.clone(), db.url(), args.guard.node_args());
+    let mut spec = NodeSpec::serve(plan.bin.clone(), db.url(), args.guard.node_args());
+    spec.skew = plan.skew.clone();
     let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), Instant::now()).await?;
     let client_stats = Arc::new(ClientStats::default());
     let config = Arc::new(client_config(
@@ -271,6 +328,8 @@ pub(crate) fn base_report(
         payments_stored: 0,
         violations_total: 0,
         violations: Vec::new(),
+        skew: plan.skew.report(),
+        skew_skipped: plan.skew_skipped.clone(),
         proxy: None,
     }
 }

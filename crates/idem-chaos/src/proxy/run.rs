@@ -64,6 +64,7 @@ pub(crate) async fn run(
     let spec = NodeSpec {
         bin: plan.bin.clone(),
         args: node_args,
+        skew: plan.skew.clone(),
     };
     let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), start).await?;
 
