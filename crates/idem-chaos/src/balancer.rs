@@ -18,7 +18,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::faults::{Fault, FaultRates, FaultStats};
@@ -94,12 +93,7 @@ impl Balancer {
         config: BalancerConfig,
         stats: Arc<FaultStats>,
     ) -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Io("binding the balancer".into(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io("reading the balancer's address".into(), e))?;
+        let (listener, addr) = crate::bind_loopback("balancer").await?;
         let upstream = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(10))
             .build_http();
@@ -347,6 +341,8 @@ fn answer(result: Result<Upstream, ()>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;
+
+    use tokio::net::TcpListener;
 
     use super::*;
 
