@@ -18,7 +18,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::faults::{Fault, FaultRates, FaultStats};
@@ -94,12 +93,7 @@ impl Balancer {
         config: BalancerConfig,
         stats: Arc<FaultStats>,
     ) -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Io("binding the balancer".into(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io("reading the balancer's address".into(), e))?;
+        let (listener, addr) = crate::bind_loopback("balancer").await?;
         let upstream = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(10))
             .build_http();
@@ -348,6 +342,8 @@ fn answer(result: Result<Upstream, ()>) -> Response<Full<Bytes>> {
 mod tests {
     use std::sync::atomic::AtomicU64;
 
+    use tokio::net::TcpListener;
+
     use super::*;
 
     /// A real HTTP upstream that counts the requests it answered.
@@ -377,7 +373,13 @@ mod tests {
         (addr, count)
     }
 
-    async fn balancer_with(rates: FaultRates) -> (Balancer, Arc<AtomicU64>, Arc<FaultStats>) {
+    /// A balancer over two counting nodes that injects the fault kind `kind` picks on every
+    /// request.
+    async fn balancer_always(
+        kind: fn(&mut FaultRates) -> &mut f64,
+    ) -> (Balancer, Arc<AtomicU64>, Arc<FaultStats>) {
+        let mut rates = FaultRates::default();
+        *kind(&mut rates) = 1.0;
         let (upstream, count) = counting_upstream().await;
         let stats = Arc::new(FaultStats::default());
         let config = BalancerConfig {
@@ -403,22 +405,20 @@ mod tests {
             .await
     }
 
-    async fn wait_for(count: &AtomicU64, n: u64) {
+    /// Waits up to 5 s for `count` to reach `n`, then asserts it is exactly `n`.
+    async fn assert_count(count: &AtomicU64, n: u64, what: &str) {
         for _ in 0..250 {
             if count.load(Ordering::SeqCst) >= n {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(count.load(Ordering::SeqCst), n, "{what}");
     }
 
     #[tokio::test]
     async fn a_dropped_answer_reaches_the_node_but_not_the_client() {
-        let rates = FaultRates {
-            drop_response: 1.0,
-            ..FaultRates::default()
-        };
-        let (balancer, count, stats) = balancer_with(rates).await;
+        let (balancer, count, stats) = balancer_always(|r| &mut r.drop_response).await;
         assert!(post(&balancer, Duration::from_secs(5)).await.is_err());
         assert_eq!(count.load(Ordering::SeqCst), 1, "the node did the work");
         assert_eq!(
@@ -432,31 +432,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_duplicate_reaches_two_nodes_and_the_client_gets_one_answer() {
-        let rates = FaultRates {
-            duplicate: 1.0,
-            ..FaultRates::default()
-        };
-        let (balancer, count, _) = balancer_with(rates).await;
+        let (balancer, count, _) = balancer_always(|r| &mut r.duplicate).await;
         let answer = post(&balancer, Duration::from_secs(5))
             .await
             .expect("an answer");
         assert!(answer.status().is_success());
-        wait_for(&count, 2).await;
-        assert_eq!(
-            count.load(Ordering::SeqCst),
-            2,
-            "both copies were delivered"
-        );
+        assert_count(&count, 2, "both copies were delivered").await;
     }
 
     #[tokio::test]
     async fn a_late_delivery_still_arrives_after_the_client_gave_up() {
         use tokio::io::AsyncWriteExt;
-        let rates = FaultRates {
-            delay: 1.0,
-            ..FaultRates::default()
-        };
-        let (balancer, count, _) = balancer_with(rates).await;
+        let (balancer, count, _) = balancer_always(|r| &mut r.delay).await;
         // A client that sends its request and hangs up before any answer.
         let mut stream = tokio::net::TcpStream::connect(balancer.addr())
             .await
@@ -467,12 +454,7 @@ mod tests {
         stream.write_all(request.as_bytes()).await.expect("write");
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(stream);
-        wait_for(&count, 1).await;
-        assert_eq!(
-            count.load(Ordering::SeqCst),
-            1,
-            "the held request was delivered"
-        );
+        assert_count(&count, 1, "the held request was delivered").await;
         // Faults off: the request goes straight through.
         balancer.set_faults(false);
         let answer = post(&balancer, Duration::from_secs(5))

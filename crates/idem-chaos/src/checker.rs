@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::client::{Answer, OrderHistory, Resend, Sent};
+use crate::client::{Answer, Order, OrderHistory, Resend, Sent};
 
 /// A payment row as the database holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,17 @@ impl From<(String, i64, i64)> for AccountRow {
             opening_balance,
         }
     }
+}
+
+/// How a stored transfer differs from the order its client sent, if it does, as
+/// `payer -> payee amount, sent payer -> payee amount`.
+pub(crate) fn differs(sent: &Order, payer: &str, payee: &str, amount: i64) -> Option<String> {
+    ((payer, payee, amount) != (sent.payer.as_str(), sent.payee.as_str(), sent.amount)).then(|| {
+        format!(
+            "{payer} -> {payee} {amount}, sent {} -> {} {}",
+            sent.payer, sent.payee, sent.amount
+        )
+    })
 }
 
 /// What the run's database and API hold at the end.
@@ -155,16 +166,10 @@ pub fn check(history: &History, observed: &Observed) -> Vec<Violation> {
                     ),
                 ),
                 Some(h) => {
-                    let o = &h.order;
-                    if (row.payer.as_str(), row.payee.as_str(), row.amount)
-                        != (o.payer.as_str(), o.payee.as_str(), o.amount)
-                    {
+                    if let Some(diff) = differs(&h.order, &row.payer, &row.payee, row.amount) {
                         flag(
                             ViolationKind::PaymentMismatch,
-                            format!(
-                                "order {id}: stored {} -> {} {}, sent {} -> {} {}",
-                                row.payer, row.payee, row.amount, o.payer, o.payee, o.amount
-                            ),
+                            format!("order {id}: stored {diff}"),
                         );
                     }
                 }

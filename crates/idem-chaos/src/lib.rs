@@ -113,6 +113,23 @@ pub enum Error {
     Setup(String),
 }
 
+/// Binds a listener on a free loopback port for `what` (a balancer, a relay, an upstream)
+/// and returns it with its address.
+///
+/// # Errors
+/// [`Error::Io`] when no port binds or the address cannot be read.
+pub(crate) async fn bind_loopback(
+    what: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Io(format!("binding the {what}"), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Io(format!("reading the {what}'s address"), e))?;
+    Ok((listener, addr))
+}
+
 /// What a run puts under faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

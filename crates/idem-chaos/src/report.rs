@@ -133,6 +133,23 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.violations_total == 0
     }
+
+    /// Fills in what the load measured and the checker found: the time the load ran, the
+    /// orders' latencies, the executions stored, and the violations, grouped by kind.
+    pub(crate) fn record_run(
+        &mut self,
+        elapsed: std::time::Duration,
+        latency: &Histogram<u64>,
+        payments_stored: usize,
+        violations: &[Violation],
+    ) {
+        self.elapsed_s = elapsed.as_secs_f64();
+        self.orders_per_s = self.orders as f64 / elapsed.as_secs_f64().max(1e-9);
+        self.latency = Latency::of(latency);
+        self.payments_stored = payments_stored as u64;
+        self.violations_total = violations.len();
+        self.violations = group(violations);
+    }
 }
 
 impl fmt::Display for Report {

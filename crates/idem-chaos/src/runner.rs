@@ -20,7 +20,7 @@ use crate::cluster::NodeSpec;
 use crate::db::{Backend, RunDatabase};
 use crate::faults::FaultRates;
 use crate::harness::{self, Cluster, Cutter};
-use crate::report::{self, Latency, Report};
+use crate::report::{Latency, Report};
 use crate::skew::{self, SkewPlan};
 use crate::{ChaosArgs, Error, Target};
 
@@ -267,12 +267,7 @@ async fn run_payments(
     cluster.shutdown().await;
 
     let mut report = base_report(args, db, plan, &cluster, &history.orders, &client_stats);
-    report.elapsed_s = elapsed.as_secs_f64();
-    report.orders_per_s = report.orders as f64 / elapsed.as_secs_f64().max(1e-9);
-    report.latency = Latency::of(&latency);
-    report.payments_stored = observed.payments.len() as u64;
-    report.violations_total = violations.len();
-    report.violations = report::group(&violations);
+    report.record_run(elapsed, &latency, observed.payments.len(), &violations);
     Ok(report)
 }
 

@@ -154,29 +154,21 @@ pub fn check(
             .keys_by_executions
             .entry(runs.len().to_string())
             .or_default() += 1;
-        if let Some(a) = first_paid {
-            if !names_an_execution(a, runs) {
-                flag(
-                    ViolationKind::AckNotExecuted,
-                    format!(
-                        "key {key}: client saw 201 {}, executions {:?}",
-                        a.body,
-                        runs.iter().map(|x| &x.exec_id).collect::<Vec<_>>()
-                    ),
-                );
-            }
+        if let Some(a) = first_paid.filter(|a| !names_an_execution(a, runs)) {
+            flag(
+                ViolationKind::AckNotExecuted,
+                format!(
+                    "key {key}: client saw 201 {}, executions {:?}",
+                    a.body,
+                    runs.iter().map(|x| &x.exec_id).collect::<Vec<_>>()
+                ),
+            );
         }
         for x in runs {
-            let o = &h.order;
-            if (x.payer.as_str(), x.payee.as_str(), x.amount)
-                != (o.payer.as_str(), o.payee.as_str(), o.amount)
-            {
+            if let Some(diff) = checker::differs(&h.order, &x.payer, &x.payee, x.amount) {
                 flag(
                     ViolationKind::PaymentMismatch,
-                    format!(
-                        "key {key}: executed {} -> {} {}, sent {} -> {} {}",
-                        x.payer, x.payee, x.amount, o.payer, o.payee, o.amount
-                    ),
+                    format!("key {key}: executed {diff}"),
                 );
             }
         }
@@ -416,6 +408,25 @@ mod tests {
         upstream_fencing: false,
     };
 
+    /// Checks key k1 executed first by `x1` (node 0.1, token 1, at 100 ms), then by `again`.
+    fn check_again(
+        again: Execution,
+        kills: &[Kill],
+        rules: Rules,
+    ) -> (Vec<Violation>, ProxySummary) {
+        let (history, state) = world(vec![run("x1", "0.1", Some(1), 100), again]);
+        check(&history, &state, kills, rules)
+    }
+
+    /// A SIGKILL of the first process in slot `node`.
+    fn kill(node: usize, at_ms: u64) -> Kill {
+        Kill {
+            node,
+            incarnation: 1,
+            at_ms,
+        }
+    }
+
     fn kinds(v: &[Violation]) -> Vec<ViolationKind> {
         v.iter().map(|v| v.kind).collect()
     }
@@ -430,17 +441,8 @@ mod tests {
 
     #[test]
     fn a_second_execution_after_its_holder_was_killed_is_explained() {
-        let runs = vec![
-            run("x1", "0.1", Some(1), 100),
-            run("x2", "2.1", Some(2), 1500),
-        ];
-        let kill = Kill {
-            node: 0,
-            incarnation: 1,
-            at_ms: 120,
-        };
-        let (history, state) = world(runs);
-        let (violations, summary) = check(&history, &state, &[kill], RULES);
+        let kill = kill(0, 120);
+        let (violations, summary) = check_again(run("x2", "2.1", Some(2), 1500), &[kill], RULES);
         assert_eq!(violations, vec![]);
         assert_eq!(summary.explained_by_kill, 1);
         assert_eq!(summary.explained[0].cause, Cause::Killed(kill));
@@ -448,12 +450,7 @@ mod tests {
 
     #[test]
     fn a_second_execution_after_a_lease_end_is_explained() {
-        let runs = vec![
-            run("x1", "0.1", Some(1), 100),
-            run("x2", "2.1", Some(2), 3100),
-        ];
-        let (history, state) = world(runs);
-        let (violations, summary) = check(&history, &state, &[], RULES);
+        let (violations, summary) = check_again(run("x2", "2.1", Some(2), 3100), &[], RULES);
         assert_eq!(violations, vec![]);
         assert_eq!(summary.explained_by_lease, 1);
     }
@@ -462,25 +459,13 @@ mod tests {
     fn a_second_execution_with_no_take_over_is_a_violation() {
         // Another node's kill, a kill of the holder after the second run, no token: none
         // explains it.
-        let kills = [
-            Kill {
-                node: 1,
-                incarnation: 1,
-                at_ms: 120,
-            },
-            Kill {
-                node: 0,
-                incarnation: 1,
-                at_ms: 900,
-            },
-        ];
-        for second in [
+        let kills = [kill(1, 120), kill(0, 900)];
+        for again in [
             run("x2", "2.1", Some(2), 500),
             run("x2", "2.1", None, 1000),
             run("x2", "2.1", Some(1), 1000),
         ] {
-            let (history, state) = world(vec![run("x1", "0.1", Some(1), 100), second]);
-            let (violations, _) = check(&history, &state, &kills, RULES);
+            let (violations, _) = check_again(again, &kills, RULES);
             assert_eq!(
                 kinds(&violations),
                 vec![ViolationKind::UnexplainedExecution]
@@ -490,16 +475,11 @@ mod tests {
 
     #[test]
     fn with_a_fencing_upstream_any_second_execution_is_a_violation() {
-        let runs = vec![
-            run("x1", "0.1", Some(1), 100),
-            run("x2", "2.1", Some(2), 5000),
-        ];
-        let (history, state) = world(runs);
         let rules = Rules {
             upstream_fencing: true,
             ..RULES
         };
-        let (violations, _) = check(&history, &state, &[], rules);
+        let (violations, _) = check_again(run("x2", "2.1", Some(2), 5000), &[], rules);
         assert_eq!(kinds(&violations), vec![ViolationKind::SecondExecution]);
     }
 

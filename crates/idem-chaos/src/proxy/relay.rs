@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::Error;
@@ -19,6 +19,14 @@ pub struct Relay {
     task: JoinHandle<()>,
 }
 
+/// Copies bytes both ways between `inbound` and a new connection to `target` until either
+/// side closes; drops `inbound` when `target` cannot be reached.
+async fn pipe(mut inbound: TcpStream, target: String) {
+    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    }
+}
+
 impl Relay {
     /// Listens on `127.0.0.1:0` and relays every connection to the Redis server `url` names
     /// (`redis://[user:password@]host:port[/db]`).
@@ -27,22 +35,12 @@ impl Relay {
     /// [`Error::Config`] for a URL of another form, [`Error::Io`] when no port binds.
     pub async fn start(url: &str) -> Result<Self, Error> {
         let (userinfo, target, rest) = split_redis_url(url)?;
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Io("binding the Redis relay".into(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io("reading the Redis relay's address".into(), e))?;
+        let (listener, addr) = crate::bind_loopback("Redis relay").await?;
         let open: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let conns = open.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
-                let pipe = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
+            while let Ok((inbound, _)) = listener.accept().await {
+                let pipe = tokio::spawn(pipe(inbound, target.clone()));
                 if let Ok(mut open) = conns.lock() {
                     open.retain(|h| !h.is_finished());
                     open.push(pipe.abort_handle());

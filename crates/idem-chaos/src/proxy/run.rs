@@ -11,7 +11,7 @@ use crate::cluster::NodeSpec;
 use crate::db::RunDatabase;
 use crate::harness::{self, Cluster, Cutter};
 use crate::proxy::{check, Relay, Rules, Upstream};
-use crate::report::{self, Latency, Report};
+use crate::report::Report;
 use crate::runner::{base_report, client_config, db_cutter, http_client, Plan};
 use crate::{ChaosArgs, Error, ProxyStore};
 
@@ -106,12 +106,7 @@ pub(crate) async fn run(
     let (violations, summary) = check(&history, &state, &kills, rules);
 
     let mut report = base_report(args, db, plan, &cluster, &history.orders, &client_stats);
-    report.elapsed_s = elapsed.as_secs_f64();
-    report.orders_per_s = report.orders as f64 / elapsed.as_secs_f64().max(1e-9);
-    report.latency = Latency::of(&latency);
-    report.payments_stored = state.executions.len() as u64;
-    report.violations_total = violations.len();
-    report.violations = report::group(&violations);
+    report.record_run(elapsed, &latency, state.executions.len(), &violations);
     report.proxy = Some(summary);
     Ok(report)
 }

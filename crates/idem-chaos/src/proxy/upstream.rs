@@ -22,9 +22,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use tokio::net::TcpListener;
+use sqlx::mysql::MySqlPool;
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgPool;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -140,20 +140,8 @@ impl Upstream {
     ) -> Result<Self, Error> {
         let err = |e| Error::Database("preparing the upstream's tables".into(), e);
         let pool = match backend {
-            Backend::Postgres => Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(16)
-                    .connect(url)
-                    .await
-                    .map_err(err)?,
-            ),
-            Backend::Mysql => Pool::Mysql(
-                MySqlPoolOptions::new()
-                    .max_connections(16)
-                    .connect(url)
-                    .await
-                    .map_err(err)?,
-            ),
+            Backend::Postgres => Pool::Postgres(connect(url).await.map_err(err)?),
+            Backend::Mysql => Pool::Mysql(connect(url).await.map_err(err)?),
             Backend::Sqlite => {
                 return Err(Error::Config(
                     "--target proxy needs postgres:// or mysql://".into(),
@@ -185,12 +173,7 @@ impl Upstream {
                     .map_err(err)?;
             }
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Io("binding the upstream".into(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io("reading the upstream's address".into(), e))?;
+        let (listener, addr) = crate::bind_loopback("upstream").await?;
         let shared = Arc::new(Shared {
             pool,
             backend,
@@ -274,6 +257,14 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A pool of the upstream's connections to the run's database.
+async fn connect<DB: sqlx::Database>(url: &str) -> Result<sqlx::Pool<DB>, sqlx::Error> {
+    PoolOptions::<DB>::new()
+        .max_connections(16)
+        .connect(url)
+        .await
 }
 
 /// `POST /v1/transfers`: the execution runs in a task of its own, so a proxy that dies

@@ -50,14 +50,20 @@ pub(crate) fn assert_held(code: i32, report: &serde_json::Value, kinds: &[&str])
     }
 }
 
-/// Runs three nodes on the server whose URL is in `env` for `duration`, every fault kind
-/// on, a node killed every 5 s and the database cut every 3 s, and asserts the run held.
-/// Returns its report, or `None` when `env` names no server.
-pub(crate) fn three_nodes_hold(env: &str, duration: &str, seed: &str) -> Option<serde_json::Value> {
-    let url = idem_test_support::backend_url(env)?;
-    let (code, report) = chaos(&[
+/// The fault kinds every run under all faults must see injected and hitting requests.
+pub(crate) const EVERY_FAULT: &[&str] = &["drop_response", "duplicate", "delay", "cut_db"];
+
+/// The arguments of a run of three nodes on the server `url` for `duration`, 12 clients,
+/// every fault kind on, a node killed every `kill_every` and the database cut every 3 s.
+pub(crate) fn three_nodes<'a>(
+    url: &'a str,
+    duration: &'a str,
+    kill_every: &'a str,
+    seed: &'a str,
+) -> Vec<&'a str> {
+    vec![
         "--database",
-        &url,
+        url,
         "--nodes",
         "3",
         "--clients",
@@ -66,16 +72,38 @@ pub(crate) fn three_nodes_hold(env: &str, duration: &str, seed: &str) -> Option<
         duration,
         "--all-faults",
         "--kill-every",
-        "5s",
+        kill_every,
         "--cut-db-every",
         "3s",
         "--seed",
         seed,
-    ]);
-    assert_held(
-        code,
-        &report,
-        &["drop_response", "duplicate", "delay", "cut_db"],
-    );
+    ]
+}
+
+/// Runs three nodes on the server whose URL is in `env` for `duration`, every fault kind
+/// on, a node killed every 5 s and the database cut every 3 s, and asserts the run held.
+/// Returns its report, or `None` when `env` names no server.
+pub(crate) fn three_nodes_hold(env: &str, duration: &str, seed: &str) -> Option<serde_json::Value> {
+    let url = idem_test_support::backend_url(env)?;
+    let (code, report) = chaos(&three_nodes(&url, duration, "5s", seed));
+    assert_held(code, &report, EVERY_FAULT);
     Some(report)
+}
+
+/// Asserts a run that should fail did: exit 1 and at least one violation of `kind`;
+/// returns that kind's group of the report.
+pub(crate) fn assert_caught(
+    code: i32,
+    report: &serde_json::Value,
+    kind: &str,
+) -> serde_json::Value {
+    let pretty = serde_json::to_string_pretty(report).unwrap_or_default();
+    assert_eq!(code, 1, "a run with violations exits 1:\n{pretty}");
+    let groups = report["violations"].as_array().expect("violation groups");
+    let group = groups
+        .iter()
+        .find(|g| g["kind"] == kind)
+        .unwrap_or_else(|| panic!("the report names {kind} violations:\n{pretty}"));
+    assert!(group["count"].as_u64().unwrap_or(0) > 0);
+    group.clone()
 }
