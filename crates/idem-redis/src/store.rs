@@ -15,6 +15,9 @@ use crate::error::{bad_reply, store_error};
 use crate::scripts::SCRIPTS;
 use crate::{Error, RedisOptions};
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 /// Keys one `SCAN` step of `TimeTravel::advance` asks the server to look at.
 #[cfg(feature = "test-clock")]
 pub(crate) const SCAN_COUNT: usize = 1_000;
