@@ -60,6 +60,8 @@ pub mod api;
 mod db;
 mod error;
 mod flows;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod ledger;
 pub mod metrics;
 mod model;
