@@ -53,17 +53,23 @@ pub fn sql_row(data: &[u8]) {
         (Timestamp(created_at), Timestamp(expires_at))
     );
     let token = FencingToken::from_i64(token);
-    match (&record.state, state) {
-        (RecordState::InProgress { token: t, lease_until: l }, IN_PROGRESS) => {
-            assert_eq!((*t, *l), (token, Timestamp(lease_until)));
+    let expected = match state {
+        IN_PROGRESS => RecordState::InProgress {
+            token,
+            lease_until: Timestamp(lease_until),
+        },
+        COMPLETED => {
+            let bytes = response
+                .as_deref()
+                .expect("a completed row that reads has a response");
+            let response = StoredResponse::decode(bytes).expect("a response that reads decodes");
+            assert_eq!(response.encode(), bytes);
+            RecordState::Completed { token, response }
         }
-        (RecordState::Completed { token: t, response: r }, COMPLETED) => {
-            assert_eq!(*t, token);
-            assert_eq!(Some(r.encode()), response, "{shown}");
-        }
-        (RecordState::Released { token: t }, RELEASED) => assert_eq!(*t, token),
-        (state, _) => panic!("{shown} read as {state:?}"),
-    }
+        RELEASED => RecordState::Released { token },
+        other => panic!("{shown}: state {other} read as {:?}", record.state),
+    };
+    assert_eq!(record.state, expected, "{shown}");
 
     let other = Fingerprint::of_bytes("POST", "/other", data);
     for asked in [record.fingerprint, other] {
@@ -77,7 +83,10 @@ fn decides(record: &Record, fingerprint: &Fingerprint, now: Timestamp) {
     match begin_step(Some(record), fingerprint, now) {
         BeginStep::Write { token, .. } => {
             let old = record.token();
-            assert!(token > old || old.0 == u64::MAX, "{record:?} then {token:?}");
+            assert!(
+                token > old || old.0 == u64::MAX,
+                "{record:?} then {token:?}"
+            );
         }
         BeginStep::Answer(Outcome::Replay(response)) => {
             assert!(live(record, now) && record.fingerprint == *fingerprint);

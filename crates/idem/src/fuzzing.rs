@@ -116,14 +116,14 @@ fn canonical_is_stable(value: &Value) {
     let canonical = canonical_json(value);
     let reparsed: Value = serde_json::from_str(&canonical)
         .unwrap_or_else(|e| panic!("canonical form {canonical:?} does not parse: {e}"));
+    // The whole-body fingerprint hashes exactly this canonical form, so it is stable too;
+    // a field selection hashes the canonical form of the members it keeps.
     assert_eq!(canonical_json(&reparsed), canonical, "of {value:?}");
-    let of = |v: &Value, fields: &FieldSelection| Fingerprint::of_json("POST", "/", v, fields);
-    assert_eq!(
-        of(value, &FieldSelection::All),
-        of(&reparsed, &FieldSelection::All)
-    );
     let some = FieldSelection::Only(vec!["amount".to_owned(), String::new()]);
-    assert_eq!(of(value, &some), of(&reparsed, &some));
+    assert_eq!(
+        Fingerprint::of_json("POST", "/", value, &some),
+        Fingerprint::of_json("POST", "/", &reparsed, &some)
+    );
 }
 
 /// The deepest array or object [`json_value`] builds, below serde_json's parsing limit.

@@ -101,7 +101,9 @@ fn reply(input: &mut Input<'_>, depth: u32) -> Value {
             Value::BulkString(input.bytes(len).to_vec())
         }
         4 => Value::BulkString(input.rest().to_vec()),
-        5 => Value::SimpleString(String::from_utf8_lossy(input.bytes(usize::from(tag >> 3))).into_owned()),
+        5 => Value::SimpleString(
+            String::from_utf8_lossy(input.bytes(usize::from(tag >> 3))).into_owned(),
+        ),
         6 if depth < DEPTH_MAX => {
             let len = usize::from(tag >> 5);
             Value::Array((0..len).map(|_| reply(input, depth + 1)).collect())
