@@ -61,6 +61,8 @@ pub mod api;
 mod db;
 mod error;
 mod flows;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod keys;
 mod ledger;
 pub mod metrics;

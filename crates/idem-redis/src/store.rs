@@ -15,6 +15,9 @@ use crate::error::{bad_reply, store_error};
 use crate::scripts::SCRIPTS;
 use crate::{Error, RedisOptions};
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 /// Keys one `SCAN` step of `TimeTravel::advance` asks the server to look at.
 #[cfg(feature = "test-clock")]
 pub(crate) const SCAN_COUNT: usize = 1_000;
@@ -254,11 +257,12 @@ fn parse_record(scope: &Scope, key: &Key, reply: &Value) -> Result<Option<Record
     };
     let fingerprint = Fingerprint::from_slice(raw.fingerprint)
         .ok_or_else(|| StoreError::Corrupt("record fingerprint is unreadable".to_owned()))?;
-    let created_at = expires_at - raw.life_ms;
+    // The expiry may come back as any integer: checked arithmetic makes a corrupt one
+    // corrupt instead of an overflow.
+    let unreadable = || StoreError::Corrupt("record expiry is unreadable".to_owned());
+    let created_at = expires_at.checked_sub(raw.life_ms).ok_or_else(unreadable)?;
     if expires_at <= 0 || created_at < 0 {
-        return Err(StoreError::Corrupt(
-            "record expiry is unreadable".to_owned(),
-        ));
+        return Err(unreadable());
     }
     let token = FencingToken::from_i64(raw.token);
     let state = if raw.released {
@@ -271,7 +275,11 @@ fn parse_record(scope: &Scope, key: &Key, reply: &Value) -> Result<Option<Record
     } else {
         RecordState::InProgress {
             token,
-            lease_until: Timestamp(created_at + raw.lease_ms),
+            lease_until: Timestamp(
+                created_at
+                    .checked_add(raw.lease_ms)
+                    .ok_or_else(unreadable)?,
+            ),
         }
     };
     Ok(Some(Record {
@@ -512,6 +520,10 @@ mod tests {
             // No expiry in Redis (PEXPIRETIME -1), or one before the record's life.
             (record(b'P', [1.0, 1.0, 1.0], b""), 0),
             (record(b'P', [1.0, 1.0, 30.0], b""), 20),
+            // Expiries no server sends, where creation or lease end would overflow (found
+            // by fuzz target redis_record).
+            (record(b'P', [1.0, 1.0, 30.0], b""), i64::MIN),
+            (record(b'P', [1.0, 1.0e15, 0.0], b""), i64::MAX),
         ] {
             assert!(matches!(
                 parse_record(&scope, &key, &reply(bad, expires_at)),

@@ -9,6 +9,8 @@ compile_error!(
 mod begin;
 mod common;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod migrate;
 mod options;
 mod retry;

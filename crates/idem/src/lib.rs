@@ -60,6 +60,9 @@ mod time_travel;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 pub use fingerprint::{canonical_json, FieldSelection, Fingerprint};
 pub use key::{Key, KeyError, Scope, KEY_LEN_MAX, SCOPE_LEN_MAX};
 pub use key_header::{key_from_header, parse_key_header_value, KeyHeaderError, KEY_HEADER};
