@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idem::{
-    duration_ms, Claim, FencingToken, Fingerprint, Hold, Key, Outcome, Record, RecordState, Scope,
-    Store, StoreError, StoredResponse, Timestamp,
+    duration_ms, Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError,
+    StoredResponse, Timestamp,
 };
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -17,6 +17,11 @@ use crate::{Error, RedisOptions};
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod reply;
+
+use reply::{
+    decode_response, done_or_fenced, int, parse_outcome, parse_record, RawRecord, EXACT_MS,
+};
 
 /// Keys one `SCAN` step of `TimeTravel::advance` asks the server to look at.
 #[cfg(feature = "test-clock")]
@@ -103,6 +108,29 @@ impl RedisStore {
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         self.connection.get().await.map_err(store_error)
     }
+
+    /// Runs `script` (complete or release) on the record `hold` names, as its holder: the
+    /// token, then `response` when given; `what` names the call in a fenced error.
+    async fn as_holder(
+        &self,
+        script: &redis::Script,
+        hold: Hold<'_>,
+        response: Option<&[u8]>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let Hold { scope, key, token } = hold;
+        let mut conn = self.conn().await?;
+        let mut invocation = script.key(self.keys.record(scope, key));
+        invocation.arg(token.as_i64());
+        if let Some(response) = response {
+            invocation.arg(response);
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        done_or_fenced(what, &reply)
+    }
 }
 
 /// The major version and the whole version string from an `INFO server` reply.
@@ -113,192 +141,6 @@ fn server_version(info: &str) -> Option<(u32, &str)> {
         .trim();
     let major = version.split('.').next()?.parse().ok()?;
     Some((major, version))
-}
-
-fn int(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn bytes(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes),
-        _ => None,
-    }
-}
-
-fn decode_response(raw: &[u8]) -> Result<StoredResponse, StoreError> {
-    StoredResponse::decode(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// The bytes of a record before its response: the fingerprint (32), then the state, token,
-/// lease and life (expiry − creation, ms) as Lua's `struct.pack('>c1ddd', …)` writes them.
-const HEADER_LEN: usize = 57;
-
-/// The state byte of a record in progress.
-const RUNNING: u8 = b'P';
-
-/// The state byte of a completed record.
-const COMPLETED: u8 = b'C';
-
-/// The state byte of a released record (absent to callers, kept for its token).
-const RELEASED: u8 = b'R';
-
-/// Times up to here are exact as the doubles of the header (2^53).
-const EXACT_MS: i64 = 1 << 53;
-
-/// One record as `begin.lua` lays it out in its string value. Its times count from its
-/// creation; the absolute ones come from the key's expiry in Redis (see `begin.lua`).
-struct RawRecord<'a> {
-    fingerprint: &'a [u8],
-    completed: bool,
-    released: bool,
-    token: i64,
-    lease_ms: i64,
-    life_ms: i64,
-    response: &'a [u8],
-}
-
-impl<'a> RawRecord<'a> {
-    fn parse(raw: &'a [u8]) -> Result<Self, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("record {what} is unreadable"));
-        if raw.len() < HEADER_LEN {
-            return Err(corrupt("header"));
-        }
-        let (header, response) = raw.split_at(HEADER_LEN);
-        // Tokens and durations are whole numbers below 2^53: exact as doubles.
-        let number = |at: usize| -> Result<i64, StoreError> {
-            let bytes: [u8; 8] = header[at..at + 8]
-                .try_into()
-                .map_err(|_| corrupt("number"))?;
-            let value = f64::from_be_bytes(bytes);
-            if value.fract() != 0.0 || !(0.0..EXACT_MS as f64).contains(&value) {
-                return Err(corrupt("number"));
-            }
-            Ok(value as i64)
-        };
-        let (completed, released) = match header[32] {
-            RUNNING => (false, false),
-            COMPLETED => (true, false),
-            RELEASED => (false, true),
-            _ => return Err(corrupt("state")),
-        };
-        Ok(Self {
-            fingerprint: &header[..32],
-            completed,
-            released,
-            token: number(33)?,
-            lease_ms: number(41)?,
-            life_ms: number(49)?,
-            response,
-        })
-    }
-
-    /// The string of a new record holding token 1, as `begin.lua` writes it.
-    fn fresh(fingerprint: &Fingerprint, lease_ms: i64, life_ms: i64) -> [u8; HEADER_LEN] {
-        let mut raw = [0; HEADER_LEN];
-        raw[..32].copy_from_slice(fingerprint.as_bytes());
-        raw[32] = RUNNING;
-        for (at, number) in [
-            (33, FencingToken::FIRST.as_i64()),
-            (41, lease_ms),
-            (49, life_ms),
-        ] {
-            raw[at..at + 8].copy_from_slice(&(number as f64).to_be_bytes());
-        }
-        raw
-    }
-}
-
-/// Reads `begin.lua`'s reply: `{1, token, recovered} | {2, record} | {3} | {4, ms}`.
-fn parse_outcome(reply: &Value) -> Result<Outcome, StoreError> {
-    let Value::Array(items) = reply else {
-        return Err(bad_reply("begin", reply));
-    };
-    match (items.first().and_then(int), items.get(1), items.get(2)) {
-        (Some(1), Some(token), Some(recovered)) => {
-            let token = int(token).ok_or_else(|| bad_reply("begin", reply))?;
-            Ok(Outcome::Acquired {
-                token: FencingToken::from_i64(token),
-                recovered: int(recovered) == Some(1),
-            })
-        }
-        (Some(2), Some(record), None) => {
-            let raw = bytes(record).ok_or_else(|| bad_reply("begin", reply))?;
-            Ok(Outcome::Replay(decode_response(
-                RawRecord::parse(raw)?.response,
-            )?))
-        }
-        (Some(3), None, None) => Ok(Outcome::Mismatch),
-        (Some(4), Some(ms), None) => {
-            let ms = int(ms).ok_or_else(|| bad_reply("begin", reply))?;
-            Ok(Outcome::InFlight {
-                retry_after: Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1)),
-            })
-        }
-        _ => Err(bad_reply("begin", reply)),
-    }
-}
-
-/// Reads `get.lua`'s reply: nil, or the record's string and its expiry.
-fn parse_record(scope: &Scope, key: &Key, reply: &Value) -> Result<Option<Record>, StoreError> {
-    let (raw, expires_at) = match reply {
-        Value::Nil => return Ok(None),
-        Value::Array(items) => match (items.first().and_then(bytes), items.get(1).and_then(int)) {
-            (Some(raw), Some(expires_at)) if items.len() == 2 => {
-                (RawRecord::parse(raw)?, expires_at)
-            }
-            _ => return Err(bad_reply("get", reply)),
-        },
-        _ => return Err(bad_reply("get", reply)),
-    };
-    let fingerprint = Fingerprint::from_slice(raw.fingerprint)
-        .ok_or_else(|| StoreError::Corrupt("record fingerprint is unreadable".to_owned()))?;
-    // The expiry may come back as any integer: checked arithmetic makes a corrupt one
-    // corrupt instead of an overflow.
-    let unreadable = || StoreError::Corrupt("record expiry is unreadable".to_owned());
-    let created_at = expires_at.checked_sub(raw.life_ms).ok_or_else(unreadable)?;
-    if expires_at <= 0 || created_at < 0 {
-        return Err(unreadable());
-    }
-    let token = FencingToken::from_i64(raw.token);
-    let state = if raw.released {
-        RecordState::Released { token }
-    } else if raw.completed {
-        RecordState::Completed {
-            token,
-            response: decode_response(raw.response)?,
-        }
-    } else {
-        RecordState::InProgress {
-            token,
-            lease_until: Timestamp(
-                created_at
-                    .checked_add(raw.lease_ms)
-                    .ok_or_else(unreadable)?,
-            ),
-        }
-    };
-    Ok(Some(Record {
-        scope: scope.clone(),
-        key: key.clone(),
-        fingerprint,
-        state,
-        created_at: Timestamp(created_at),
-        expires_at: Timestamp(expires_at),
-    }))
-}
-
-/// Reads a `1`/`0` reply of `complete.lua` and `release.lua`: done or fenced.
-fn done_or_fenced(what: &str, reply: &Value) -> Result<(), StoreError> {
-    match int(reply) {
-        Some(1) => Ok(()),
-        Some(0) => Err(StoreError::Fenced),
-        _ => Err(bad_reply(what, reply)),
-    }
 }
 
 #[async_trait]
@@ -361,30 +203,14 @@ impl Store for RedisStore {
     }
 
     async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
-        let Hold { scope, key, token } = hold;
-        let mut conn = self.conn().await?;
-        let reply: Value = SCRIPTS
-            .complete
-            .key(self.keys.record(scope, key))
-            .arg(token.as_i64())
-            .arg(response.encode())
-            .invoke_async(&mut conn)
+        let encoded = response.encode();
+        self.as_holder(&SCRIPTS.complete, hold, Some(&encoded), "complete")
             .await
-            .map_err(store_error)?;
-        done_or_fenced("complete", &reply)
     }
 
     async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
-        let Hold { scope, key, token } = hold;
-        let mut conn = self.conn().await?;
-        let reply: Value = SCRIPTS
-            .release
-            .key(self.keys.record(scope, key))
-            .arg(token.as_i64())
-            .invoke_async(&mut conn)
+        self.as_holder(&SCRIPTS.release, hold, None, "release")
             .await
-            .map_err(store_error)?;
-        done_or_fenced("release", &reply)
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
@@ -464,6 +290,7 @@ pub(crate) async fn age(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use idem::{Fingerprint, RecordState};
 
     /// A record as `begin.lua` writes it: state, then token, lease and life.
     fn record(state: u8, numbers: [f64; 3], response: &[u8]) -> Vec<u8> {

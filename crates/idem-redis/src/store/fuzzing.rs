@@ -5,7 +5,9 @@ use idem::fuzzing::Input;
 use idem::{Key, Outcome, Record, RecordState, Scope, StoreError, StoredResponse};
 use redis::Value;
 
-use super::{parse_outcome, parse_record, RawRecord, COMPLETED, EXACT_MS, HEADER_LEN, RELEASED};
+use super::reply::{
+    parse_outcome, parse_record, RawRecord, COMPLETED, EXACT_MS, HEADER_LEN, RELEASED,
+};
 
 /// The deepest array [`reply`] builds.
 const DEPTH_MAX: u32 = 8;
