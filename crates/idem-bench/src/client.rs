@@ -131,31 +131,6 @@ impl Conn {
         extra: Option<(&HeaderName, &HeaderValue)>,
         body: Option<Bytes>,
     ) -> std::result::Result<Answer, String> {
-        let result = self.try_send(method, path, extra, body).await;
-        if result.is_err() {
-            self.sender = None;
-        }
-        result
-    }
-
-    async fn try_send(
-        &mut self,
-        method: Method,
-        path: &str,
-        extra: Option<(&HeaderName, &HeaderValue)>,
-        body: Option<Bytes>,
-    ) -> std::result::Result<Answer, String> {
-        let sender = match &mut self.sender {
-            Some(sender) => sender,
-            None => {
-                let sender = self.connect().await?;
-                self.sender.insert(sender)
-            }
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection: {e}"))?;
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -173,6 +148,28 @@ impl Conn {
         let request = builder
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| format!("request: {e}"))?;
+        let result = self.try_send(request).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn try_send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> std::result::Result<Answer, String> {
+        let sender = match &mut self.sender {
+            Some(sender) => sender,
+            None => {
+                let sender = self.connect().await?;
+                self.sender.insert(sender)
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
         let response = sender
             .send_request(request)
             .await

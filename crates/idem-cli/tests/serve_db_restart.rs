@@ -58,20 +58,20 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_under_load_costs_no_500() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let Some(db) = PrivateDb::postgres().await else {
-        return;
-    };
-    restart_under_load(db).await;
+    restart_one_at_a_time(PrivateDb::postgres()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb_restart_under_load_costs_no_500() {
+    restart_one_at_a_time(PrivateDb::mariadb()).await;
+}
+
+/// [`restart_under_load`] on the server `db` starts (none: skipped), one test at a time.
+async fn restart_one_at_a_time(db: impl std::future::Future<Output = Option<PrivateDb>>) {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Some(db) = PrivateDb::mariadb().await else {
-        return;
-    };
-    restart_under_load(db).await;
+    if let Some(db) = db.await {
+        restart_under_load(db).await;
+    }
 }
 
 /// An HTTP answer, with what the checks need.

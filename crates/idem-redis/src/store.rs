@@ -1,11 +1,14 @@
 //! [`RedisStore`]: records in Redis, every operation one atomic step on one key.
 
+#[cfg(feature = "test-clock")]
 use std::time::Duration;
 
 use async_trait::async_trait;
+#[cfg(feature = "test-clock")]
+use idem::Timestamp;
 use idem::{
     duration_ms, Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError,
-    StoredResponse, Timestamp,
+    StoredResponse,
 };
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -19,9 +22,9 @@ use crate::{Error, RedisOptions};
 pub mod fuzzing;
 mod reply;
 
-use reply::{
-    decode_response, done_or_fenced, int, parse_outcome, parse_record, RawRecord, EXACT_MS,
-};
+#[cfg(feature = "test-clock")]
+use reply::int;
+use reply::{decode_response, done_or_fenced, parse_outcome, parse_record, RawRecord, EXACT_MS};
 
 /// Keys one `SCAN` step of `TimeTravel::advance` asks the server to look at.
 #[cfg(feature = "test-clock")]
@@ -289,8 +292,10 @@ pub(crate) async fn age(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use idem::{Fingerprint, RecordState};
+    use idem::{Fingerprint, RecordState, Timestamp};
 
     /// A record as `begin.lua` writes it: state, then token, lease and life.
     fn record(state: u8, numbers: [f64; 3], response: &[u8]) -> Vec<u8> {
