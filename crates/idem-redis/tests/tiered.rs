@@ -193,14 +193,36 @@ async fn truth_answers() -> Vec<String> {
     scenario(&sqlite().await, nothing).await
 }
 
+/// Claims the fresh key `k` on `store` for fingerprint "a" and completes it with answer "a".
+async fn completed<S: Store>(store: &S, s: &Scope, k: &Key) {
+    let Outcome::Acquired { token, .. } = store
+        .begin(Claim::new(s, k, &fp("a"), LEASE, TTL))
+        .await
+        .expect("begin")
+    else {
+        panic!("fresh key acquires")
+    };
+    store
+        .complete(Hold::new(s, k, token), &response("a"))
+        .await
+        .expect("complete");
+}
+
+/// The test Redis's URL (none: skipped), the answers of the SQL store alone, and a fresh
+/// tiered store whose answers must match them.
+async fn tiered_beside_the_truth() -> Option<(String, Vec<String>, TieredStore<SqliteStore>)> {
+    let url = common::redis_url()?;
+    let expected = truth_answers().await;
+    let store = tiered(&url).await;
+    Some((url, expected, store))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_come_from_redis_and_answers_match_the_truth() {
-    let Some(url) = common::redis_url() else {
+    let Some((_, expected, store)) = tiered_beside_the_truth().await else {
         return;
     };
-    let expected = truth_answers().await;
     assert!(expected.iter().any(|a| a.starts_with("Replay")));
-    let store = tiered(&url).await;
     assert_eq!(scenario(&store, nothing).await, expected);
     let stats = store.stats();
     assert!(stats.hits >= 5, "replays come from Redis: {stats:?}");
@@ -213,11 +235,9 @@ async fn replays_come_from_redis_and_answers_match_the_truth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_every_redis_key_mid_sequence_changes_no_answer() {
-    let Some(url) = common::redis_url() else {
+    let Some((url, expected, store)) = tiered_beside_the_truth().await else {
         return;
     };
-    let expected = truth_answers().await;
-    let store = tiered(&url).await;
     let prefix = store.cache().prefix().to_owned();
     let deleted = AtomicUsize::new(0);
     let answers = scenario(&store, |_| {
@@ -328,17 +348,7 @@ async fn a_cached_replay_needs_the_same_fingerprint_and_a_live_record() {
     let store = tiered(&url).await;
     let s = Scope::new("t").expect("scope");
     let k = key("fp");
-    let Outcome::Acquired { token, .. } = store
-        .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
-        .await
-        .expect("begin")
-    else {
-        panic!("fresh key acquires")
-    };
-    store
-        .complete(Hold::new(&s, &k, token), &response("a"))
-        .await
-        .expect("complete");
+    completed(&store, &s, &k).await;
     let record = store.get(&s, &k).await.expect("get").expect("record");
 
     // The entry expires no later than the record, in its hash and in Redis.
@@ -422,17 +432,7 @@ async fn two_nodes_share_the_cache_and_racers_all_replay() {
     let node_b = std::sync::Arc::new(TieredStore::new(truth_b, cache.peer()));
     let s = Scope::new("t").expect("scope");
     let k = key("shared");
-    let Outcome::Acquired { token, .. } = node_a
-        .begin(Claim::new(&s, &k, &fp("a"), LEASE, TTL))
-        .await
-        .expect("begin")
-    else {
-        panic!("fresh key acquires")
-    };
-    node_a
-        .complete(Hold::new(&s, &k, token), &response("a"))
-        .await
-        .expect("complete");
+    completed(&*node_a, &s, &k).await;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let node = if i % 2 == 0 { &node_a } else { &node_b };
