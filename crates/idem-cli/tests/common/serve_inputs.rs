@@ -344,21 +344,18 @@ pub async fn bad_inputs_are_refused_and_change_nothing(c: &Cluster) {
         }
     }
     // Reads.
-    c.get(0, "/v1/accounts/ghost")
-        .await
-        .assert_problem(404, "account_not_found");
-    c.get(0, "/v1/accounts/gh%20ost")
-        .await
-        .assert_problem(400, "invalid_request");
-    c.get(0, "/v1/payments/ghost")
-        .await
-        .assert_problem(404, "payment_not_found");
-    c.get(0, &format!("/v1/payments/{long_id}"))
-        .await
-        .assert_problem(400, "invalid_request");
-    c.get(0, "/v1/nothing-here")
-        .await
-        .assert_problem(404, "not_found");
+    let long_path = format!("/v1/payments/{long_id}");
+    assert_get_problems(
+        c,
+        &[
+            ("/v1/accounts/ghost", 404, "account_not_found"),
+            ("/v1/accounts/gh%20ost", 400, "invalid_request"),
+            ("/v1/payments/ghost", 404, "payment_not_found"),
+            (&long_path, 400, "invalid_request"),
+            ("/v1/nothing-here", 404, "not_found"),
+        ],
+    )
+    .await;
     // Wrong methods.
     for (method, path) in [
         (Method::DELETE, "/v1/payments"),
@@ -389,15 +386,15 @@ pub async fn bad_inputs_are_refused_and_change_nothing(c: &Cluster) {
     }
     // Nothing moved; no payment exists.
     assert_eq!((c.balance("a1").await, c.balance("b1").await), (100, 100));
-    c.get(0, "/v1/payments/o")
-        .await
-        .assert_problem(404, "payment_not_found");
-    c.get(0, "/v1/payments/o-key")
-        .await
-        .assert_problem(404, "payment_not_found");
-    c.get(0, "/v1/accounts/c1")
-        .await
-        .assert_problem(404, "account_not_found");
+    assert_get_problems(
+        c,
+        &[
+            ("/v1/payments/o", 404, "payment_not_found"),
+            ("/v1/payments/o-key", 404, "payment_not_found"),
+            ("/v1/accounts/c1", 404, "account_not_found"),
+        ],
+    )
+    .await;
     // A valid key, any key, does not change which order is paid.
     for key in ["\"k-1\"", "k-2"] {
         let reply = c
@@ -460,5 +457,12 @@ pub async fn accounts_replay_and_service_endpoints_answer(c: &Cluster) {
         "/v1/accounts/{account_id}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+}
+
+/// `GET path` on node 0 answers each problem `(path, status, code)`.
+async fn assert_get_problems(c: &Cluster, cases: &[(&str, u16, &str)]) {
+    for (path, status, code) in cases {
+        c.get(0, path).await.assert_problem(*status, code);
     }
 }
