@@ -11,6 +11,11 @@
 //! with its ledger rows, and everything commits at once. A refused move is explained from
 //! the locked rows (404, 402), and rolled back. Any early return drops the transaction, which rolls it
 //! back, record included: nothing is kept from a refused call, and the key stays free.
+//!
+//! On PostgreSQL a payment first tries all of that as one statement on its own, the order
+//! claimed inside it with idem-sql's `InlineClaim` (one round trip, one commit); only an
+//! order seen before or a move that would be refused falls back to the transaction, which
+//! decides them as above.
 
 use std::time::Duration;
 
@@ -76,6 +81,19 @@ impl Claim {
             &request.refund_id,
             &request.amount,
         )
+    }
+
+    /// The claim written into one statement of the caller's own, born completed with
+    /// `answer` and kept forever, as [`Claim::begin`]'s.
+    fn inline(&self, answer: &StoredResponse) -> idem_sql::InlineClaim<'_> {
+        let claim = idem::Claim::new(
+            &self.scope,
+            &self.key,
+            &self.fingerprint,
+            Duration::ZERO,
+            TTL_FOREVER,
+        );
+        idem_sql::InlineClaim::new(claim, answer)
     }
 
     /// Claims the key inside `tx`, the record born completed with `answer`.
@@ -197,16 +215,6 @@ pub(crate) async fn pay<S: Business>(
         Claim::payment(tenant, request)?
     };
 
-    let mut tx = store.begin_write().await?;
-    let outcome = claim.begin(store, &mut tx, &answer).await?;
-    match outcome {
-        Outcome::Acquired { .. } => {}
-        Outcome::Mismatch => {
-            drop(tx);
-            return Err(conflict(store, sql, tenant, request).await);
-        }
-        other => return settled(other, || unreachable_conflict(request)),
-    }
     let row = [
         Arg::Str(&payment_id),
         Arg::Str(tenant.as_str()),
@@ -224,6 +232,23 @@ pub(crate) async fn pay<S: Business>(
         amount: request.amount,
         created_at: &created_at,
     };
+    // A fresh order that can be paid: one statement. Anything else (seen before, refused)
+    // wrote nothing, and the transaction below decides it.
+    let inline = claim.inline(&answer);
+    if ledger::pay_inline(store, sql, &movement, &row, &inline).await? == Some(true) {
+        return Ok(Answer::executed(CREATED, body));
+    }
+
+    let mut tx = store.begin_write().await?;
+    let outcome = claim.begin(store, &mut tx, &answer).await?;
+    match outcome {
+        Outcome::Acquired { .. } => {}
+        Outcome::Mismatch => {
+            drop(tx);
+            return Err(conflict(store, sql, tenant, request).await);
+        }
+        other => return settled(other, || unreachable_conflict(request)),
+    }
     if !ledger::transfer(store, sql, &mut tx, &movement, Some(&row)).await? {
         drop(tx); // rolled back: the record and the half-made move with it
         return Err(ledger::refusal(store, sql, &movement).await);

@@ -147,6 +147,61 @@ pub(crate) async fn transfer<S: Business>(
     Ok(true)
 }
 
+/// A payment whose order is claimed inside its own one statement ([`Sql::pay_inline`],
+/// PostgreSQL): true when it is paid — record, move, ledger rows and payment row committed
+/// at once, in one round trip. False when nothing was written: the order has a record
+/// already, or the move would be refused; the caller then runs the transaction that says
+/// which (replay, 422, 404, 402). `None` where the dialect has no such statement.
+pub(crate) async fn pay_inline<S: Business>(
+    store: &S,
+    sql: &Sql,
+    m: &Movement<'_>,
+    payment: &[Arg<'_>],
+    claim: &idem_sql::InlineClaim<'_>,
+) -> Result<Option<bool>> {
+    let Some(statement) = &sql.pay_inline else {
+        return Ok(None);
+    };
+    let (tenant, from, to, debit, credit) = (
+        Arg::Str(m.tenant),
+        Arg::Str(m.from),
+        Arg::Str(m.to),
+        Arg::Int(-m.amount),
+        Arg::Int(m.amount),
+    );
+    let mut args = vec![
+        tenant,
+        from,
+        to,
+        from,
+        credit,
+        to,
+        Arg::Int(i64::MAX - m.amount),
+        from,
+        debit,
+        credit,
+        from,
+        debit,
+        credit,
+        Arg::Str(m.id),
+        Arg::Str(m.created_at),
+    ];
+    args.extend_from_slice(payment);
+    args.extend(claim.values().into_iter().map(Arg::from));
+    match store.integers(statement, &args).await {
+        Ok(row) => {
+            let moved = row.and_then(|row| row.first().copied()).unwrap_or(0);
+            debug_assert!(
+                moved == 0 || moved == 2,
+                "a payment moves both accounts or none"
+            );
+            Ok(Some(moved == 2))
+        }
+        Err(error) if idem_sql::InlineClaim::is_taken(&error) => Ok(Some(false)),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Why [`transfer`] refused `m`, read after its transaction was rolled back: the first
 /// missing account (404), the payee's balance past the largest integer (400), or else the
 /// payer short of funds (402) — true when the move ran, even if a payment since has

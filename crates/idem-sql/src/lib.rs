@@ -33,7 +33,7 @@ pub use options::PostgresOptions;
 #[cfg(feature = "sqlite")]
 pub use options::SqliteOptions;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{ClaimValue, InlineClaim, PostgresStore};
 pub use retry::{Retry, Transient};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

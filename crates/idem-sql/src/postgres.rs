@@ -9,6 +9,10 @@
 //! = <the token read>`, so it applies to exactly the row that was decided on. Time is
 //! `clock_timestamp()` of the server.
 
+mod inline;
+
+pub use inline::{ClaimValue, InlineClaim};
+
 use idem::{FencingToken, Key, Record, Scope, StoreError, Timestamp};
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row as _};

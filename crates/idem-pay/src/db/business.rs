@@ -5,11 +5,23 @@ use async_trait::async_trait;
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore, TransactionalStore};
 use sqlx::{MySql, Postgres, Row, Sqlite, Transaction};
 
-/// One bound value. The business tables hold only these two kinds.
+/// One bound value: the business tables hold text and integers; an inline claim's record
+/// also bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg<'a> {
     Str(&'a str),
     Int(i64),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> From<idem_sql::ClaimValue<'a>> for Arg<'a> {
+    fn from(value: idem_sql::ClaimValue<'a>) -> Self {
+        match value {
+            idem_sql::ClaimValue::Text(text) => Arg::Str(text),
+            idem_sql::ClaimValue::Int(int) => Arg::Int(int),
+            idem_sql::ClaimValue::Bytes(bytes) => Arg::Bytes(bytes),
+        }
+    }
 }
 
 /// A payment row as read back: `payment_id, payer, payee, amount, refunded, created_at`.
@@ -109,6 +121,7 @@ macro_rules! bound {
             query = match *arg {
                 Arg::Str(value) => query.bind(value),
                 Arg::Int(value) => query.bind(value),
+                Arg::Bytes(value) => query.bind(value),
             };
         }
         query

@@ -90,6 +90,15 @@ pub(crate) struct Sql {
     /// `move_and_record` and the payment row's insert in one statement; binds
     /// `move_and_record`'s fifteen, then the payment's seven.
     pub(crate) pay_and_record: Option<String>,
+    /// A whole payment as one statement on its own, where the dialect has data-modifying
+    /// CTEs (PostgreSQL): the accounts locked in id order, and only when both exist and
+    /// the funds are there, the order claimed (idem-sql's [`idem_sql::InlineClaim`]), the
+    /// money moved, its ledger rows and the payment row written; returns the rows moved
+    /// (2, or 0 with nothing written). Binds tenant, from, to (the lock), from, amount,
+    /// to, `i64::MAX` - amount (the conditions), from, -amount, amount (the move), from,
+    /// -amount, amount (each row's delta), movement id, created_at, the payment's seven,
+    /// then the claim's values.
+    pub(crate) pay_inline: Option<String>,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
     pub(crate) ledger_totals: String,
@@ -144,7 +153,27 @@ impl Sql {
              RETURNING a.tenant, a.account_id, CASE WHEN a.account_id = ? THEN ? ELSE ? END AS delta), \
              recorded AS (INSERT INTO pay_ledger (movement_id, tenant, account_id, delta, created_at) SELECT ?, tenant, account_id, delta, ? FROM moved)"
         );
+        let pay_inline = |claim_first: usize| {
+            format!(
+                "WITH locked AS (SELECT tenant, account_id, balance FROM pay_accounts WHERE tenant = ? AND account_id IN (?, ?) ORDER BY account_id{lock}), \
+                 ok AS (SELECT 1 FROM locked HAVING COUNT(*) = 2 AND bool_and((account_id <> ? OR balance >= ?) AND (account_id <> ? OR balance <= ?))), \
+                 claimed AS ({claim}), \
+                 moved AS (UPDATE pay_accounts AS a SET balance = a.balance + CASE WHEN a.account_id = ? THEN ? ELSE ? END \
+                 FROM locked, claimed WHERE a.tenant = locked.tenant AND a.account_id = locked.account_id \
+                 RETURNING a.tenant, a.account_id, CASE WHEN a.account_id = ? THEN ? ELSE ? END AS delta), \
+                 recorded AS (INSERT INTO pay_ledger (movement_id, tenant, account_id, delta, created_at) SELECT ?, tenant, account_id, delta, ? FROM moved), \
+                 paid AS (INSERT INTO pay_payments (payment_id, tenant, order_id, payer, payee, amount, created_at) SELECT ?, ?, ?, ?, ?, ?, ? FROM claimed) \
+                 SELECT COUNT(*) FROM moved",
+                claim = idem_sql::InlineClaim::insert_sql("ok", claim_first),
+            )
+        };
         Self {
+            pay_inline: d.data_modifying_cte.then(|| {
+                // The claim's placeholders are numbered already; they follow the
+                // statement's own.
+                let own = pay_inline(0).matches('?').count();
+                q(pay_inline(own + 1))
+            }),
             insert_account: q(
                 "INSERT INTO pay_accounts (tenant, account_id, balance, opening_balance, created_at) VALUES (?, ?, ?, ?, ?)".into(),
             ),
