@@ -4,7 +4,8 @@
 //!
 //! - The key is the `message_id` property (or the payload's, as configured).
 //! - `Ack` acks, after an answer is published to the `reply_to` queue, if any, with the
-//!   delivery's `correlation_id`.
+//!   delivery's `correlation_id`: the body, the stored headers (`content-type` as the
+//!   property), the status in the `idem-status` header and `idempotent-replayed`.
 //! - `Retry` — JetStream's `Nak` with a delay, which AMQP lacks — republishes the message
 //!   to `<queue>.retry` with a per-message `expiration` of the delay, then acks it. That
 //!   queue has no consumer: its messages expire, and its dead-letter exchange (the default
@@ -200,7 +201,21 @@ impl AmqpSettler {
                         AMQPValue::LongUInt(response.status.into()),
                     );
                     headers.insert(REPLAYED_HEADER.into(), AMQPValue::Boolean(*replayed));
+                    for (name, value) in &response.headers {
+                        if !name.eq_ignore_ascii_case("content-type") {
+                            let value = LongString::from(value.clone());
+                            headers.insert(name.as_str().into(), AMQPValue::LongString(value));
+                        }
+                    }
                     let mut properties = BasicProperties::default().with_headers(headers);
+                    if let Some((_, kind)) = response
+                        .headers
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+                    {
+                        let kind = String::from_utf8_lossy(kind).into_owned();
+                        properties = properties.with_content_type(kind.into());
+                    }
                     if let Some(id) = delivery.properties.correlation_id() {
                         properties = properties.with_correlation_id(id.clone());
                     }

@@ -3,8 +3,9 @@
 //!
 //! - The key is the `Nats-Msg-Id` header (or the payload's, as configured); the attempt
 //!   is JetStream's delivery count.
-//! - `Ack` acks, after an answer is published to the subject in the message's
-//!   `Idem-Reply-To` header, if any (a JetStream message's own reply subject is its ack
+//! - `Ack` acks, after an answer (the body, the stored headers, the status in
+//!   `Idem-Status`, `Idempotent-Replayed: true` for a replay) is published to the subject
+//!   in the message's `Idem-Reply-To` header, if any (a JetStream message's own reply subject is its ack
 //!   subject, so the reply address travels in a header).
 //! - `Retry` is `Nak` with the delay: JetStream redelivers it then, to any consumer.
 //! - `DeadLetter` publishes the payload to the dead-letter subject (which a stream must
@@ -111,6 +112,11 @@ impl JetStreamSettler {
             Disposition::Ack { response, replayed } => {
                 if let Some(reply_to) = message.reply_to() {
                     let mut headers = HeaderMap::new();
+                    for (name, value) in &response.headers {
+                        if let Ok(value) = std::str::from_utf8(value) {
+                            headers.insert(name.as_str(), value);
+                        }
+                    }
                     headers.insert(STATUS_HEADER, response.status.to_string().as_str());
                     if *replayed {
                         headers.insert(REPLAYED_HEADER, "true");
