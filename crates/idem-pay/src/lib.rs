@@ -58,6 +58,7 @@
 //! ```
 
 pub mod api;
+pub mod brokers;
 mod db;
 mod error;
 mod flows;

@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// authenticate: without it anyone who reaches the port moves any money).
     #[arg(long, env = "IDEM_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Payment requests from NATS JetStream or RabbitMQ.
+    #[command(flatten)]
+    pub brokers: crate::brokers::BrokerArgs,
     /// The test guard's switch; it has none unless built with the feature.
     #[command(flatten)]
     pub guard: TestGuard,
@@ -223,18 +226,19 @@ pub async fn serve(
         }
         service.with_unsafe_disable_idempotency(args.guard.idempotency_disabled())
     };
+    let router = crate::api::router(service, auth);
+    let brokers = crate::brokers::start(&args.brokers, router.clone()).await?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {addr}");
-    idem_http::server::serve(
-        listener,
-        limits,
-        crate::api::router(service, auth),
-        shutdown,
-    )
-    .await;
+    idem_http::server::serve(listener, limits, router, shutdown).await;
+    // Deliveries cut short here were not acked: the broker hands them to another node,
+    // which replays what was paid.
+    for task in brokers {
+        task.abort();
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())

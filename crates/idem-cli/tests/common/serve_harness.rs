@@ -28,6 +28,8 @@ pub fn idem() -> Command {
         "IDEM_LOG_FORMAT",
         "IDEM_AUTH",
         "IDEM_INSECURE_NO_AUTH",
+        "IDEM_NATS",
+        "IDEM_AMQP",
     ] {
         command.env_remove(var);
     }
