@@ -1,7 +1,9 @@
-//! `/openapi.json` against the server that serves it: schemathesis (PyPI; `.ci/run` installs
-//! it) reads the document of a running `idem serve` on a temp SQLite file, with API keys on,
-//! and runs every check it has over every phase, the stateful one included (it chains calls
-//! along the document's links). Any finding fails the test.
+//! `/openapi.json` against the server that serves it. The served document is first checked
+//! against the OpenAPI 3.0 schema (`openapi-spec-validator`, installed with schemathesis);
+//! then schemathesis (PyPI; `.ci/run` installs it) reads it from a running `idem serve` on a
+//! temp SQLite file, with API keys on, and runs every check it has over every phase, the
+//! stateful one included (it chains calls along the document's links). Any finding fails
+//! the test.
 //!
 //! Without the `schemathesis` command the test is skipped with a printed reason; with
 //! `IDEM_REQUIRE_BACKENDS=1` (CI) or `IDEM_REQUIRE_SCHEMATHESIS=1` it fails instead.
@@ -72,6 +74,20 @@ fn create_key(database: &str, tenant: &str) -> String {
         .to_owned()
 }
 
+/// The body of `GET url`.
+fn fetch(url: &str) -> Vec<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let response = reqwest::get(url).await.expect("GET");
+        assert_eq!(response.status(), 200, "GET {url}");
+        response.bytes().await.expect("the body").to_vec()
+    })
+}
+
+/// A file of `tests/schemathesis/`: the settings and hooks of the run.
 fn support(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/schemathesis")
@@ -86,6 +102,20 @@ fn schemathesis_finds_nothing_against_idem_serve() {
     let database = format!("sqlite://{}/idem.db?mode=rwc", dir.display());
     let key = create_key(&database, "schemathesis");
     let node = Node::start(&database, &["--auth", "api-keys"], None);
+
+    let document = dir.join("openapi.json");
+    std::fs::write(&document, fetch(&format!("{}/openapi.json", node.base))).expect("write");
+    let validated = Command::new("openapi-spec-validator")
+        .args(["--schema", "3.0"])
+        .arg(&document)
+        .output()
+        .expect("run openapi-spec-validator (installed with schemathesis)");
+    assert!(
+        validated.status.success(),
+        "/openapi.json is not valid OpenAPI 3.0: {}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
 
     let examples = setting("IDEM_SCHEMATHESIS_EXAMPLES", 20);
     let seconds = setting("IDEM_SCHEMATHESIS_SECONDS", 45);
