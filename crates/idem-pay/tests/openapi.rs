@@ -1,7 +1,7 @@
 //! `/openapi.json` against the router that serves it: the document served is the one the
 //! code derives, it names every route of DESIGN §5 and the service endpoints and nothing
 //! else, each documented operation is routed, and every other method on a documented path
-//! is 405.
+//! is 405. Its patterns accept exactly what the server reads.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -92,5 +92,72 @@ async fn the_document_names_every_route_and_every_documented_operation_is_routed
                 );
             }
         }
+    }
+}
+
+/// A schema's `pattern` as a regex (the document's patterns are in the common subset of
+/// ECMA-262 and the `regex` crate).
+fn pattern(schema: &Value) -> regex::Regex {
+    regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).expect("a valid regex")
+}
+
+#[test]
+fn the_patterns_accept_what_the_server_reads() {
+    let doc = idem_pay::openapi::document();
+    let id = &doc["components"]["schemas"]["Id"];
+    let id_pattern = pattern(id);
+    let id_max = id["maxLength"].as_u64().expect("maxLength") as usize;
+    let long = "x".repeat(id_max);
+    let too_long = "x".repeat(id_max + 1);
+    for value in [
+        "a", "A-z_0.9:", "order-1", &long, &too_long, "", "a b", "a/b", "ü", "a\"", "a%20",
+    ] {
+        let documented = id_pattern.is_match(value) && !value.is_empty() && value.len() <= id_max;
+        assert_eq!(
+            documented,
+            idem_pay::validate::id("order_id", value).is_ok(),
+            "{value:?}"
+        );
+    }
+
+    let pay = &doc["paths"]["/v1/payments"]["post"]["parameters"];
+    let key = pay
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == idem::KEY_HEADER)
+        .expect("the Idempotency-Key header");
+    let key_pattern = pattern(&key["schema"]);
+    let quoted_max = format!("\"{}\"", "k".repeat(255));
+    let quoted_over = format!("\"{}\"", "k".repeat(256));
+    let bare_max = "k".repeat(255);
+    let bare_over = "k".repeat(256);
+    for value in [
+        "abc",
+        "\"abc\"",
+        "\"a b\"",
+        "\"a \\\"b\\\"\"",
+        "\"a\\\\b\"",
+        "idem_sk_0123:x/y+z=",
+        &quoted_max,
+        &bare_max,
+        &quoted_over,
+        &bare_over,
+        "",
+        "\"\"",
+        "a b",
+        "a,b",
+        "\"abc",
+        "\"abc\"x",
+        "\"a\\nb\"",
+        "a\"b",
+        "\"a\tb\"",
+        "a\tb",
+    ] {
+        assert_eq!(
+            key_pattern.is_match(value),
+            idem::parse_key_header_value(value.as_bytes()).is_ok(),
+            "{value:?}"
+        );
     }
 }
