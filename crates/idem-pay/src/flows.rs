@@ -24,7 +24,9 @@ use idem_sql::TransactionalStore;
 
 use crate::db::{Arg, Business, PaymentRow, Sql};
 use crate::ledger;
-use crate::model::{new_id, now_rfc3339, to_json, AccountBody, Answer, PaymentBody, RefundBody};
+use crate::model::{
+    new_id, now_rfc3339, to_json, AccountBody, Answer, PaymentBody, RefundBody, Status,
+};
 use crate::validate::{NewAccount, NewPayment, NewRefund};
 use crate::{Error, Result, Tenant};
 
@@ -201,7 +203,7 @@ pub(crate) async fn pay<S: Business>(
         payer: &request.payer,
         payee: &request.payee,
         amount: request.amount,
-        status: "succeeded",
+        status: Status::Succeeded,
         created_at: &created_at,
     });
     let answer = StoredResponse::new(CREATED, body.clone());
@@ -307,7 +309,7 @@ pub(crate) async fn payment<S: Business>(
         payer: &payment.payer,
         payee: &payment.payee,
         amount: payment.amount,
-        status: "succeeded",
+        status: Status::Succeeded,
         created_at: &payment.created_at,
     });
     Ok(Answer::executed(200, body))
@@ -337,7 +339,7 @@ pub(crate) async fn refund<S: Business>(
         payment_id: &payment.payment_id,
         order_id,
         amount: request.amount,
-        status: "succeeded",
+        status: Status::Succeeded,
         created_at: &created_at,
     });
     let answer = StoredResponse::new(CREATED, body.clone());

@@ -79,6 +79,6 @@ pub use db::{Backend, Db};
 pub use error::{Error, Result};
 pub use keys::{ApiKeys, KeyInfo, NewKey, Revocation};
 pub use ledger::LedgerReport;
-pub use model::{AccountBody, Answer, PaymentBody, RefundBody};
+pub use model::{AccountBody, Answer, PaymentBody, RefundBody, Status};
 pub use service::{Service, ATTEMPTS_MAX};
 pub use tenant::Tenant;

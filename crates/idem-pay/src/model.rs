@@ -5,6 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::validate::Id;
 
 /// A successful answer: a status and the exact body bytes, and whether it is a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,48 +38,72 @@ impl Answer {
     }
 }
 
-/// `{"account_id","balance"}`.
-#[derive(Debug, Serialize)]
+/// An account: `{"account_id","balance"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountBody<'a> {
     /// The account's id.
+    #[schema(value_type = Id)]
     pub account_id: &'a str,
     /// Its balance in minor units.
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub balance: i64,
 }
 
-/// `{"payment_id","order_id","payer","payee","amount","status","created_at"}`.
-#[derive(Debug, Serialize)]
+/// What a payment or refund that exists has done: only successful ones are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The money moved.
+    Succeeded,
+}
+
+/// A payment: `{"payment_id","order_id","payer","payee","amount","status","created_at"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentBody<'a> {
     /// The service's id for this payment.
+    #[schema(value_type = String, pattern = "^pay_[0-9a-f]{24}$")]
     pub payment_id: &'a str,
     /// The client's order id.
+    #[schema(value_type = Id)]
     pub order_id: &'a str,
     /// The account debited.
+    #[schema(value_type = Id)]
     pub payer: &'a str,
     /// The account credited.
+    #[schema(value_type = Id)]
     pub payee: &'a str,
     /// Minor units.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub amount: i64,
     /// Always `succeeded`: only successful payments are kept.
-    pub status: &'static str,
+    pub status: Status,
     /// When it was executed, RFC 3339 UTC.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: &'a str,
 }
 
-/// `{"refund_id","payment_id","order_id","amount","status","created_at"}`.
-#[derive(Debug, Serialize)]
+/// A refund: `{"refund_id","payment_id","order_id","amount","status","created_at"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Refund)]
 pub struct RefundBody<'a> {
     /// The client's refund id (unique within the payment).
+    #[schema(value_type = Id)]
     pub refund_id: &'a str,
     /// The refunded payment.
+    #[schema(value_type = String, pattern = "^pay_[0-9a-f]{24}$")]
     pub payment_id: &'a str,
     /// The refunded payment's order id.
+    #[schema(value_type = Id)]
     pub order_id: &'a str,
     /// Minor units moved back from payee to payer.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub amount: i64,
     /// Always `succeeded`.
-    pub status: &'static str,
+    pub status: Status,
     /// When it was executed, RFC 3339 UTC.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: &'a str,
 }
 
@@ -144,7 +171,7 @@ mod tests {
             payer: "a",
             payee: "b",
             amount: 5,
-            status: "succeeded",
+            status: Status::Succeeded,
             created_at: "t",
         });
         assert_eq!(

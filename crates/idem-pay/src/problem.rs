@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::metrics::Outcome;
 use crate::Error;
@@ -14,7 +15,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The stable `code` of a problem answer: DESIGN §5 names them, clients are written against
 /// them, and they never change meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Code {
     /// 400: bad JSON, a bad or unknown field, a bad path segment or header.
@@ -160,22 +162,26 @@ impl Code {
     }
 }
 
-/// The body of a problem answer.
-#[derive(Debug, Serialize)]
+/// The body of a problem answer (RFC 9457), sent as `application/problem+json`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem (`urn:idem:problem:<code>`).
     #[serde(rename = "type")]
+    #[schema(format = "uri", pattern = "^urn:idem:problem:[a-z_]+$")]
     pub type_uri: String,
     /// A short summary of the kind.
+    #[schema(value_type = String)]
     pub title: &'static str,
     /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// The stable code.
-    pub code: &'static str,
-    /// The field at fault, for `invalid_request`.
+    /// The stable code: what clients branch on.
+    pub code: Code,
+    /// The field (or header) at fault, for `invalid_request`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
 }
 
@@ -226,7 +232,7 @@ impl Error {
             title: code.title(),
             status: code.status().as_u16(),
             detail,
-            code: code.as_str(),
+            code,
             field,
         }
     }

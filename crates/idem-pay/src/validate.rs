@@ -12,6 +12,9 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::{Error, Result};
 
@@ -22,6 +25,30 @@ pub const ID_LEN_MAX: usize = 128;
 pub(crate) fn id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
 }
+
+/// [`id_byte`] as a regular expression, for the OpenAPI document.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]+$";
+
+/// An identifier as the OpenAPI document states it: the rules of [`id`], in one schema that
+/// every id field and path parameter refers to.
+#[derive(Debug, Clone, Copy)]
+pub struct Id;
+
+impl PartialSchema for Id {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(ID_LEN_MAX))
+            .pattern(Some(ID_PATTERN))
+            .description(Some(format!(
+                "An identifier: 1 to {ID_LEN_MAX} of A-Z, a-z, 0-9 and . _ : -, unique within the tenant."
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for Id {}
 
 /// Checks an identifier: 1 to 128 of `[A-Za-z0-9._:-]`.
 ///
@@ -43,34 +70,50 @@ pub fn id(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// `POST /v1/accounts`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+// The bodies are read by `Fields` below, not by serde: `deny_unknown_fields` is there for
+// `ToSchema`, which writes it as `additionalProperties: false`, as `Fields::finish` enforces.
+
+/// `POST /v1/accounts`: opens an account.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// The account's id.
+    #[schema(value_type = Id)]
     pub account_id: String,
-    /// The opening balance, ≥ 0.
+    /// The opening balance in minor units, ≥ 0.
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub balance: i64,
 }
 
-/// `POST /v1/payments`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `POST /v1/payments`: moves `amount` from `payer` to `payee`, once per `order_id`.
+/// `payee` must differ from `payer` (a rule JSON Schema cannot state): an equal pair is
+/// 400 `invalid_request` naming `payee`.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewPayment {
     /// The business key: an order is paid at most once.
+    #[schema(value_type = Id)]
     pub order_id: String,
     /// The account debited.
+    #[schema(value_type = Id)]
     pub payer: String,
-    /// The account credited.
+    /// The account credited; not `payer`.
+    #[schema(value_type = Id)]
     pub payee: String,
     /// Minor units, > 0.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub amount: i64,
 }
 
-/// `POST /v1/payments/{order_id}/refunds`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `POST /v1/payments/{order_id}/refunds`: moves money back from payee to payer.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewRefund {
     /// The refund's key, unique within its payment.
+    #[schema(value_type = Id)]
     pub refund_id: String,
     /// Minor units, > 0.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub amount: i64,
 }
 

@@ -10,8 +10,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::{App, BODY_LIMIT_BYTES};
-use crate::model::Answer;
-use crate::validate::{self, NewAccount, NewPayment, NewRefund};
+use crate::model::{AccountBody, Answer, PaymentBody, RefundBody};
+use crate::openapi::{
+    AccountProblems, KeyHeader, OpenAccountProblems, PayProblems, PaymentProblems, RefundProblems,
+    Replayed,
+};
+use crate::validate::{self, Id, NewAccount, NewPayment, NewRefund};
 use crate::{Error, Result, Tenant};
 
 /// A JSON request body, at most [`BODY_LIMIT_BYTES`]: declared as JSON, or undeclared (a
@@ -116,7 +120,27 @@ where
         .map_err(|e| Error::Internal(format!("service task failed: {e}")))?
 }
 
-pub(super) async fn open_account(
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    operation_id = "open_account",
+    summary = "Open an account",
+    description = "Opens `account_id` with `balance`. The same call again replays the first answer; the same id with another balance is 422 `account_conflict`.",
+    params(KeyHeader),
+    request_body(content = NewAccount, examples(
+        ("alice" = (summary = "A funded account", value = json!({"account_id": "alice", "balance": 1000}))),
+        ("bob" = (summary = "An empty account", value = json!({"account_id": "bob", "balance": 0})))
+    )),
+    responses(
+        (status = 201, description = "The account, opened by this call or by an equal one before it.", body = AccountBody<'static>,
+            headers(("Idempotent-Replayed" = Replayed, description = "`true` when this is the first answer replayed, byte for byte; absent otherwise.")),
+            links(("GetAccount" = (operation_id = "get_account", parameters(("account_id" = "$response.body#/account_id")))))
+        ),
+        OpenAccountProblems
+    ),
+    security(("apiKey" = []))
+)]
+pub(crate) async fn open_account(
     State(app): State<App>,
     Extension(tenant): Extension<Tenant>,
     JsonBody(body): JsonBody,
@@ -125,7 +149,19 @@ pub(super) async fn open_account(
     spawn(async move { app.service.open_account(&tenant, &request).await }).await
 }
 
-pub(super) async fn account(
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account_id}",
+    operation_id = "get_account",
+    summary = "Read an account",
+    params(("account_id" = Id, Path, description = "The account's id.", example = "alice")),
+    responses(
+        (status = 200, description = "The account.", body = AccountBody<'static>),
+        AccountProblems
+    ),
+    security(("apiKey" = []))
+)]
+pub(crate) async fn account(
     State(app): State<App>,
     Extension(tenant): Extension<Tenant>,
     path: Result<Path<String>, PathRejection>,
@@ -134,7 +170,29 @@ pub(super) async fn account(
     app.service.account(&tenant, &account_id).await
 }
 
-pub(super) async fn pay(
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    operation_id = "pay",
+    summary = "Pay an order",
+    description = "Moves `amount` from `payer` to `payee`, once per `order_id`, whatever node gets it. The same order with the same payer, payee and amount replays the first answer byte for byte with `Idempotent-Replayed: true`; with anything else different it is 422 `order_id_conflict`. `payee` must differ from `payer` (400 `invalid_request` naming `payee`). A payer short of funds is 402, not final: the same order may be paid later.",
+    params(KeyHeader),
+    request_body(content = NewPayment, examples(
+        ("order-1" = (summary = "alice pays bob 250", value = json!({"order_id": "order-1", "payer": "alice", "payee": "bob", "amount": 250})))
+    )),
+    responses(
+        (status = 201, description = "The payment, made by this call or by an equal one before it.", body = PaymentBody<'static>,
+            headers(("Idempotent-Replayed" = Replayed, description = "`true` when this is the first answer replayed, byte for byte; absent otherwise.")),
+            links(
+                ("GetPayment" = (operation_id = "get_payment", parameters(("order_id" = "$response.body#/order_id")))),
+                ("RefundPayment" = (operation_id = "refund_payment", parameters(("order_id" = "$response.body#/order_id"))))
+            )
+        ),
+        PayProblems
+    ),
+    security(("apiKey" = []))
+)]
+pub(crate) async fn pay(
     State(app): State<App>,
     Extension(tenant): Extension<Tenant>,
     JsonBody(body): JsonBody,
@@ -143,7 +201,21 @@ pub(super) async fn pay(
     spawn(async move { app.service.pay(&tenant, &request).await }).await
 }
 
-pub(super) async fn payment(
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{order_id}",
+    operation_id = "get_payment",
+    summary = "Read a payment by its order id",
+    params(("order_id" = Id, Path, description = "The payment's order id.", example = "order-1")),
+    responses(
+        (status = 200, description = "The payment.", body = PaymentBody<'static>,
+            links(("RefundPayment" = (operation_id = "refund_payment", parameters(("order_id" = "$response.body#/order_id")))))
+        ),
+        PaymentProblems
+    ),
+    security(("apiKey" = []))
+)]
+pub(crate) async fn payment(
     State(app): State<App>,
     Extension(tenant): Extension<Tenant>,
     path: Result<Path<String>, PathRejection>,
@@ -152,7 +224,29 @@ pub(super) async fn payment(
     app.service.payment(&tenant, &order_id).await
 }
 
-pub(super) async fn refund(
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{order_id}/refunds",
+    operation_id = "refund_payment",
+    summary = "Refund a payment",
+    description = "Moves `amount` back from the payment's payee to its payer, once per `refund_id` (unique within the payment), never more in total than the payment. The same refund again replays the first answer; the same `refund_id` with another amount is 422 `refund_id_conflict`; past the payment, 422 `refund_exceeds_payment`; a payee short of funds, 402.",
+    params(
+        ("order_id" = Id, Path, description = "The refunded payment's order id.", example = "order-1"),
+        KeyHeader
+    ),
+    request_body(content = NewRefund, examples(
+        ("refund-1" = (summary = "bob gives 100 back", value = json!({"refund_id": "refund-1", "amount": 100})))
+    )),
+    responses(
+        (status = 201, description = "The refund, made by this call or by an equal one before it.", body = RefundBody<'static>,
+            headers(("Idempotent-Replayed" = Replayed, description = "`true` when this is the first answer replayed, byte for byte; absent otherwise.")),
+            links(("GetPayment" = (operation_id = "get_payment", parameters(("order_id" = "$response.body#/order_id")))))
+        ),
+        RefundProblems
+    ),
+    security(("apiKey" = []))
+)]
+pub(crate) async fn refund(
     State(app): State<App>,
     Extension(tenant): Extension<Tenant>,
     path: Result<Path<String>, PathRejection>,
@@ -163,11 +257,26 @@ pub(super) async fn refund(
     spawn(async move { app.service.refund(&tenant, &order_id, &request).await }).await
 }
 
-pub(super) async fn healthz() -> &'static str {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "`ok`: the process serves.", body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub(super) async fn metrics(State(app): State<App>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Requests by route and outcome, latency, database retries, in the Prometheus text format.",
+    responses((status = 200, description = "The metrics.", body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn metrics(State(app): State<App>) -> Response {
     let text = app.service.metrics().render();
     let mut response = text.into_response();
     response.headers_mut().insert(
@@ -177,7 +286,14 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
     response
 }
 
-pub(super) async fn openapi(State(app): State<App>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI document of the API.", body = Object, content_type = "application/json"))
+)]
+pub(crate) async fn openapi(State(app): State<App>) -> Response {
     let mut response = app.openapi.clone().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

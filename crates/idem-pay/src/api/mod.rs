@@ -3,7 +3,7 @@
 //! problem+json.
 
 mod auth;
-mod handlers;
+pub(crate) mod handlers;
 
 pub use auth::Auth;
 
@@ -13,9 +13,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::metrics::Outcome;
 use crate::model::Answer;
@@ -39,26 +41,38 @@ pub(crate) struct App {
 /// The routes of DESIGN §5 on `service`, plus `GET /openapi.json`; `/v1` requests are
 /// authenticated as `auth` says (DESIGN §5a), the service endpoints never.
 pub fn router(service: Service, auth: Auth) -> Router {
+    let ((v1, open), document) = routes();
     let app = App {
         service,
-        openapi: crate::openapi::document().to_string().into(),
+        openapi: crate::openapi::served(document).to_string().into(),
     };
-    let v1 = Router::new()
-        .route("/v1/accounts", post(handlers::open_account))
-        .route("/v1/accounts/{account_id}", get(handlers::account))
-        .route("/v1/payments", post(handlers::pay))
-        .route("/v1/payments/{order_id}", get(handlers::payment))
-        .route("/v1/payments/{order_id}/refunds", post(handlers::refund))
-        .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
+    let v1 = v1.route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
     Router::new()
         .merge(v1)
-        .route("/healthz", get(handlers::healthz))
-        .route("/metrics", get(handlers::metrics))
-        .route("/openapi.json", get(handlers::openapi))
+        .merge(open)
         .route_layer(middleware::from_fn_with_state(app.clone(), track))
         .fallback(handlers::no_route)
         .layer(middleware::map_response(plain_errors_as_problems))
         .with_state(app)
+}
+
+/// The routes, `/v1` and the service endpoints apart, and the OpenAPI document of both:
+/// each handler is routed and documented by the same `routes!` call, from its
+/// `#[utoipa::path]`, so no route goes undocumented and no documented one unrouted.
+pub(crate) fn routes() -> ((Router<App>, Router<App>), utoipa::openapi::OpenApi) {
+    let (v1, v1_paths) = OpenApiRouter::with_openapi(crate::openapi::Root::openapi())
+        .routes(routes!(handlers::open_account))
+        .routes(routes!(handlers::account))
+        .routes(routes!(handlers::pay))
+        .routes(routes!(handlers::payment))
+        .routes(routes!(handlers::refund))
+        .split_for_parts();
+    let (open, open_paths) = OpenApiRouter::new()
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::openapi))
+        .split_for_parts();
+    ((v1, open), v1_paths.merge_from(open_paths))
 }
 
 impl IntoResponse for Answer {
