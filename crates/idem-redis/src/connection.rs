@@ -16,6 +16,10 @@ use crate::{Error, RedisOptions};
 /// How often the cluster client sends one command again after a redirection (`MOVED`,
 /// `ASK`), a refused or dropped node connection or `TRYAGAIN`/`CLUSTERDOWN`, before the
 /// call fails as unavailable.
+///
+/// A dropped connection may have carried the call before it dropped, so a retried script
+/// may run twice; its second run answers as a second call would (`begin` in flight,
+/// `complete` or `release` fenced), never granting a key twice.
 const CLUSTER_RETRIES: u32 = 3;
 
 /// The shortest and longest wait before such a retry, in ms: a slot moving or a failover
