@@ -17,11 +17,14 @@ pub fn redis_url() -> Option<String> {
     backend_url("IDEM_TEST_REDIS")
 }
 
+/// What every test's key prefix starts with.
+const TEST_PREFIX: &str = "idemtest";
+
 /// Options on `url` with a prefix no other test uses.
 pub fn fresh_options(url: &str) -> RedisOptions {
     RedisOptions::from_url(url)
         .expect("a Redis URL")
-        .prefix(unique_name("idemtest"))
+        .prefix(unique_name(TEST_PREFIX))
 }
 
 /// A plain connection for checking what the store left in Redis.
@@ -42,9 +45,15 @@ pub fn redis_cluster_url() -> Option<String> {
 /// Deletes every key under `prefix` (SCAN + DEL on each master of a cluster; never
 /// FLUSHALL: the servers are shared) and says how many it deleted.
 pub async fn delete_prefix(url: &str, prefix: &str) -> usize {
+    delete_prefixes(url, &format!("{prefix}:*"), &[prefix.to_owned()]).await
+}
+
+/// Deletes every key matching `pattern` whose prefix (up to its first `:`) is one of
+/// `prefixes`, in one walk of each node's keyspace.
+async fn delete_prefixes(url: &str, pattern: &str, prefixes: &[String]) -> usize {
     let mut deleted = 0;
     for node in master_urls(url).await {
-        deleted += delete_prefix_on(&node, prefix).await;
+        deleted += delete_prefixes_on(&node, pattern, prefixes).await;
     }
     deleted
 }
@@ -79,9 +88,9 @@ async fn master_urls(url: &str) -> Vec<String> {
         .collect()
 }
 
-/// [`delete_prefix`] on one server: keys one by one, as a cluster node refuses a `DEL` of
+/// [`delete_prefixes`] on one server: keys one by one, as a cluster node refuses a `DEL` of
 /// keys in several slots.
-async fn delete_prefix_on(url: &str, prefix: &str) -> usize {
+async fn delete_prefixes_on(url: &str, pattern: &str, prefixes: &[String]) -> usize {
     let mut conn = raw(url).await;
     let mut cursor: u64 = 0;
     let mut deleted = 0;
@@ -89,12 +98,19 @@ async fn delete_prefix_on(url: &str, prefix: &str) -> usize {
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}:*"))
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut conn)
             .await
             .expect("SCAN");
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|key| {
+                let prefix = key.split(|&b| b == b':').next().unwrap_or_default();
+                prefixes.iter().any(|p| p.as_bytes() == prefix)
+            })
+            .collect();
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for key in &keys {
@@ -154,11 +170,7 @@ impl Drop for Prefixes {
                 .enable_all()
                 .build()
                 .expect("a runtime for the clean-up");
-            runtime.block_on(async {
-                for prefix in made {
-                    delete_prefix(&url, &prefix).await;
-                }
-            });
+            runtime.block_on(delete_prefixes(&url, &format!("{TEST_PREFIX}_*"), &made));
         });
         let _ = cleanup.join();
     }
