@@ -168,9 +168,25 @@ pub struct ChaosArgs {
     #[arg(long, env = "IDEM_CHAOS_PROXY_STORE", value_enum, default_value_t = ProxyStore::Sql)]
     pub proxy_store: ProxyStore,
     /// Proxy target: the Redis server of `--proxy-store redis|tiered`, such as
-    /// redis://127.0.0.1:6379 (its connections are cut through a relay of the run's own).
+    /// redis://127.0.0.1:6379 (its connections are cut through a relay of the run's own),
+    /// or a Redis Cluster, redis+cluster://127.0.0.1:30001,… (the proxies connect to it
+    /// directly: a store cut then cuts the database only).
     #[arg(long, env = "IDEM_CHAOS_REDIS")]
     pub redis: Option<String>,
+    /// Proxy target: SIGKILL the Redis Cluster master holding the run's records about this
+    /// often, and restart it 2.5 s later with the same port and node config (it rejoins
+    /// empty). Needs a `--redis redis+cluster://` cluster that `scripts/redis-cluster.sh`
+    /// started under `--redis-cluster-dir`.
+    #[arg(long, env = "IDEM_CHAOS_KILL_REDIS_MASTER_EVERY", value_parser = parse_duration)]
+    pub kill_redis_master_every: Option<Duration>,
+    /// The directory `scripts/redis-cluster.sh` keeps each master's pid file and node
+    /// config in (its `IDEM_CLUSTER_DIR`).
+    #[arg(
+        long,
+        env = "IDEM_CHAOS_REDIS_CLUSTER_DIR",
+        default_value = "/tmp/idem-redis-cluster"
+    )]
+    pub redis_cluster_dir: PathBuf,
     /// Proxy target: the proxies' lease (`idem proxy --lease-ms`): how long a killed
     /// proxy's key stays held before another proxy takes it over.
     #[arg(long, env = "IDEM_CHAOS_LEASE_MS", default_value_t = 3000)]

@@ -11,7 +11,8 @@ use idem::{
 };
 use redis::{RedisError, Value};
 
-use crate::connection::{Connection, KeyLayout};
+use crate::connection::Connection;
+use crate::keys::KeyLayout;
 use crate::scripts::SCRIPTS;
 use crate::{Error, RedisOptions};
 

@@ -1,140 +1,107 @@
-//! [`RedisOptions`] and the lazily opened, self-reconnecting connection both the store and
-//! the cache use.
+//! The lazily opened, self-reconnecting connection both the store and the cache use, to
+//! one server or to a Redis Cluster.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Client, Cmd, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-use crate::Error;
+use crate::options::Target;
+use crate::{Error, RedisOptions};
 
-/// The key prefix used unless [`RedisOptions::prefix`] says otherwise.
-pub const DEFAULT_PREFIX: &str = "idem";
-
-/// Where and how to reach Redis, and under which key prefix to keep records.
+/// How often the cluster client sends one command again after a redirection (`MOVED`,
+/// `ASK`), a refused or dropped node connection or `TRYAGAIN`/`CLUSTERDOWN`, before the
+/// call fails as unavailable.
 ///
-/// ```
-/// use std::time::Duration;
-/// use idem_redis::RedisOptions;
-///
-/// let options = RedisOptions::from_url("redis://127.0.0.1:6379")?
-///     .prefix("payments")
-///     .response_timeout(Duration::from_millis(500));
-/// assert_eq!(options.key_prefix(), "payments");
-/// # Ok::<(), idem_redis::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    url: String,
-    prefix: String,
-    connection_timeout: Duration,
-    response_timeout: Duration,
-}
+/// A dropped connection may have carried the call before it dropped, so a retried script
+/// may run twice; its second run answers as a second call would (`begin` in flight,
+/// `complete` or `release` fenced), never granting a key twice.
+const CLUSTER_RETRIES: u32 = 3;
 
-impl RedisOptions {
-    /// Options for the server at `url` (`redis://[user:pass@]host:port[/db]`, `rediss://`
-    /// for TLS), prefix `idem`, a 1 s connection timeout and a 2 s response timeout.
-    ///
-    /// # Errors
-    /// [`Error::Url`] for a URL the client rejects.
-    pub fn from_url(url: &str) -> Result<Self, Error> {
-        Client::open(url).map_err(Error::Url)?;
-        Ok(Self {
-            url: url.to_owned(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            connection_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(2),
-        })
-    }
+/// The shortest and longest wait before such a retry, in ms: a slot moving or a failover
+/// is noticed within a few tens of ms, and a node that is down fails the call quickly.
+const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
 
-    /// Keeps every key under `prefix` (checked when the store is opened): several services,
-    /// or tests, can share one server without meeting.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long one connection attempt may take before it fails as unavailable.
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
-    /// How long one script call may wait for its answer before it fails as unavailable.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// The server URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The key prefix.
-    pub fn key_prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub(crate) fn checked_prefix(&self) -> Result<String, Error> {
-        let ok = !self.prefix.is_empty()
-            && self
-                .prefix
-                .bytes()
-                .all(|b| (0x21..=0x7e).contains(&b) && b != b'{' && b != b'}');
-        if ok {
-            Ok(self.prefix.clone())
-        } else {
-            Err(Error::Prefix(self.prefix.clone()))
-        }
-    }
-}
-
-impl std::str::FromStr for RedisOptions {
-    type Err = Error;
-
-    fn from_str(url: &str) -> Result<Self, Error> {
-        Self::from_url(url)
-    }
-}
-
-/// One multiplexed connection, opened on first use and reopened by [`ConnectionManager`]
-/// whenever it drops. Clones share it.
+/// One multiplexed connection, opened on first use and reopened whenever it drops (by
+/// [`ConnectionManager`] on one server, by the cluster client per node on a cluster).
+/// Clones share it.
 ///
 /// Opening lazily lets a node start while Redis is down: the two-tier store then answers
 /// from its truth store until Redis comes back.
 #[derive(Clone)]
 pub(crate) struct Connection {
-    client: Client,
-    config: ConnectionManagerConfig,
-    manager: Arc<OnceCell<ConnectionManager>>,
+    client: Clients,
+    open: Arc<OnceCell<Conn>>,
+}
+
+#[derive(Clone)]
+enum Clients {
+    Server {
+        client: Client,
+        config: ConnectionManagerConfig,
+    },
+    Cluster(ClusterClient),
+}
+
+/// An open connection: every command of the crate goes through it, to one server or to
+/// the cluster node owning the command's key.
+// Unboxed: each call clones the connection it uses, and a box would add an allocation to
+// every call on the common variant.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("server", &self.client.get_connection_info().addr)
-            .field("open", &self.manager.initialized())
-            .finish()
+        let mut out = f.debug_struct("Connection");
+        match &self.client {
+            Clients::Server { client, .. } => {
+                out.field("server", &client.get_connection_info().addr)
+            }
+            Clients::Cluster(_) => out.field("server", &"cluster"),
+        };
+        out.field("open", &self.open.initialized()).finish()
     }
 }
 
 impl Connection {
     pub(crate) fn new(options: &RedisOptions) -> Result<Self, Error> {
-        let client = Client::open(options.url.as_str()).map_err(Error::Url)?;
-        // One attempt per reconnect: the manager tries again on the next call, so a down
-        // server costs each call one refused connect instead of a backoff schedule of
-        // seconds (the crate's default first delay is 1 s).
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(options.connection_timeout)
-            .set_response_timeout(options.response_timeout);
+        let (connection_timeout, response_timeout) = options.timeouts();
+        let client = match options.target() {
+            Target::Server(url) => {
+                let client = Client::open(url.as_str()).map_err(Error::Url)?;
+                // One attempt per reconnect: the manager tries again on the next call, so
+                // a down server costs each call one refused connect instead of a backoff
+                // schedule of seconds (the crate's default first delay is 1 s).
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(connection_timeout)
+                    .set_response_timeout(response_timeout);
+                Clients::Server { client, config }
+            }
+            Target::Cluster(nodes) => {
+                let (min_wait, max_wait) = CLUSTER_RETRY_WAIT_MS;
+                let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .connection_timeout(connection_timeout)
+                    .response_timeout(response_timeout)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(min_wait)
+                    .max_retry_wait(max_wait)
+                    .build()
+                    .map_err(Error::Url)?;
+                Clients::Cluster(client)
+            }
+        };
         Ok(Self {
             client,
-            config,
-            manager: Arc::new(OnceCell::new()),
+            open: Arc::new(OnceCell::new()),
         })
     }
 
@@ -142,172 +109,124 @@ impl Connection {
     pub(crate) fn independent(&self) -> Self {
         Self {
             client: self.client.clone(),
-            config: self.config.clone(),
-            manager: Arc::new(OnceCell::new()),
+            open: Arc::new(OnceCell::new()),
         }
     }
 
     /// The connection, opening it if this is the first use (or every earlier attempt failed).
-    pub(crate) async fn get(&self) -> Result<ConnectionManager, RedisError> {
-        self.manager
-            .get_or_try_init(|| {
-                ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
+    pub(crate) async fn get(&self) -> Result<Conn, RedisError> {
+        self.open
+            .get_or_try_init(|| async {
+                match &self.client {
+                    Clients::Server { client, config } => {
+                        ConnectionManager::new_with_config(client.clone(), config.clone())
+                            .await
+                            .map(Conn::Server)
+                    }
+                    Clients::Cluster(client) => {
+                        client.get_async_connection().await.map(Conn::Cluster)
+                    }
+                }
             })
             .await
             .cloned()
     }
 }
 
-/// Where one prefix's keys live: `<prefix>:{<scope>}:<key>` for a record, so every key of
-/// one scope shares a cluster hash slot.
-///
-/// A scope never holds a brace (see [`idem::Scope`]), so the hash tag is exactly the
-/// scope, and the first `}` ends it: no (scope, key) pair can name another's key.
-#[derive(Debug, Clone)]
-pub(crate) struct KeyLayout {
-    prefix: Arc<str>,
-}
-
-impl KeyLayout {
-    pub(crate) fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
-    }
-
-    /// A `SCAN MATCH` pattern for every record of the prefix (and no cache entry): the
-    /// prefix with its glob characters escaped, then `:{*`.
-    #[cfg(feature = "test-clock")]
-    pub(crate) fn record_pattern(&self) -> String {
-        self.pattern(":{*")
-    }
-
-    /// A `SCAN MATCH` pattern for every cache entry of the prefix.
-    #[cfg(feature = "test-clock")]
-    pub(crate) fn cache_pattern(&self) -> String {
-        self.pattern(":cache:{*")
-    }
-
-    /// The prefix with its glob characters escaped, then `tail`.
-    #[cfg(feature = "test-clock")]
-    fn pattern(&self, tail: &str) -> String {
-        let mut pattern = String::with_capacity(self.prefix.len() + tail.len() + 2);
-        for c in self.prefix.chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                pattern.push('\\');
+impl Conn {
+    /// Runs a command that names no key (`INFO`, `TIME`) on one node: the server, or any
+    /// node of the cluster (where the client would otherwise ask every master).
+    pub(crate) async fn on_any_node(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Server(conn) => cmd.query_async(conn).await,
+            Self::Cluster(conn) => {
+                conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                    .await
             }
-            pattern.push(c);
-        }
-        pattern.push_str(tail);
-        pattern
-    }
-
-    pub(crate) fn record<'a>(
-        &'a self,
-        scope: &'a idem::Scope,
-        key: &'a idem::Key,
-    ) -> RecordName<'a> {
-        RecordName {
-            prefix: &self.prefix,
-            scope,
-            key,
         }
     }
 
-    pub(crate) fn cache_entry(&self, scope: &idem::Scope, key: &idem::Key) -> String {
-        format!(
-            "{}:cache:{{{}}}:{}",
-            self.prefix,
-            scope.as_str(),
-            key.as_str()
-        )
-    }
-
-    pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-}
-
-/// A record's key, `<prefix>:{<scope>}:<key>`: a command writes it straight into its
-/// buffer, with no string of its own on the way (every `begin` names one).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordName<'a> {
-    prefix: &'a str,
-    scope: &'a idem::Scope,
-    key: &'a idem::Key,
-}
-
-impl std::fmt::Display for RecordName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{{{}}}:{}",
-            self.prefix,
-            self.scope.as_str(),
-            self.key.as_str()
-        )
-    }
-}
-
-impl redis::ToRedisArgs for RecordName<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        out.write_arg_fmt(self);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
+    /// The `host:port` of every master the keys live on: the server itself (`None`, its
+    /// own connection), or each master of the cluster (`CLUSTER SLOTS`), so that a walk of
+    /// the keyspace (`SCAN`) can visit each.
     #[cfg(feature = "test-clock")]
-    fn scan_patterns_escape_the_prefix() {
-        let layout = KeyLayout::new("idem");
-        assert_eq!(layout.record_pattern(), "idem:{*");
-        assert_eq!(layout.cache_pattern(), "idem:cache:{*");
-        assert_eq!(
-            KeyLayout::new("a*b?[c]\\").record_pattern(),
-            "a\\*b\\?\\[c\\]\\\\:{*"
-        );
-    }
-
-    #[test]
-    fn records_of_one_scope_share_a_hash_tag() {
-        let layout = KeyLayout::new("idem");
-        let scope = idem::Scope::new("tenant-1|POST /v1/payments").expect("scope");
-        let key = idem::Key::new("order:}{-7").expect("key");
-        assert_eq!(
-            layout.record(&scope, &key).to_string(),
-            "idem:{tenant-1|POST /v1/payments}:order:}{-7"
-        );
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(layout.record(&scope, &key));
-        let written = match cmd.args_iter().nth(1) {
-            Some(redis::Arg::Simple(bytes)) => bytes.to_vec(),
-            _ => Vec::new(),
+    pub(crate) async fn masters(&mut self) -> RedisResult<Vec<Option<(String, u16)>>> {
+        let Self::Cluster(conn) = self else {
+            return Ok(vec![None]);
         };
-        assert_eq!(written, b"idem:{tenant-1|POST /v1/payments}:order:}{-7");
-        assert_eq!(
-            layout.cache_entry(&scope, &key),
-            "idem:cache:{tenant-1|POST /v1/payments}:order:}{-7"
-        );
-        assert_eq!(
-            layout.record(&idem::Scope::global(), &key).to_string(),
-            "idem:{}:order:}{-7"
-        );
+        let slots: Vec<Value> = redis::from_redis_value(
+            &conn
+                .route_command(
+                    redis::cmd("CLUSTER").arg("SLOTS"),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                )
+                .await?,
+        )?;
+        let mut masters = Vec::new();
+        for range in slots {
+            // [start, end, [host, port, id, …], replicas…]
+            let range: Vec<Value> = redis::from_redis_value(&range)?;
+            if let Some(master) = range.get(2) {
+                let node: Vec<Value> = redis::from_redis_value(master)?;
+                if let (Some(host), Some(port)) = (node.first(), node.get(1)) {
+                    let node = (
+                        redis::from_redis_value::<String>(host)?,
+                        redis::from_redis_value::<u16>(port)?,
+                    );
+                    if !masters.contains(&Some(node.clone())) {
+                        masters.push(Some(node));
+                    }
+                }
+            }
+        }
+        Ok(masters)
     }
 
-    #[test]
-    fn prefixes_with_braces_or_spaces_are_refused() {
-        for bad in ["", "a{b", "a}b", "a b"] {
-            assert!(RedisOptions::from_url("redis://x")
-                .expect("a Redis URL")
-                .prefix(bad)
-                .checked_prefix()
-                .is_err());
+    /// Runs `cmd` on one master as [`Conn::masters`] names it.
+    #[cfg(feature = "test-clock")]
+    pub(crate) async fn on_master(
+        &mut self,
+        master: &Option<(String, u16)>,
+        cmd: &Cmd,
+    ) -> RedisResult<Value> {
+        match (self, master) {
+            (Self::Cluster(conn), Some((host, port))) => {
+                let routing = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                conn.route_command(cmd, RoutingInfo::SingleNode(routing))
+                    .await
+            }
+            (conn, _) => cmd.query_async(conn).await,
         }
-        let options = RedisOptions::from_url("redis://x").expect("a Redis URL");
-        assert!(options.checked_prefix().is_ok());
-        assert!("http://x".parse::<RedisOptions>().is_err());
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Server(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Server(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
     }
 }

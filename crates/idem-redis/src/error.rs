@@ -11,6 +11,9 @@ pub enum Error {
     /// The Redis URL does not parse or names an unsupported scheme.
     #[error("invalid Redis URL")]
     Url(#[source] RedisError),
+    /// A `redis+cluster://` URL names no node, or a database (a cluster has only 0).
+    #[error("invalid Redis Cluster URL: {0}")]
+    ClusterUrl(&'static str),
     /// The key prefix is empty or holds a brace (which would break the hash-tag layout).
     #[error("invalid key prefix {0:?}: it must be non-empty printable ASCII without '{{' or '}}'")]
     Prefix(String),

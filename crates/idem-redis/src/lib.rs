@@ -3,13 +3,15 @@
 mod cache;
 mod connection;
 mod error;
+mod keys;
+mod options;
 mod scripts;
 mod store;
 mod tiered;
 
 pub use cache::{CacheStats, ReplayCache};
-pub use connection::{RedisOptions, DEFAULT_PREFIX};
 pub use error::Error;
+pub use options::{RedisOptions, CLUSTER_SCHEME, DEFAULT_PREFIX};
 #[cfg(feature = "fuzzing")]
 pub use store::fuzzing;
 pub use store::RedisStore;

@@ -10,11 +10,11 @@ use idem::{
     duration_ms, Claim, FencingToken, Hold, Key, Outcome, Record, Scope, Store, StoreError,
     StoredResponse,
 };
-use redis::aio::ConnectionManager;
 use redis::Value;
 
-use crate::connection::{Connection, KeyLayout};
+use crate::connection::{Conn, Connection};
 use crate::error::{bad_reply, store_error};
+use crate::keys::KeyLayout;
 use crate::scripts::SCRIPTS;
 use crate::{Error, RedisOptions};
 
@@ -63,10 +63,10 @@ impl RedisStore {
     pub async fn connect_with(options: &RedisOptions) -> Result<Self, Error> {
         let store = Self::lazy(options)?;
         let mut conn = store.connection.get().await.map_err(Error::Connect)?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
+        let info = conn
+            .on_any_node(redis::cmd("INFO").arg("server"))
             .await
+            .and_then(|info| redis::from_redis_value::<String>(&info))
             .map_err(Error::Connect)?;
         match server_version(&info) {
             Some(version) if version.0 < 7 => Err(Error::Version(version.1.to_owned())),
@@ -108,7 +108,7 @@ impl RedisStore {
         self.keys.record(scope, key).to_string()
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<Conn, StoreError> {
         self.connection.get().await.map_err(store_error)
     }
 
@@ -256,38 +256,38 @@ impl idem::TimeTravel for RedisStore {
 }
 
 /// Ages every key matching `pattern` by `by` (`age.lua`, one call per key): a test's
-/// `TimeTravel::advance` for records and cache entries alike.
+/// `TimeTravel::advance` for records and cache entries alike. On a cluster the walk visits
+/// every master, since `SCAN` sees one node's keys only.
 #[cfg(feature = "test-clock")]
-pub(crate) async fn age(
-    conn: &mut ConnectionManager,
-    pattern: &str,
-    by: Duration,
-) -> Result<(), StoreError> {
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(conn)
-            .await
-            .map_err(store_error)?;
-        for key in keys {
-            let _: i64 = SCRIPTS
-                .age
-                .key(key)
-                .arg(duration_ms(by))
-                .invoke_async(conn)
-                .await
-                .map_err(store_error)?;
+pub(crate) async fn age(conn: &mut Conn, pattern: &str, by: Duration) -> Result<(), StoreError> {
+    for master in conn.masters().await.map_err(store_error)? {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let reply = conn.on_master(&master, &scan).await.map_err(store_error)?;
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                redis::from_redis_value(&reply).map_err(store_error)?;
+            for key in keys {
+                let _: i64 = SCRIPTS
+                    .age
+                    .key(key)
+                    .arg(duration_ms(by))
+                    .invoke_async(conn)
+                    .await
+                    .map_err(store_error)?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The conformance suite and the model-based property test against [`TieredStore`]: Redis
-//! (`IDEM_TEST_REDIS`, a key prefix per case) in front of a truth store of its own per
-//! case — an SQLite file, and, when `IDEM_TEST_POSTGRES` is set, a PostgreSQL schema. The
-//! second node has its own Redis client and its own SQL pool on the same namespace.
+//! (`IDEM_TEST_REDIS`, a key prefix per case, deleted when it ends) in front of a truth
+//! store of its own per case — an SQLite file, and, when `IDEM_TEST_POSTGRES` is set, a
+//! PostgreSQL schema; and (`cluster::`) the Redis Cluster at `IDEM_TEST_REDIS_CLUSTER` in
+//! front of SQLite. The second node has its own Redis client and its own SQL pool on the
+//! same namespace.
 
 mod common;
 
@@ -23,7 +25,7 @@ trait Truth: Send + Sync + 'static {
 }
 
 struct TieredHarness<T> {
-    redis_url: String,
+    prefixes: common::Prefixes,
     truth: T,
     /// The truth namespace behind each cache prefix, for opening a peer's own pool.
     namespaces: Mutex<HashMap<String, String>>,
@@ -32,7 +34,7 @@ struct TieredHarness<T> {
 impl<T> TieredHarness<T> {
     fn new(redis_url: String, truth: T) -> Self {
         Self {
-            redis_url,
+            prefixes: common::Prefixes::new(&redis_url),
             truth,
             namespaces: Mutex::default(),
         }
@@ -45,7 +47,7 @@ impl<T: Truth> Harness for TieredHarness<T> {
 
     async fn fresh(&self) -> Self::Store {
         let (truth, namespace) = self.truth.fresh().await;
-        let cache = ReplayCache::connect_with(&common::fresh_options(&self.redis_url))
+        let cache = ReplayCache::connect_with(&self.prefixes.fresh())
             .await
             .expect("connect to the test Redis");
         self.namespaces
@@ -96,6 +98,16 @@ mod sqlite {
     }
 
     idem::conformance_tests!(harness());
+
+    mod cluster {
+        use super::*;
+
+        async fn harness() -> Option<TieredHarness<Sqlite>> {
+            common::redis_cluster_url().map(|url| TieredHarness::new(url, Sqlite))
+        }
+
+        idem::conformance_tests!(harness());
+    }
 }
 
 mod postgres {

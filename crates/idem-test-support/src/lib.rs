@@ -1,7 +1,7 @@
 //! # idem-test-support — what idem's tests share (a dev-dependency, never published)
 //!
 //! - **Which server.** [`backend_url`] reads a test server's URL from `IDEM_TEST_POSTGRES`,
-//!   `IDEM_TEST_MYSQL` or `IDEM_TEST_REDIS`; unset, the test is skipped with a printed
+//!   `IDEM_TEST_MYSQL`, `IDEM_TEST_REDIS` or `IDEM_TEST_REDIS_CLUSTER`; unset, the test is skipped with a printed
 //!   reason, or fails when `IDEM_REQUIRE_BACKENDS=1` (CI). [`skip`] does the same for any
 //!   other missing prerequisite.
 //! - **A namespace of the test's own.** [`sqlite_url`], [`pg_schema`] and

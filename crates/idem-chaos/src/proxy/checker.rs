@@ -7,6 +7,10 @@
 //!   killed before completing — the kill of that node process between the two executions
 //!   explains it — or whose lease ended first (it was fenced). Any other second execution is
 //!   a violation; with a fencing-aware upstream, any second execution at all.
+//! - On the Redis store alone, a kill of a Redis Cluster master (no replicas, nothing on
+//!   disk) loses the records it held: a key whose first execution came before such a kill
+//!   and whose next came after it is listed as explained by that kill. The tiered store
+//!   keeps its records in SQL, so no master kill explains anything there.
 //! - The upstream's money adds up (the payment checker's ledger checks, on its tables).
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +22,7 @@ use crate::checker::{self, History, Observed, PaymentRow, Violation, ViolationKi
 use crate::client::Answer;
 use crate::harness::Kill;
 use crate::proxy::upstream::{Execution, UpstreamState};
+use crate::proxy::MasterKill;
 use crate::ProxyStore;
 
 /// Explained second executions listed in the text report (the JSON has them all).
@@ -35,6 +40,9 @@ pub enum Cause {
     /// The earlier holder's lease had ended before the later execution took the key over:
     /// the holder had not stored its answer in time and was fenced.
     LeaseEnded,
+    /// A Redis master was killed between the two executions, losing the key's record
+    /// (the Redis store alone).
+    RedisMasterKilled(MasterKill),
 }
 
 /// One execution, as the report shows it.
@@ -90,10 +98,14 @@ pub struct ProxySummary {
     pub explained_by_kill: u64,
     /// Second executions explained by an ended lease.
     pub explained_by_lease: u64,
+    /// Second executions explained by a Redis master's kill (its records lost).
+    pub explained_by_redis_master: u64,
     /// Every explained second execution, with its cause.
     pub explained: Vec<Explained>,
     /// Every SIGKILL of the run.
     pub kills: Vec<Kill>,
+    /// Every SIGKILL of a Redis Cluster master (`--kill-redis-master-every`).
+    pub redis_master_kills: Vec<MasterKill>,
 }
 
 /// The rules of the run the checker judges.
@@ -107,12 +119,13 @@ pub struct Rules {
     pub upstream_fencing: bool,
 }
 
-/// Checks the clients' history against the upstream's records and the kill log; returns the
-/// violations and the summary.
+/// Checks the clients' history against the upstream's records and the kill logs (of the
+/// proxies, and of the Redis masters); returns the violations and the summary.
 pub fn check(
     history: &History,
     state: &UpstreamState,
     kills: &[Kill],
+    master_kills: &[MasterKill],
     rules: Rules,
 ) -> (Vec<Violation>, ProxySummary) {
     let mut out = Vec::new();
@@ -134,8 +147,16 @@ pub fn check(
         answered_recorded: state.answered_recorded,
         explained_by_kill: 0,
         explained_by_lease: 0,
+        explained_by_redis_master: 0,
         explained: Vec::new(),
         kills: kills.to_vec(),
+        redis_master_kills: master_kills.to_vec(),
+    };
+    // Only the Redis store loses records with a master.
+    let lost_with = if rules.store == ProxyStore::Redis {
+        master_kills
+    } else {
+        &[]
     };
     let mut sent_keys = std::collections::HashSet::new();
     for h in &history.orders {
@@ -179,11 +200,19 @@ pub fn check(
                 flag(ViolationKind::SecondExecution, what);
                 continue;
             }
-            match explain(first, again, kills, rules.lease_ms) {
+            let lost = lost_with
+                .iter()
+                .find(|k| (first.started_ms..=again.started_ms).contains(&(k.at_ms as i64)));
+            let cause = match lost {
+                Some(kill) => Some(Cause::RedisMasterKilled(*kill)),
+                None => explain(first, again, kills, rules.lease_ms),
+            };
+            match cause {
                 Some(cause) => {
                     match cause {
                         Cause::Killed(_) => summary.explained_by_kill += 1,
                         Cause::LeaseEnded => summary.explained_by_lease += 1,
+                        Cause::RedisMasterKilled(_) => summary.explained_by_redis_master += 1,
                     }
                     summary.explained.push(Explained {
                         key: key.to_owned(),
@@ -315,11 +344,19 @@ impl fmt::Display for ProxySummary {
         )?;
         writeln!(
             f,
-            "  explained   {} second executions: {} after a kill of their proxy, {} after a lease ended",
+            "  explained   {} second executions: {} after a kill of their proxy, {} after a lease ended, {} after a Redis master's kill lost their record",
             self.explained.len(),
             self.explained_by_kill,
-            self.explained_by_lease
+            self.explained_by_lease,
+            self.explained_by_redis_master
         )?;
+        for k in &self.redis_master_kills {
+            writeln!(
+                f,
+                "  redis       master :{} killed at {} ms, back at {} ms",
+                k.port, k.at_ms, k.back_ms
+            )?;
+        }
         for e in self.explained.iter().take(EXPLAINED_SHOWN) {
             let cause = match &e.cause {
                 Cause::Killed(k) => format!(
@@ -327,6 +364,10 @@ impl fmt::Display for ProxySummary {
                     k.node, k.incarnation, k.at_ms
                 ),
                 Cause::LeaseEnded => "the first holder's lease ended".to_owned(),
+                Cause::RedisMasterKilled(k) => format!(
+                    "Redis master :{} killed at {} ms (the record lost)",
+                    k.port, k.at_ms
+                ),
             };
             writeln!(
                 f,
@@ -415,7 +456,7 @@ mod tests {
         rules: Rules,
     ) -> (Vec<Violation>, ProxySummary) {
         let (history, state) = world(vec![run("x1", "0.1", Some(1), 100), again]);
-        check(&history, &state, kills, rules)
+        check(&history, &state, kills, &[], rules)
     }
 
     /// A SIGKILL of the first process in slot `node`.
@@ -434,7 +475,7 @@ mod tests {
     #[test]
     fn one_execution_per_key_holds() {
         let (history, state) = world(vec![run("x1", "0.1", Some(1), 100)]);
-        let (violations, summary) = check(&history, &state, &[], RULES);
+        let (violations, summary) = check(&history, &state, &[], &[], RULES);
         assert_eq!(violations, vec![]);
         assert_eq!(summary.keys_by_executions.get("1"), Some(&1));
     }
@@ -487,7 +528,48 @@ mod tests {
     fn an_acknowledged_answer_no_execution_gave_is_found() {
         let (history, mut state) = world(vec![run("x9", "0.1", Some(1), 100)]);
         state.executions[0].exec_id = "x9".into();
-        let (violations, _) = check(&history, &state, &[], RULES);
+        let (violations, _) = check(&history, &state, &[], &[], RULES);
         assert_eq!(kinds(&violations), vec![ViolationKind::AckNotExecuted]);
+    }
+
+    #[test]
+    fn a_redis_master_kill_explains_a_lost_record_on_the_redis_store_only() {
+        let master = MasterKill {
+            port: 30002,
+            at_ms: 400,
+            back_ms: 2900,
+        };
+        let (history, state) = world(vec![
+            run("x1", "0.1", Some(1), 100),
+            run("x2", "1.1", Some(1), 3000),
+        ]);
+        let redis = Rules {
+            store: ProxyStore::Redis,
+            ..RULES
+        };
+        let (violations, summary) = check(&history, &state, &[], &[master], redis);
+        assert_eq!(violations, vec![]);
+        assert_eq!(summary.explained_by_redis_master, 1);
+        assert_eq!(summary.explained[0].cause, Cause::RedisMasterKilled(master));
+        // The tiered store's records are in SQL: the kill explains nothing there.
+        let tiered = Rules {
+            store: ProxyStore::Tiered,
+            ..RULES
+        };
+        let (violations, _) = check(&history, &state, &[], &[master], tiered);
+        assert_eq!(
+            kinds(&violations),
+            vec![ViolationKind::UnexplainedExecution]
+        );
+        // A kill before the first execution lost nothing of this key.
+        let early = MasterKill {
+            at_ms: 50,
+            ..master
+        };
+        let (violations, _) = check(&history, &state, &[], &[early], redis);
+        assert_eq!(
+            kinds(&violations),
+            vec![ViolationKind::UnexplainedExecution]
+        );
     }
 }

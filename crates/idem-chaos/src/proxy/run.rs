@@ -10,6 +10,7 @@ use crate::client::{ClientStats, Retrier};
 use crate::cluster::NodeSpec;
 use crate::db::RunDatabase;
 use crate::harness::{self, Cluster, Cutter};
+use crate::proxy::redis_master::{ClusterNodes, MasterKiller};
 use crate::proxy::{check, Relay, Rules, Upstream};
 use crate::report::Report;
 use crate::runner::{base_report, client_config, db_cutter, http_client, Plan};
@@ -37,6 +38,8 @@ pub(crate) async fn run(
     .await?;
     let relay = match (args.proxy_store, args.redis.as_deref()) {
         (ProxyStore::Sql, _) => None,
+        // The cluster client learns the nodes' own addresses from the cluster: no relay.
+        (_, Some(url)) if url.starts_with("redis+cluster://") => None,
         (_, Some(url)) => Some(Arc::new(Relay::start(url).await?)),
         (_, None) => {
             return Err(Error::Config(
@@ -49,9 +52,20 @@ pub(crate) async fn run(
     if args.proxy_store != ProxyStore::Redis {
         node_args.extend(["--database".into(), db.url().to_owned()]);
     }
-    if let Some(relay) = &relay {
-        node_args.extend(["--redis".into(), relay.url().to_owned()]);
+    if let Some(url) = relay.as_ref().map(|r| r.url()).or(args.redis.as_deref()) {
+        node_args.extend(["--redis".into(), url.to_owned()]);
     }
+    let masters =
+        match (args.kill_redis_master_every, args.redis.as_deref()) {
+            (Some(every), Some(url)) if args.proxy_store != ProxyStore::Sql => {
+                Some((ClusterNodes::new(url, &args.redis_cluster_dir)?, every))
+            }
+            (Some(_), _) => return Err(Error::Config(
+                "--kill-redis-master-every needs --proxy-store redis|tiered and a cluster --redis"
+                    .into(),
+            )),
+            (None, _) => None,
+        };
     node_args.extend([
         "--lease-ms".into(),
         args.lease_ms.to_string(),
@@ -85,10 +99,15 @@ pub(crate) async fn run(
         plan.cut_every
             .map(|every| (every, cutter(args.proxy_store, db, relay.clone()))),
     );
+    let killer = masters.map(|(nodes, every)| MasterKiller::start(nodes, plan.seed, every, start));
     let deadlines = harness::deadlines(args);
-    let (orders, latency, elapsed) = cluster
-        .load(args, &retrier, &client_stats, deadlines)
-        .await?;
+    let loaded = cluster.load(args, &retrier, &client_stats, deadlines).await;
+    // The masters are all up again before the run reports, or fails.
+    let master_kills = match killer {
+        Some(killer) => killer.stop().await?,
+        None => Vec::new(),
+    };
+    let (orders, latency, elapsed) = loaded?;
     let kills = cluster.kills();
     cluster.shutdown().await;
     let state = upstream.read().await?;
@@ -103,7 +122,7 @@ pub(crate) async fn run(
         lease_ms: args.lease_ms,
         upstream_fencing: args.upstream_fencing,
     };
-    let (violations, summary) = check(&history, &state, &kills, rules);
+    let (violations, summary) = check(&history, &state, &kills, &master_kills, rules);
 
     let mut report = base_report(args, db, plan, &cluster, &history.orders, &client_stats);
     report.record_run(elapsed, &latency, state.executions.len(), &violations);

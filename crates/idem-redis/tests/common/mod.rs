@@ -1,9 +1,11 @@
-//! Helpers shared by the integration tests: the test server, fresh prefixes, deleting a
-//! prefix's keys, SQLite files, and a TCP proxy that can be cut.
+//! Helpers shared by the integration tests: the test server and cluster, fresh prefixes,
+//! deleting a prefix's keys, SQLite files, and a TCP proxy that can be cut.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use idem_redis::CLUSTER_SCHEME;
 
 use idem_redis::RedisOptions;
 use idem_test_support::{backend_url, unique_name};
@@ -15,11 +17,14 @@ pub fn redis_url() -> Option<String> {
     backend_url("IDEM_TEST_REDIS")
 }
 
+/// What every test's key prefix starts with.
+const TEST_PREFIX: &str = "idemtest";
+
 /// Options on `url` with a prefix no other test uses.
 pub fn fresh_options(url: &str) -> RedisOptions {
     RedisOptions::from_url(url)
         .expect("a Redis URL")
-        .prefix(unique_name("idemtest"))
+        .prefix(unique_name(TEST_PREFIX))
 }
 
 /// A plain connection for checking what the store left in Redis.
@@ -31,34 +36,143 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("raw redis connection")
 }
 
-/// Deletes every key under `prefix` (SCAN + DEL; never FLUSHALL: the server is shared) and
-/// says how many it deleted.
+/// The test cluster's URL (`redis+cluster://…`, `scripts/redis-cluster.sh url`), or
+/// `None` (skip, with the reason printed).
+pub fn redis_cluster_url() -> Option<String> {
+    backend_url("IDEM_TEST_REDIS_CLUSTER")
+}
+
+/// Deletes every key under `prefix` (SCAN + DEL on each master of a cluster; never
+/// FLUSHALL: the servers are shared) and says how many it deleted.
 pub async fn delete_prefix(url: &str, prefix: &str) -> usize {
+    delete_prefixes(url, &format!("{prefix}:*"), &[prefix.to_owned()]).await
+}
+
+/// Deletes every key matching `pattern` whose prefix (up to its first `:`) is one of
+/// `prefixes`, in one walk of each node's keyspace.
+async fn delete_prefixes(url: &str, pattern: &str, prefixes: &[String]) -> usize {
+    let mut deleted = 0;
+    for node in master_urls(url).await {
+        deleted += delete_prefixes_on(&node, pattern, prefixes).await;
+    }
+    deleted
+}
+
+/// The server's URL, or the `redis://` URL of each master of the cluster at a
+/// `redis+cluster://` URL (from its first node's `CLUSTER NODES`).
+async fn master_urls(url: &str) -> Vec<String> {
+    let Some(nodes) = url
+        .strip_prefix(CLUSTER_SCHEME)
+        .and_then(|rest| rest.strip_prefix("://"))
+    else {
+        return vec![url.to_owned()];
+    };
+    let seed = nodes.split(',').next().expect("a cluster node");
+    let mut conn = raw(&format!("redis://{seed}")).await;
+    let listing: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER NODES");
+    listing
+        .lines()
+        .filter_map(|line| {
+            // <id> <host:port@cport> <flags> …
+            let mut fields = line.split(' ');
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            let is_master = flags.split(',').any(|f| f == "master");
+            let addr = addr.split('@').next()?;
+            is_master.then(|| format!("redis://{addr}"))
+        })
+        .collect()
+}
+
+/// [`delete_prefixes`] on one server: keys one by one, as a cluster node refuses a `DEL` of
+/// keys in several slots.
+async fn delete_prefixes_on(url: &str, pattern: &str, prefixes: &[String]) -> usize {
     let mut conn = raw(url).await;
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}:*"))
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut conn)
             .await
             .expect("SCAN");
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|key| {
+                let prefix = key.split(|&b| b == b':').next().unwrap_or_default();
+                prefixes.iter().any(|p| p.as_bytes() == prefix)
+            })
+            .collect();
         if !keys.is_empty() {
-            let n: usize = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .expect("DEL");
-            deleted += n;
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.del(key);
+            }
+            let counts: Vec<usize> = pipe.query_async(&mut conn).await.expect("DEL");
+            deleted += counts.iter().sum::<usize>();
         }
         if next == 0 {
             return deleted;
         }
         cursor = next;
+    }
+}
+
+/// The key prefixes a test harness handed out on one server or cluster, deleted with
+/// their keys when it is dropped (at the end of the test, passed or failed).
+pub struct Prefixes {
+    url: String,
+    made: Mutex<Vec<String>>,
+}
+
+impl Prefixes {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            made: Mutex::default(),
+        }
+    }
+
+    /// [`fresh_options`] on the server, remembering the prefix for deletion.
+    pub fn fresh(&self) -> RedisOptions {
+        let options = fresh_options(&self.url);
+        self.made
+            .lock()
+            .expect("prefixes")
+            .push(options.key_prefix().to_owned());
+        options
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Prefixes {
+    fn drop(&mut self) {
+        let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|e| e.into_inner()));
+        if made.is_empty() {
+            return;
+        }
+        let url = self.url.clone();
+        // Dropped inside or outside a runtime: the deletion gets one of its own, on a
+        // thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the clean-up");
+            runtime.block_on(delete_prefixes(&url, &format!("{TEST_PREFIX}_*"), &made));
+        });
+        let _ = cleanup.join();
     }
 }
 
