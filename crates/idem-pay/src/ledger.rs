@@ -150,8 +150,9 @@ pub(crate) async fn transfer<S: Business>(
 /// A payment whose order is claimed inside its own one statement ([`Sql::pay_inline`],
 /// PostgreSQL): true when it is paid — record, move, ledger rows and payment row committed
 /// at once, in one round trip. False when nothing was written: the order has a record
-/// already, or the move would be refused; the caller then runs the transaction that says
-/// which (replay, 422, 404, 402). `None` where the dialect has no such statement.
+/// already, or the move is refused (by the statement's check or by the table's
+/// constraints); the caller then runs the transaction that says which (replay, 422, 404,
+/// 402). `None` where the dialect has no such statement.
 pub(crate) async fn pay_inline<S: Business>(
     store: &S,
     sql: &Sql,
@@ -197,9 +198,28 @@ pub(crate) async fn pay_inline<S: Business>(
             );
             Ok(Some(moved == 2))
         }
-        Err(error) if idem_sql::InlineClaim::is_taken(&error) => Ok(Some(false)),
+        Err(error) if idem_sql::InlineClaim::is_taken(&error) || refused_by_the_table(&error) => {
+            Ok(Some(false))
+        }
         Err(error) => Err(error.into()),
     }
+}
+
+/// True when the table itself refused a move: a balance below zero (the accounts' `CHECK`)
+/// or past the largest integer. The statement's own check of the funds reads the locked
+/// rows and can see a balance a concurrent payment has changed since (seen under load on
+/// PostgreSQL 15: 4 in 100 000 payments); the table's constraints are the final word, and
+/// they fail the statement whole, so nothing of it was kept.
+fn refused_by_the_table(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        match db.code().as_deref() {
+            // check_violation, on the balance's constraint only
+            Some("23514") => db.constraint() == Some("pay_accounts_balance_check"),
+            // numeric_value_out_of_range
+            Some("22003") => true,
+            _ => false,
+        }
+    })
 }
 
 /// Why [`transfer`] refused `m`, read after its transaction was rolled back: the first

@@ -104,6 +104,41 @@ async fn concurrent_duplicates_execute_once(url: &str) {
     assert_eq!(&b.body[..], br#"{"account_id":"b","balance":60}"#);
 }
 
+/// 60 payments of 10 at once from a payer who has 300, to three payees: exactly 30 are
+/// paid and 30 refused for funds (402), none fails otherwise, and the ledger holds —
+/// whichever path each took (on PostgreSQL one statement, falling back to the
+/// transaction when the payer's balance moved under it).
+async fn a_drained_payer_pays_exactly_what_it_has(url: &str) {
+    let service = service(url).await;
+    open(&service, "payer", 300).await;
+    for payee in ["p0", "p1", "p2"] {
+        open(&service, payee, 0).await;
+    }
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let service = service.clone();
+            let order = pay(&format!("drain-{i}"), "payer", &format!("p{}", i % 3), 10);
+            tokio::spawn(async move { service.pay(&Tenant::default(), &order).await })
+        })
+        .collect();
+    let (mut paid, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(answer) if answer.status == 201 => paid += 1,
+            Err(idem_pay::Error::InsufficientFunds { .. }) => refused += 1,
+            other => panic!("neither paid nor refused for funds: {other:?}"),
+        }
+    }
+    assert_eq!((paid, refused), (30, 30));
+    let payer = service
+        .account(&Tenant::default(), "payer")
+        .await
+        .expect("payer");
+    assert_eq!(&payer.body[..], br#"{"account_id":"payer","balance":0}"#);
+    let report = service.db().ledger_check().await.expect("check");
+    assert!(report.is_consistent(), "{report:?}");
+}
+
 /// With replay memory on, a settled payment and refund are replayed with the database
 /// closed; a request with other parameters is not answered from memory (it reaches the
 /// closed database and fails), and a payment refused for funds is not remembered.
@@ -242,6 +277,7 @@ fn tenant(name: &str) -> Tenant {
 common::backend_tests!(sqlite, postgres, mysql => {
     opposite_transfers_never_deadlock: 4,
     concurrent_duplicates_execute_once: 4,
+    a_drained_payer_pays_exactly_what_it_has: 4,
     replay_memory_serves_only_equal_requests: 2,
     tenants_keep_their_ids_apart: 2,
 });
