@@ -3,11 +3,9 @@
 //! execution by the kill or lease end that allows it, or names it a violation.
 
 mod checker;
-mod relay;
 mod run;
 mod upstream;
 
 pub use checker::{check, Cause, ExecutionRef, Explained, ProxySummary, Rules};
-pub use relay::Relay;
 pub(crate) use run::run;
 pub use upstream::{Execution, Upstream, UpstreamState};
