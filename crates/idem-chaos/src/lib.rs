@@ -70,12 +70,15 @@
 //!     --nodes 3 --clients 16 --duration 60s --all-faults --seed 7
 //! idem chaos --target proxy --database postgres://postgres@127.0.0.1:5432/postgres \
 //!     --proxy-store redis --redis redis://127.0.0.1:6379 --orders 10000 --all-faults --seed 8
+//! idem chaos --own-database-server postgres --restart-db-every 10s --partition-every 5s \
+//!     --net-delay 1ms --net-jitter 2ms --net-loss 0.001 --duration 60s --all-faults
 //! ```
 //!
 //! The modules follow the run: [`cluster`] (node processes), [`balancer`] (the faulty
 //! load balancer), [`faults`] (the schedule and its counters), [`client`] (the retrying
-//! clients), [`skew`] (node clocks), [`db`] (the run's database), [`checker`] and
-//! [`report`]; [`proxy`] holds the proxy target's upstream, relay and checker.
+//! clients), [`skew`] (node clocks), [`relay`] (the network between nodes and their
+//! store), [`server`] (the run's own database server), [`db`] (the run's database),
+//! [`checker`] and [`report`]; [`proxy`] holds the proxy target's upstream and checker.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
