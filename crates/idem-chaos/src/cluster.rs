@@ -31,22 +31,29 @@ pub struct NodeSpec {
     pub args: Vec<String>,
     /// The nodes whose wall clock is skewed, by slot: a restarted node keeps its skew.
     pub skew: SkewPlan,
+    /// Arguments of one slot only, by slot (such as `--database` through its own relay);
+    /// slots past the end get none.
+    pub per_node: Vec<Vec<String>>,
 }
 
 impl NodeSpec {
-    /// An `idem serve` node on `database_url`, with `extra_args` after it (such as
+    /// An `idem serve` node on the database `database_urls` name, one URL for every node or
+    /// one per node (each through its own relay), with `extra_args` after it (such as
     /// `--unsafe-disable-idempotency`).
-    pub fn serve(bin: PathBuf, database_url: &str, extra_args: Vec<String>) -> Self {
-        let mut args = vec![
-            "serve".to_owned(),
-            "--database".to_owned(),
-            database_url.to_owned(),
-        ];
+    pub fn serve(bin: PathBuf, database_urls: &[String], extra_args: Vec<String>) -> Self {
+        let database = |url: &String| vec!["--database".to_owned(), url.clone()];
+        let mut args = vec!["serve".to_owned()];
+        let mut per_node = Vec::new();
+        match database_urls {
+            [one] => args.extend(database(one)),
+            many => per_node = many.iter().map(database).collect(),
+        }
         args.extend(extra_args);
         Self {
             bin,
             args,
             skew: SkewPlan::default(),
+            per_node,
         }
     }
 }
@@ -80,6 +87,7 @@ impl Node {
 pub async fn start_node(spec: &NodeSpec, index: usize) -> Result<Node, Error> {
     let mut child = Command::new(&spec.bin)
         .args(&spec.args)
+        .args(spec.per_node.get(index).into_iter().flatten())
         .arg("--listen")
         .arg("127.0.0.1:0")
         .envs(spec.skew.env(index))

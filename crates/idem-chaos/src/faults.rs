@@ -83,6 +83,16 @@ impl Ticker {
         }
     }
 
+    /// A fair coin from the same stream (whether a partition's connections are left dead).
+    pub fn coin(&mut self) -> bool {
+        self.rng.gen_bool(0.5)
+    }
+
+    /// A duration of `around` give or take half, from the same stream.
+    pub fn around(&mut self, around: Duration) -> Duration {
+        around.mul_f64(self.rng.gen_range(0.5..1.5))
+    }
+
     /// The wait before the next event, and a node index below `nodes` for it to hit.
     pub fn next_event(&mut self, nodes: usize) -> (Duration, usize) {
         let gap = self.every.mul_f64(self.rng.gen_range(0.5..1.5));
@@ -132,6 +142,12 @@ pub struct FaultStats {
     pub kill: Counter,
     /// Database cuts (hit: server connections killed).
     pub cut_db: Counter,
+    /// A node partitioned from its database (hit: connections caught by it).
+    pub partition: Counter,
+    /// Partitions healed with their connections left dead, half-open (hit: connections).
+    pub left_dead: Counter,
+    /// Restarts of the run's own database server (hit: restarts that completed).
+    pub restart_db: Counter,
 }
 
 impl FaultStats {
@@ -143,6 +159,9 @@ impl FaultStats {
             delay: self.delay.snapshot(),
             kill: self.kill.snapshot(),
             cut_db: self.cut_db.snapshot(),
+            partition: self.partition.snapshot(),
+            left_dead: self.left_dead.snapshot(),
+            restart_db: self.restart_db.snapshot(),
         }
     }
 }
@@ -169,6 +188,13 @@ pub struct FaultReport {
     pub kill: KindReport,
     /// Database cuts (hit: connections killed).
     pub cut_db: KindReport,
+    /// Nodes partitioned from the database, packets silently dropped (hit: connections
+    /// caught).
+    pub partition: KindReport,
+    /// Partitions whose connections were left dead after the heal (hit: connections).
+    pub left_dead: KindReport,
+    /// Restarts of the run's own database server (hit: completed).
+    pub restart_db: KindReport,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

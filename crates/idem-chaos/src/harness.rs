@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use crate::balancer::{Balancer, BalancerConfig};
 use crate::client::{self, ClientStats, Deadlines, OrderHistory, Retrier};
 use crate::cluster::{self, Node, NodeSpec};
-use crate::faults::{FaultStats, Ticker};
+use crate::faults::{Counter, FaultStats, Ticker};
+use crate::relay::{NetShape, Relay};
 use crate::{ChaosArgs, Error};
 
 /// How long a killed node stays dead before it is restarted.
@@ -31,6 +32,17 @@ type Nodes = Arc<Vec<Mutex<Option<Node>>>>;
 
 /// Cuts the run's store connections and says how many died.
 pub(crate) type Cutter = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = u64> + Send>> + Send + Sync>;
+
+/// The network faults between the nodes and their database: one relay per node slot, the
+/// latency they add, and how often and how long one node is partitioned.
+pub(crate) struct NetFaults {
+    /// Node `i` reaches the database through `relays[i]`.
+    pub(crate) relays: Arc<Vec<Relay>>,
+    /// Latency on every chunk, each way.
+    pub(crate) shape: NetShape,
+    /// How often one node is partitioned, and for how long (give or take half).
+    pub(crate) partition: Option<(Duration, Duration)>,
+}
 
 /// One SIGKILL: which node process died, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,6 +65,7 @@ pub(crate) struct Cluster {
     tasks: JoinSet<Result<(), Error>>,
     kills: Arc<std::sync::Mutex<Vec<Kill>>>,
     start: Instant,
+    relays: Arc<Vec<Relay>>,
 }
 
 impl Cluster {
@@ -93,6 +106,7 @@ impl Cluster {
             tasks: JoinSet::new(),
             kills: Arc::default(),
             start,
+            relays: Arc::default(),
         })
     }
 
@@ -102,13 +116,37 @@ impl Cluster {
     }
 
     /// Starts the timed faults: a node killed about every `kill_every`, the store's
-    /// connections cut about every `cut_every` by `cutter`.
+    /// connections cut about every `cut_every` by `cutter`, the network's latency and
+    /// partitions of `net`, and the database server restarted about every `restart.0` by
+    /// `restart.1` (which says 1 when it restarted).
     pub(crate) fn start_faults(
         &mut self,
         seed: u64,
         kill_every: Option<Duration>,
         cut: Option<(Duration, Cutter)>,
+        net: Option<NetFaults>,
+        restart: Option<(Duration, Cutter)>,
     ) {
+        if let Some((every, restarter)) = restart {
+            self.every(Ticker::new(seed, "restart", every), restarter, |s| {
+                &s.restart_db
+            });
+        }
+        if let Some(net) = net {
+            for relay in net.relays.iter() {
+                relay.set_shape(net.shape);
+            }
+            if let Some((every, lasting)) = net.partition {
+                self.tasks.spawn(partitioner(
+                    Ticker::new(seed, "partition", every),
+                    lasting,
+                    net.relays.clone(),
+                    self.stats.clone(),
+                    self.stop.clone(),
+                ));
+            }
+            self.relays = net.relays;
+        }
         if let Some(every) = kill_every {
             self.tasks.spawn(killer(
                 Ticker::new(seed, "kill", every),
@@ -121,20 +159,26 @@ impl Cluster {
             ));
         }
         if let Some((every, cutter)) = cut {
-            let (stop, stats) = (self.stop.clone(), self.stats.clone());
-            let mut ticker = Ticker::new(seed, "cut", every);
-            self.tasks.spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let (gap, _) = ticker.next_event(1);
-                    if !sleep_unless(&stop, gap).await {
-                        break;
-                    }
-                    stats.cut_db.injected();
-                    stats.cut_db.hit(cutter().await);
-                }
-                Ok(())
-            });
+            self.every(Ticker::new(seed, "cut", every), cutter, |s| &s.cut_db);
         }
+    }
+
+    /// Runs `action` at each of `ticker`'s events until the faults stop, counting each
+    /// run and its hits on `counter`.
+    fn every(&mut self, mut ticker: Ticker, action: Cutter, counter: fn(&FaultStats) -> &Counter) {
+        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        self.tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (gap, _) = ticker.next_event(1);
+                if !sleep_unless(&stop, gap).await {
+                    break;
+                }
+                counter(&stats).injected();
+                let hits = action().await;
+                counter(&stats).hit(hits);
+            }
+            Ok(())
+        });
     }
 
     /// Runs `clients` clients through `retrier` until `deadlines`, with the faults on until
@@ -156,10 +200,12 @@ impl Cluster {
         // At the soft deadline the faults stop, so the last orders can settle.
         let faults_off = {
             let (stop, balancer) = (self.stop.clone(), self.balancer.clone());
+            let relays = self.relays.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(deadlines.soft).await;
                 stop.store(true, Ordering::Relaxed);
                 balancer.set_faults(false);
+                calm(&relays);
             })
         };
         let ticker = tick_progress(
@@ -180,6 +226,7 @@ impl Cluster {
         let elapsed = start.elapsed();
         self.stop.store(true, Ordering::Relaxed);
         self.balancer.set_faults(false);
+        calm(&self.relays);
         faults_off.abort();
         ticker.abort();
         progress.finish_and_clear();
@@ -248,6 +295,45 @@ async fn killer(
         *nodes[i].lock().await = Some(node);
     }
     Ok(())
+}
+
+/// Partitions one node from its database now and then, silently (nothing closed, nothing
+/// refused), and heals it a while later: at even odds the held connections resume, or stay
+/// dead for good, half-open, for the node's and the server's timeouts to end.
+async fn partitioner(
+    mut ticker: Ticker,
+    lasting: Duration,
+    relays: Arc<Vec<Relay>>,
+    stats: Arc<FaultStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), Error> {
+    while !stop.load(Ordering::Relaxed) {
+        let (gap, i) = ticker.next_event(relays.len());
+        if !sleep_unless(&stop, gap).await {
+            break;
+        }
+        let Some(relay) = relays.get(i) else { break };
+        let held = ticker.around(lasting);
+        let leave_dead = ticker.coin();
+        stats.partition.injected();
+        stats.partition.hit(relay.partition());
+        sleep_unless(&stop, held).await;
+        if leave_dead {
+            stats.left_dead.injected();
+            stats.left_dead.hit(relay.open());
+        }
+        relay.heal(leave_dead);
+    }
+    Ok(())
+}
+
+/// The network faults off: every partition healed (forwarding resumes), no added latency.
+/// Connections left dead stay dead.
+fn calm(relays: &[Relay]) {
+    for relay in relays {
+        relay.heal(false);
+        relay.set_shape(NetShape::default());
+    }
 }
 
 /// Starts node `i` again; a store cut may kill its start-up (its migration check), so a few
@@ -332,13 +418,14 @@ fn tick_progress(
                     .min(deadlines.soft.saturating_duration_since(start).as_secs())
             });
             bar.set_message(format!(
-                "orders {done}, retries {}, faults hit: drop {} dup {} delay {} kill {} cut {}",
+                "orders {done}, retries {}, faults hit: drop {} dup {} delay {} kill {} cut {} partition {}",
                 clients.retries.load(Ordering::Relaxed),
                 f.drop_response.hit,
                 f.duplicate.hit,
                 f.delay.hit,
                 f.kill.injected,
                 f.cut_db.hit,
+                f.partition.injected,
             ));
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -9,7 +9,12 @@
 //!    dropped after the node did the work (`--drop-response-rate`), one request sent to two
 //!    nodes at once (`--duplicate-rate`), requests or answers held past the client's
 //!    timeout (`--delay-rate`), nodes killed with SIGKILL and restarted (`--kill-every`),
-//!    and database connections cut from the server side (`--cut-db-every`); and it may
+//!    and database connections cut from the server side (`--cut-db-every`); between each
+//!    node and the database it puts a fault relay of its own ([`relay`]) that adds delay,
+//!    jitter and loss (`--net-delay`, `--net-jitter`, `--net-loss`) and partitions one node
+//!    at a time, packets silently dropped, connections left open (`--partition-every`,
+//!    `--partition-for`); with `--own-database-server postgres|mysql` it runs a database
+//!    server of its own ([`server`]) and restarts it (`--restart-db-every`); and it may
 //!    start the first `--skew-nodes` nodes with their wall clock hours off and drifting,
 //!    through libfaketime preloaded into each such node ([`skew`]): idem decides with the
 //!    store's clock, so skew must change nothing. `--all-faults` turns every kind on at
@@ -45,7 +50,7 @@
 //! [`balancer::NODE_HEADER`]). `--nodes` proxies keep their records in the run's database
 //! (`--proxy-store sql`, PostgreSQL or MySQL), in Redis (`redis`, with `--redis`), or in both
 //! (`tiered`); a store cut kills the database's connections, and the Redis ones through a
-//! relay of the run's own ([`proxy::Relay`]). The clients send the same orders to
+//! relay of the run's own ([`relay::Relay`]). The clients send the same orders to
 //! `/v1/transfers` with the order id as the key.
 //!
 //! The checker ([`proxy::check`]) reports per key the upstream's executions, the answers
@@ -65,12 +70,15 @@
 //!     --nodes 3 --clients 16 --duration 60s --all-faults --seed 7
 //! idem chaos --target proxy --database postgres://postgres@127.0.0.1:5432/postgres \
 //!     --proxy-store redis --redis redis://127.0.0.1:6379 --orders 10000 --all-faults --seed 8
+//! idem chaos --own-database-server postgres --restart-db-every 10s --partition-every 5s \
+//!     --net-delay 1ms --net-jitter 2ms --net-loss 0.001 --duration 60s --all-faults
 //! ```
 //!
 //! The modules follow the run: [`cluster`] (node processes), [`balancer`] (the faulty
 //! load balancer), [`faults`] (the schedule and its counters), [`client`] (the retrying
-//! clients), [`skew`] (node clocks), [`db`] (the run's database), [`checker`] and
-//! [`report`]; [`proxy`] holds the proxy target's upstream, relay and checker.
+//! clients), [`skew`] (node clocks), [`relay`] (the network between nodes and their
+//! store), [`server`] (the run's own database server), [`db`] (the run's database),
+//! [`checker`] and [`report`]; [`proxy`] holds the proxy target's upstream and checker.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,8 +92,10 @@ pub mod db;
 pub mod faults;
 mod harness;
 pub mod proxy;
+pub mod relay;
 pub mod report;
 mod runner;
+pub mod server;
 pub mod skew;
 
 pub use harness::Kill;
@@ -111,6 +121,12 @@ pub enum Error {
     /// Setting up the run's accounts failed.
     #[error("{0}")]
     Setup(String),
+    /// A program the run needs is not installed (a private database server's).
+    #[error("{0}")]
+    Missing(String),
+    /// The run's own database server would not be created, started or restarted.
+    #[error("{0}")]
+    Server(String),
 }
 
 /// Binds a listener on a free loopback port for `what` (a balancer, a relay, an upstream)
@@ -200,6 +216,21 @@ pub struct ChaosArgs {
     /// dropped at the end), or sqlite (a temporary file, one node). Default: sqlite.
     #[arg(long, env = "IDEM_CHAOS_DATABASE")]
     pub database: Option<String>,
+    /// Run a database server of the run's own instead of `--database`: a fresh PostgreSQL
+    /// cluster or MariaDB server (its programs must be installed) on a free port and a
+    /// temporary data dir, removed at the end. Only such a server is restarted
+    /// (`--restart-db-every`), never a shared one.
+    #[arg(
+        long,
+        env = "IDEM_CHAOS_OWN_DATABASE_SERVER",
+        value_enum,
+        conflicts_with = "database"
+    )]
+    pub own_database_server: Option<server::ServerKind>,
+    /// Restart the run's own database server (`--own-database-server`) about this often, as
+    /// its operator would: PostgreSQL `pg_ctl restart -m fast`, MariaDB SIGTERM and start.
+    #[arg(long, env = "IDEM_CHAOS_RESTART_DB_EVERY", value_parser = parse_duration)]
+    pub restart_db_every: Option<Duration>,
     /// Number of `idem serve` nodes [default: 3, or 1 on SQLite].
     #[arg(long, env = "IDEM_CHAOS_NODES")]
     pub nodes: Option<usize>,
@@ -246,6 +277,26 @@ pub struct ChaosArgs {
     /// has no server to cut).
     #[arg(long, env = "IDEM_CHAOS_CUT_DB_EVERY", value_parser = parse_duration)]
     pub cut_db_every: Option<Duration>,
+    /// Partition one node at a time from the database about this often: its packets
+    /// silently dropped both ways through the node's own relay, connections left open
+    /// (payment target, PostgreSQL or MySQL).
+    #[arg(long, env = "IDEM_CHAOS_PARTITION_EVERY", value_parser = parse_duration)]
+    pub partition_every: Option<Duration>,
+    /// How long a partition lasts, give or take half; then it heals, and at even odds the
+    /// connections it caught resume or stay dead, half-open.
+    #[arg(long, env = "IDEM_CHAOS_PARTITION_FOR", value_parser = parse_duration, default_value = "3s")]
+    pub partition_for: Duration,
+    /// Delay added to every chunk between a node and the database, each way (netem's
+    /// `delay`, in user space).
+    #[arg(long, env = "IDEM_CHAOS_NET_DELAY", value_parser = parse_duration)]
+    pub net_delay: Option<Duration>,
+    /// A further delay per chunk drawn from zero to this; bytes keep their order, so
+    /// reordering shows as head-of-line blocking, as over TCP.
+    #[arg(long, env = "IDEM_CHAOS_NET_JITTER", value_parser = parse_duration)]
+    pub net_jitter: Option<Duration>,
+    /// Share of chunks held 200 ms more, as a lost packet's retransmission is.
+    #[arg(long, env = "IDEM_CHAOS_NET_LOSS")]
+    pub net_loss: Option<f64>,
     /// Run this many nodes (the first ones) with their wall clock skewed and drifting
     /// through libfaketime: -3 h ×1.001, +5 h ×0.999, -26 h ×1.002, +49 h ×0.998, repeating
     /// [default: 1 under --all-faults with 2 or more nodes, when libfaketime is installed;

@@ -44,6 +44,21 @@ impl Latency {
     }
 }
 
+/// The network between the nodes and their database, as the relays shaped it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct NetworkReport {
+    /// Delay added to every chunk, each way.
+    pub delay_ms: f64,
+    /// Further delay per chunk, up to this.
+    pub jitter_ms: f64,
+    /// Share of chunks stalled as if lost.
+    pub loss: f64,
+    /// How often a node was partitioned from the database, if ever.
+    pub partition_every_s: Option<f64>,
+    /// How long a partition lasted, give or take half.
+    pub partition_for_s: Option<f64>,
+}
+
 /// One kind of violation: how many, and the first few.
 #[derive(Debug, Clone, Serialize)]
 pub struct ViolationGroup {
@@ -122,6 +137,12 @@ pub struct Report {
     /// Why clock skew asked for by `--all-faults` was left off (libfaketime missing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skew_skipped: Option<String>,
+    /// The network faults between nodes and database, when any ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkReport>,
+    /// Why network faults asked for could not be injected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_skipped: Option<String>,
     /// The proxy target's per-key findings (executions, acknowledgements, replays, and each
     /// second execution with the kill or lease end that explains it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,12 +219,15 @@ impl fmt::Display for Report {
             self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
         )?;
         writeln!(f, "  faults      kind           injected        hit")?;
-        let rows: [(&str, KindReport); 5] = [
+        let rows: [(&str, KindReport); 8] = [
             ("drop response", self.faults.drop_response),
             ("duplicate", self.faults.duplicate),
             ("delay", self.faults.delay),
             ("kill node", self.faults.kill),
             ("cut database", self.faults.cut_db),
+            ("partition", self.faults.partition),
+            ("left dead", self.faults.left_dead),
+            ("restart db", self.faults.restart_db),
         ];
         for (name, k) in rows {
             writeln!(
@@ -211,6 +235,26 @@ impl fmt::Display for Report {
                 "              {name:<14} {:>8} {:>10}",
                 k.injected, k.hit
             )?;
+        }
+        match (&self.network, &self.network_skipped) {
+            (Some(n), _) => {
+                write!(
+                    f,
+                    "  network     per-node relays: delay {} ms + jitter up to {} ms, loss {} %",
+                    n.delay_ms,
+                    n.jitter_ms,
+                    n.loss * 100.0
+                )?;
+                if let (Some(every), Some(lasting)) = (n.partition_every_s, n.partition_for_s) {
+                    write!(
+                        f,
+                        ", a partition about every {every} s for about {lasting} s"
+                    )?;
+                }
+                writeln!(f)?;
+            }
+            (None, Some(why)) => writeln!(f, "  network     untouched ({why})")?,
+            (None, None) => {}
         }
         if self.skew.is_empty() {
             let why = self.skew_skipped.as_deref().unwrap_or("no node");

@@ -19,8 +19,10 @@ use crate::client::{ClientConfig, ClientStats, OrderHistory, Resend, Retrier};
 use crate::cluster::NodeSpec;
 use crate::db::{Backend, RunDatabase};
 use crate::faults::FaultRates;
-use crate::harness::{self, Cluster, Cutter};
-use crate::report::{Latency, Report};
+use crate::harness::{self, Cluster, Cutter, NetFaults};
+use crate::relay::{NetShape, Relay};
+use crate::report::{Latency, NetworkReport, Report};
+use crate::server::PrivateServer;
 use crate::skew::{self, SkewPlan};
 use crate::{ChaosArgs, Error, Target};
 
@@ -30,6 +32,14 @@ const ALL_DUPLICATE_RATE: f64 = 0.05;
 const ALL_DELAY_RATE: f64 = 0.02;
 const ALL_KILL_EVERY: Duration = Duration::from_secs(8);
 const ALL_CUT_EVERY: Duration = Duration::from_secs(5);
+/// The network `--all-faults` shapes between nodes and database: a partition about every
+/// 10 s, 1 ms of delay, up to 2 ms of jitter, one chunk in a thousand stalled as if lost.
+const ALL_PARTITION_EVERY: Duration = Duration::from_secs(10);
+const ALL_NET_DELAY: Duration = Duration::from_millis(1);
+const ALL_NET_JITTER: Duration = Duration::from_millis(2);
+const ALL_NET_LOSS: f64 = 0.001;
+/// How often `--all-faults` restarts the run's own database server.
+const ALL_RESTART_EVERY: Duration = Duration::from_secs(15);
 /// Nodes `--all-faults` runs with their clock skewed, when there are two or more.
 const ALL_SKEW_NODES: usize = 1;
 /// Concurrent reads when the checker fetches stored payments through the API.
@@ -54,6 +64,57 @@ pub(crate) struct Plan {
     pub(crate) skew: SkewPlan,
     /// Why skew asked for by `--all-faults` was left off, if it was.
     pub(crate) skew_skipped: Option<String>,
+    /// The network between nodes and database, when any of it is asked for and possible.
+    pub(crate) net: Option<NetPlan>,
+    /// Why network faults asked for were left off, if they were.
+    pub(crate) net_skipped: Option<String>,
+    /// The run's own database server, and how often it is restarted, if ever.
+    pub(crate) restart: Option<(Duration, Arc<tokio::sync::Mutex<PrivateServer>>)>,
+}
+
+/// The network faults asked for: latency on every chunk, partitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NetPlan {
+    pub(crate) shape: NetShape,
+    /// How often one node is partitioned, and for how long.
+    pub(crate) partition: Option<(Duration, Duration)>,
+}
+
+impl NetPlan {
+    /// What `args` ask for (under `--all-faults`, every kind not set explicitly), if anything.
+    fn of(args: &ChaosArgs) -> Result<Option<Self>, Error> {
+        let all = args.all_faults;
+        let shape = NetShape {
+            delay: args
+                .net_delay
+                .or(all.then_some(ALL_NET_DELAY))
+                .unwrap_or_default(),
+            jitter: args
+                .net_jitter
+                .or(all.then_some(ALL_NET_JITTER))
+                .unwrap_or_default(),
+            loss: args.net_loss.or(all.then_some(ALL_NET_LOSS)).unwrap_or(0.0),
+        };
+        if !(0.0..=1.0).contains(&shape.loss) {
+            return Err(Error::Config("--net-loss must be in [0, 1]".into()));
+        }
+        let partition = args
+            .partition_every
+            .or(all.then_some(ALL_PARTITION_EVERY))
+            .map(|every| (every, args.partition_for));
+        Ok((shape.is_on() || partition.is_some()).then_some(Self { shape, partition }))
+    }
+
+    /// The report's view of it.
+    pub(crate) fn report(&self) -> NetworkReport {
+        NetworkReport {
+            delay_ms: self.shape.delay.as_secs_f64() * 1000.0,
+            jitter_ms: self.shape.jitter.as_secs_f64() * 1000.0,
+            loss: self.shape.loss,
+            partition_every_s: self.partition.map(|(every, _)| every.as_secs_f64()),
+            partition_for_s: self.partition.map(|(_, lasting)| lasting.as_secs_f64()),
+        }
+    }
 }
 
 impl Plan {
@@ -77,7 +138,21 @@ impl Plan {
 /// # Errors
 /// Any [`Error`] that kept the run from reaching a verdict.
 pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error> {
-    let server = args.database.clone().unwrap_or_else(|| "sqlite".into());
+    if args.restart_db_every.is_some() && args.own_database_server.is_none() {
+        return Err(Error::Config(
+            "--restart-db-every restarts only the run's own server: add --own-database-server postgres|mysql".into(),
+        ));
+    }
+    let own = match args.own_database_server {
+        Some(kind) => Some(Arc::new(tokio::sync::Mutex::new(
+            PrivateServer::start(kind).await?,
+        ))),
+        None => None,
+    };
+    let server = match &own {
+        Some(own) => own.lock().await.admin_url().to_owned(),
+        None => args.database.clone().unwrap_or_else(|| "sqlite".into()),
+    };
     let backend = Backend::of(&server)?;
     let nodes_n = args
         .nodes
@@ -120,6 +195,22 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
     if let Some(why) = &skew_skipped {
         eprintln!("idem chaos: {why}");
     }
+    let net = NetPlan::of(&args)?;
+    let net_skipped = match (net, backend, args.target) {
+        (None, ..) => None,
+        (Some(_), Backend::Sqlite, _) => Some(
+            "could not inject network faults: SQLite is a file, with no network to the database"
+                .to_owned(),
+        ),
+        (Some(_), _, Target::Proxy) => Some(
+            "could not inject network faults: the proxy target has none yet (payment target only)"
+                .to_owned(),
+        ),
+        (Some(_), ..) => None,
+    };
+    if let Some(why) = &net_skipped {
+        eprintln!("idem chaos: {why}");
+    }
     let plan = Plan {
         bin: args
             .idem_bin
@@ -132,6 +223,13 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         cut_every: every(args.cut_db_every, ALL_CUT_EVERY).filter(|_| backend != Backend::Sqlite),
         skew,
         skew_skipped,
+        net: net.filter(|_| net_skipped.is_none()),
+        net_skipped,
+        restart: own.clone().and_then(|own| {
+            args.restart_db_every
+                .or(args.all_faults.then_some(ALL_RESTART_EVERY))
+                .map(|every| (every, own))
+        }),
     };
 
     let db = Arc::new(RunDatabase::create(&server).await?);
@@ -139,12 +237,15 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         Target::Payments => run_payments(&args, &db, &plan).await,
         Target::Proxy => crate::proxy::run(&args, &db, &plan).await,
     };
-    if !args.keep {
+    if !args.keep && own.is_none() {
         // A failed clean-up must not hide the verdict; say it and go on.
         if let Err(e) = db.drop_database().await {
             eprintln!("idem chaos: could not drop {}: {e}", db.name());
         }
     }
+    // The run's own server (its last holders are these) goes now with its data dir,
+    // `--keep` or not.
+    drop((db, plan, own));
     result
 }
 
@@ -231,13 +332,43 @@ pub(crate) fn db_cutter(db: &Arc<RunDatabase>) -> Cutter {
     })
 }
 
+/// Restarts the run's own database server; says 1 when it came back, 0 (and why, on stderr)
+/// when it did not.
+pub(crate) fn restarter(own: &Arc<tokio::sync::Mutex<PrivateServer>>) -> Cutter {
+    let own = own.clone();
+    Arc::new(move || {
+        let own = own.clone();
+        Box::pin(async move {
+            match own.lock().await.restart().await {
+                Ok(()) => 1,
+                Err(e) => {
+                    eprintln!("idem chaos: restarting the database server: {e}");
+                    0
+                }
+            }
+        })
+    })
+}
+
 /// The payment target: `idem serve` nodes, the payment checker.
 async fn run_payments(
     args: &ChaosArgs,
     db: &Arc<RunDatabase>,
     plan: &Plan,
 ) -> Result<Report, Error> {
-    let mut spec = NodeSpec::serve(plan.bin.clone(), db.url(), args.guard.node_args());
+    // With network faults, each node reaches the database through a relay of its own.
+    let mut relays = Vec::new();
+    if plan.net.is_some() {
+        for _ in 0..plan.nodes {
+            relays.push(Relay::start(db.url()).await?);
+        }
+    }
+    let urls: Vec<String> = if relays.is_empty() {
+        vec![db.url().to_owned()]
+    } else {
+        relays.iter().map(|r| r.url().to_owned()).collect()
+    };
+    let mut spec = NodeSpec::serve(plan.bin.clone(), &urls, args.guard.node_args());
     spec.skew = plan.skew.clone();
     let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), Instant::now()).await?;
     let client_stats = Arc::new(ClientStats::default());
@@ -251,10 +382,19 @@ async fn run_payments(
     let retrier = Retrier::new(http.clone(), config.clone(), client_stats.clone());
     let deadlines = harness::deadlines(args);
     let accounts = open_accounts(&retrier, args, plan.seed, deadlines.hard).await?;
+    let net = plan.net.map(|net| NetFaults {
+        relays: Arc::new(relays),
+        shape: net.shape,
+        partition: net.partition,
+    });
     cluster.start_faults(
         plan.seed,
         plan.kill_every,
         plan.cut_every.map(|every| (every, db_cutter(db))),
+        net,
+        plan.restart
+            .as_ref()
+            .map(|(every, own)| (*every, restarter(own))),
     );
     let (orders, latency, elapsed) = cluster
         .load(args, &retrier, &client_stats, deadlines)
@@ -325,6 +465,8 @@ pub(crate) fn base_report(
         violations: Vec::new(),
         skew: plan.skew.report(),
         skew_skipped: plan.skew_skipped.clone(),
+        network: plan.net.map(|n| n.report()),
+        network_skipped: plan.net_skipped.clone(),
         proxy: None,
     }
 }

@@ -101,6 +101,11 @@ pub enum Error {
     /// The store could not be opened or the schema brought up to date at start.
     #[error("opening the database: {0}")]
     Open(#[from] idem_sql::Error),
+    /// The database did not answer within the service's limit on one call
+    /// (8 s, retries included): a dead network path or a stuck server (503,
+    /// transient; nothing uncommitted was kept).
+    #[error("the database did not answer within {0:?}")]
+    DatabaseTimeout(std::time::Duration),
     /// A stored row does not read back as written (500).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
@@ -121,6 +126,7 @@ impl Error {
         match self {
             Error::Database(error) => idem_sql::is_transient(error),
             Error::Store(error) => error.is_transient(),
+            Error::DatabaseTimeout(_) => true,
             _ => false,
         }
     }

@@ -13,10 +13,17 @@ use idem_redis::ReplayCache;
 use idem_sql::Retry;
 
 use crate::db::{on_engine, Db};
+use crate::error::Error;
 use crate::flows::{self, Claim};
 use crate::metrics::Metrics;
 use crate::model::Answer;
 use crate::validate::{NewAccount, NewPayment, NewRefund};
+
+/// The longest one call of the service spends on the database, retries included. Longer
+/// than the database's own bounds on a stuck transaction (`db::LOCK_WAIT_MAX`,
+/// `db::IDLE_IN_TRANSACTION_MAX`), so it ends only what those cannot: a node waiting for an
+/// answer that a partitioned or half-open connection will never bring.
+pub(crate) const DATABASE_CALL_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 #[cfg(doc)]
 use crate::Error;
 use crate::Result;
@@ -193,13 +200,18 @@ impl Service {
         Ok(answer)
     }
 
+    /// Runs `op` with [`Retry::TRANSACTION`], all tries within [`DATABASE_CALL_MAX`]: a
+    /// statement whose answer was lost with a dead network path would otherwise wait for
+    /// ever. Past it, [`Error::DatabaseTimeout`] (503): the transaction kept nothing it did
+    /// not commit, and a commit whose answer was lost is found by the client's retry.
     async fn retry<F, Fut>(&self, op: F) -> Result<Answer>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Answer>>,
     {
-        Retry::TRANSACTION
-            .run_counted(op, |_, _| self.metrics.retried())
+        let tries = Retry::TRANSACTION.run_counted(op, |_, _| self.metrics.retried());
+        tokio::time::timeout(DATABASE_CALL_MAX, tries)
             .await
+            .map_err(|_| Error::DatabaseTimeout(DATABASE_CALL_MAX))?
     }
 }

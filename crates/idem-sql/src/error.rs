@@ -85,6 +85,9 @@ fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Class {
         // serialization_failure, deadlock_detected, lock_not_available
         Some("40001" | "40P01" | "55P03") => Class::Contention,
         Some("23505") => Class::Unique,
+        // idle_in_transaction_session_timeout: the server ended a session whose client went
+        // silent mid-transaction (rolled back, so a retry is safe).
+        Some("25P03") => Class::Unavailable,
         // connection_exception, insufficient_resources, operator_intervention
         Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") => {
             Class::Unavailable

@@ -32,6 +32,7 @@ pub use options::MySqlOptions;
 pub use options::PostgresOptions;
 #[cfg(feature = "sqlite")]
 pub use options::SqliteOptions;
+pub use options::{still_answers, RELEASE_PING_MAX};
 #[cfg(feature = "postgres")]
 pub use postgres::{ClaimValue, InlineClaim, PostgresStore};
 pub use retry::{Retry, Transient};

@@ -29,8 +29,25 @@ impl Default for PoolSettings {
     }
 }
 
+/// How long a connection handed back to the pool may take to answer a ping before it is
+/// closed instead of kept.
+pub const RELEASE_PING_MAX: Duration = Duration::from_secs(1);
+
+/// Whether a connection handed back to the pool still answers within [`RELEASE_PING_MAX`]:
+/// the pool's `after_release` test. A caller that gave up on a statement (its own timeout)
+/// hands back a connection that may wait for ever for an answer lost with a dead network
+/// path; sqlx's own release ping has no limit, and such a connection would hold its pool
+/// slot for good. Closed instead, it frees the slot.
+pub async fn still_answers<C: sqlx::Connection>(conn: &mut C) -> bool {
+    matches!(
+        tokio::time::timeout(RELEASE_PING_MAX, conn.ping()).await,
+        Ok(Ok(()))
+    )
+}
+
 impl PoolSettings {
-    /// Opens the store's pool over `connect`, of this size and acquire timeout.
+    /// Opens the store's pool over `connect`, of this size and acquire timeout; a
+    /// connection handed back is kept only if it [`still_answers`].
     ///
     /// # Errors
     /// [`Error::Connect`] when no connection can be opened.
@@ -41,6 +58,7 @@ impl PoolSettings {
         sqlx::pool::PoolOptions::<DB>::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
+            .after_release(|conn, _| Box::pin(async move { Ok(still_answers(conn).await) }))
             .connect_with(connect)
             .await
             .map_err(crate::error::open_error)
@@ -194,6 +212,13 @@ impl PostgresOptions {
     }
 
     pool_setters!();
+
+    /// Sets a server setting for every connection of the store (a `-c name=value` startup
+    /// option), such as `idle_in_transaction_session_timeout` or `lock_timeout`.
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.connect = self.connect.options([(name, value)]);
+        self
+    }
 
     /// Keeps the records table in `schema` (an identifier: ASCII letters, digits and `_`),
     /// created if missing and set as the connections' `search_path`. Default: the server's

@@ -4,12 +4,10 @@
 
 mod checker;
 mod redis_master;
-mod relay;
 mod run;
 mod upstream;
 
 pub use checker::{check, Cause, ExecutionRef, Explained, ProxySummary, Rules};
 pub use redis_master::MasterKill;
-pub use relay::Relay;
 pub(crate) use run::run;
 pub use upstream::{Execution, Upstream, UpstreamState};

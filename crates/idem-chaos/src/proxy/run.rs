@@ -11,9 +11,10 @@ use crate::cluster::NodeSpec;
 use crate::db::RunDatabase;
 use crate::harness::{self, Cluster, Cutter};
 use crate::proxy::redis_master::{ClusterNodes, MasterKiller};
-use crate::proxy::{check, Relay, Rules, Upstream};
+use crate::proxy::{check, Rules, Upstream};
+use crate::relay::Relay;
 use crate::report::Report;
-use crate::runner::{base_report, client_config, db_cutter, http_client, Plan};
+use crate::runner::{base_report, client_config, db_cutter, http_client, restarter, Plan};
 use crate::{ChaosArgs, Error, ProxyStore};
 
 /// How long the proxies keep answers for replay: a key's retries and re-sends all come
@@ -79,6 +80,7 @@ pub(crate) async fn run(
         bin: plan.bin.clone(),
         args: node_args,
         skew: plan.skew.clone(),
+        per_node: Vec::new(),
     };
     let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), start).await?;
 
@@ -98,6 +100,10 @@ pub(crate) async fn run(
         plan.kill_every,
         plan.cut_every
             .map(|every| (every, cutter(args.proxy_store, db, relay.clone()))),
+        None,
+        plan.restart
+            .as_ref()
+            .map(|(every, own)| (*every, restarter(own))),
     );
     let killer = masters.map(|(nodes, every)| MasterKiller::start(nodes, plan.seed, every, start));
     let deadlines = harness::deadlines(args);

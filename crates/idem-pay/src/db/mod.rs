@@ -317,6 +317,19 @@ fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
 /// How long a call waits for a free connection of the pool before failing.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a statement waits for a row lock before the server fails it (PostgreSQL
+/// `lock_timeout`, InnoDB `innodb_lock_wait_timeout`; a retried contention). Rows stay
+/// locked by a transaction whose node went silent until the server ends it, and no other
+/// payment of those accounts should wait longer than this for it.
+pub(crate) const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long the server keeps a transaction whose client went silent (a node partitioned
+/// from the database, or killed without its connections closing) before it ends the
+/// session, rolls back and frees its row locks (PostgreSQL
+/// `idle_in_transaction_session_timeout`, MariaDB `idle_transaction_timeout`). A healthy
+/// node never idles inside a transaction: its statements follow each other at once.
+pub(crate) const IDLE_IN_TRANSACTION_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,9 +28,29 @@ pub(super) async fn open(url: &str, max_connections: u32) -> Result<MySqlStore> 
             Box::pin(async move {
                 conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     .await?;
-                Ok(())
+                let lock_wait = super::LOCK_WAIT_MAX.as_secs().max(1);
+                conn.execute(
+                    format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}").as_str(),
+                )
+                .await?;
+                let idle = super::IDLE_IN_TRANSACTION_MAX.as_secs().max(1);
+                match conn
+                    .execute(format!("SET SESSION idle_transaction_timeout = {idle}").as_str())
+                    .await
+                {
+                    // MySQL has no such variable (ER_UNKNOWN_SYSTEM_VARIABLE): its server
+                    // keeps a silent client's transaction until `wait_timeout`.
+                    Err(sqlx::Error::Database(e))
+                        if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                            .is_some_and(|e| e.number() == 1193) =>
+                    {
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                }
             })
         })
+        .after_release(|conn, _| Box::pin(async move { Ok(idem_sql::still_answers(conn).await) }))
         .connect_with(connect)
         .await?;
     Ok(MySqlStore::from_pool(pool).await?)

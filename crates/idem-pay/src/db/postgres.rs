@@ -18,6 +18,14 @@ pub(super) const DIALECT: Dialect = Dialect {
 pub(super) async fn open(url: &str, max_connections: u32) -> Result<PostgresStore> {
     let options = PostgresOptions::from_url(url)?
         .max_connections(max_connections)
-        .acquire_timeout(super::ACQUIRE_TIMEOUT);
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .setting(
+            "lock_timeout",
+            &format!("{}ms", super::LOCK_WAIT_MAX.as_millis()),
+        )
+        .setting(
+            "idle_in_transaction_session_timeout",
+            &format!("{}ms", super::IDLE_IN_TRANSACTION_MAX.as_millis()),
+        );
     Ok(PostgresStore::connect_with(&options).await?)
 }
