@@ -138,3 +138,44 @@ fn both_addresses(child: &mut std::process::Child) -> (String, String) {
     });
     (proxy.unwrap_or_default(), admin.unwrap_or_default())
 }
+
+/// `/readyz` follows the store: 200 while Redis answers, 503 `not_ready` once the proxy's
+/// connections to it are cut and nothing listens any more; `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_when_the_store_does_not_answer() {
+    let Some(redis_url) = idem_test_support::backend_url("IDEM_TEST_REDIS") else {
+        return;
+    };
+    let relay = idem_chaos::proxy::Relay::start(&redis_url)
+        .await
+        .expect("a relay to Redis");
+    let dir = TempDir::new();
+    let extra = [
+        "--redis",
+        relay.url(),
+        "--ttl-secs",
+        "60",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--ready-timeout-ms",
+        "500",
+    ]
+    .map(str::to_owned);
+    let mut child = proxy_command(&dir.0, "http://127.0.0.1:9", &extra)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .expect("start idem proxy");
+    let (_proxy_url, admin_url) = both_addresses(&mut child);
+    let _proxy = Process(child);
+    let status = |path: &'static str| {
+        let url = format!("{admin_url}{path}");
+        async move { reqwest::get(url).await.expect("answered") }
+    };
+    assert_eq!(status("/readyz").await.status(), 200);
+    drop(relay);
+    let refused = status("/readyz").await;
+    assert_eq!(refused.status(), 503);
+    let problem: serde_json::Value = refused.json().await.expect("problem+json");
+    assert_eq!(problem["code"], "not_ready");
+    assert_eq!(status("/healthz").await.status(), 200);
+}
