@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod limits;
 mod logging;
 mod shutdown;
+mod telemetry;
 
 use limits::LimitArgs;
 use logging::LogArgs;
@@ -65,17 +66,23 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { args, limits, log } => {
             logging::init(&log)?;
+            let exposition = telemetry::install()?;
             let limits = limits.limits();
             tokio::runtime::Runtime::new()?.block_on(async {
-                idem_pay::serve::serve(args, limits, shutdown::listen()?).await
+                telemetry::spawn_upkeep(exposition.clone());
+                let metrics = idem_pay::metrics::Metrics::global(Some(exposition));
+                idem_pay::serve::serve(args, limits, metrics, shutdown::listen()?).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy { args, limits, log } => {
             logging::init(&log)?;
+            let exposition = telemetry::install()?;
             let limits = limits.limits();
             tokio::runtime::Runtime::new()?.block_on(async {
-                anyhow::Ok(idem_proxy::run(args, limits, shutdown::listen()?).await?)
+                telemetry::spawn_upkeep(exposition.clone());
+                let shutdown = shutdown::listen()?;
+                anyhow::Ok(idem_proxy::run(args, limits, Some(exposition), shutdown).await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }

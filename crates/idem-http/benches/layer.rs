@@ -13,6 +13,10 @@
 //! by one record per request to millions by the end of the run: the gap between the two
 //! is the cost of a growing in-process heap, not of the layer.
 //!
+//! The process has a Prometheus recorder installed (`metrics-exporter-prometheus`, with
+//! buckets, as `idem serve` and `idem proxy` install it), so the layer's and the store's
+//! series are recorded as in production; the handler without the layer records nothing.
+//!
 //! Run: `cargo bench -p idem-http --bench layer`.
 
 // `criterion_group!` defines an undocumented public function.
@@ -35,6 +39,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use idem::{MemoryStore, Store};
 use idem_http::{spawn_purger, Config, IdempotencyLayer};
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 const BATCH: usize = 256;
 const IN_FLIGHT: usize = 32;
@@ -79,6 +84,11 @@ async fn batch(client: &HttpClient, addr: SocketAddr, key: impl Fn() -> String) 
 }
 
 fn layer_cost(c: &mut Criterion) {
+    let exposition = PrometheusBuilder::new()
+        .set_buckets(&idem::metrics::LATENCY_BUCKETS_S)
+        .expect("buckets")
+        .install_recorder()
+        .expect("the only recorder of this bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -127,6 +137,8 @@ fn layer_cost(c: &mut Criterion) {
             .iter(|| batch(&client, growing, replayed));
     });
     group.finish();
+    // The series were recorded: the layer counted its requests.
+    assert!(exposition.render().contains("idem_requests_total"));
 }
 
 criterion_group!(benches, layer_cost);

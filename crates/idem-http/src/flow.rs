@@ -12,10 +12,12 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use idem::metrics::RequestOutcome;
 use idem::{
     BoxError, Claim, FencingToken, FieldSelection, Fingerprint, Key, Outcome, Scope, StoreError,
     StoredResponse,
 };
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -65,17 +67,17 @@ where
     let header_key = match &config.key_source {
         KeySource::Header(name) => match key::from_header(&parts.headers, name) {
             Ok(Some(key)) => Some(key),
-            Ok(None) if config.key_required => return Ok(Error::KeyMissing.into_response()),
+            Ok(None) if config.key_required => return Ok(refuse(Error::KeyMissing)),
             Ok(None) => {
                 return pass_through(inner, Request::from_parts(parts, Body::new(body))).await
             }
-            Err(error) => return Ok(error.into_response()),
+            Err(error) => return Ok(refuse(error)),
         },
         KeySource::Custom(_) => None,
     };
     let bytes = match read_body(&parts, body, config.body_limit_bytes).await {
         Ok(bytes) => bytes,
-        Err(error) => return Ok(error.into_response()),
+        Err(error) => return Ok(refuse(error)),
     };
     let key = match (header_key, &config.key_source) {
         (Some(key), _) => key,
@@ -84,17 +86,18 @@ where
                 Ok(key) => key,
                 Err(e) => {
                     let reason = e.to_string();
-                    return Ok(Error::KeyInvalid { reason }.into_response());
+                    return Ok(refuse(Error::KeyInvalid { reason }));
                 }
             },
-            None if config.key_required => return Ok(Error::KeyMissing.into_response()),
+            None if config.key_required => return Ok(refuse(Error::KeyMissing)),
             None => {
                 let request = Request::from_parts(parts, Body::from(bytes));
                 return pass_through(inner, request).await;
             }
         },
-        (None, KeySource::Header(_)) => return Ok(Error::KeyMissing.into_response()),
+        (None, KeySource::Header(_)) => return Ok(refuse(Error::KeyMissing)),
     };
+    tracing::Span::current().record("key_hash", tracing::field::display(key_hash(&key)));
 
     let principal = config.principal.as_ref().and_then(|find| find(&parts));
     let operation = format!("{} {}", parts.method, parts.uri.path());
@@ -102,9 +105,15 @@ where
     let fingerprint = fingerprint(&parts, &bytes, &config.fields);
 
     let token = match acquire(&shared, &scope, &key, &fingerprint).await {
-        Ok(Acquire::Run(token)) => token,
-        Ok(Acquire::Answer(response)) => return Ok(response),
-        Err(error) => return Ok(error.into_response()),
+        Ok(Acquire::Run(token)) => {
+            counted(RequestOutcome::Executed);
+            token
+        }
+        Ok(Acquire::Answer(response)) => {
+            counted(RequestOutcome::Replayed);
+            return Ok(response);
+        }
+        Err(error) => return Ok(refuse(error)),
     };
     // From here until `complete` or `release`, dropping `held` (client gone, handler
     // panicked) releases the key.
@@ -147,6 +156,37 @@ where
     Ok(Response::from_parts(head, Body::from(body)))
 }
 
+/// Counts a request that ended as `outcome` (`idem::metrics::REQUESTS_TOTAL`) and names
+/// the outcome on the request's span.
+fn counted(outcome: RequestOutcome) {
+    outcome.record();
+    tracing::Span::current().record("outcome", outcome.as_str());
+}
+
+/// The answer to a request refused with `error`, counted under its outcome when it has one
+/// (a refusal about the body is not an idempotency outcome).
+fn refuse(error: Error) -> Response<Body> {
+    let outcome = match &error {
+        Error::KeyMissing => Some(RequestOutcome::MissingKey),
+        Error::KeyInvalid { .. } => Some(RequestOutcome::InvalidKey),
+        Error::KeyReused => Some(RequestOutcome::Mismatch),
+        Error::InFlight { .. } => Some(RequestOutcome::InFlight),
+        Error::Store(_) => Some(RequestOutcome::StoreError),
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        counted(outcome);
+    }
+    error.into_response()
+}
+
+/// What logs and spans show of a key: the first 16 hex digits of its SHA-256. The key
+/// itself may carry what a client considers private (an order number, an e-mail).
+pub(crate) fn key_hash(key: &Key) -> String {
+    let digest = Sha256::digest(key.as_str().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 enum Acquire {
     /// This request holds the key: run it.
     Run(FencingToken),
@@ -180,7 +220,7 @@ async fn acquire(
         match outcome {
             Outcome::Acquired { token, recovered } => {
                 if recovered {
-                    tracing::info!(%key, %scope, "took over an abandoned idempotency key");
+                    tracing::info!("took over an abandoned idempotency key");
                 }
                 return Ok(Acquire::Run(token));
             }

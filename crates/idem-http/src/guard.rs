@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use crate::flow::key_hash;
 use idem::{FencingToken, Hold, Key, Scope, Store, StoreError, StoredResponse};
 
 /// Tries of a `complete` that fails transiently, and the first pause between two (doubled
@@ -48,6 +49,7 @@ impl Held {
                 .await;
             match &result {
                 Err(e) if e.is_transient() && tries < COMPLETE_TRIES => {
+                    idem::metrics::transient_retry("complete");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     tries += 1;
@@ -76,7 +78,7 @@ async fn release(store: &dyn Store, scope: &Scope, key: &Key, token: FencingToke
     match store.release(Hold::new(scope, key, token)).await {
         Ok(()) | Err(StoreError::Fenced) => {}
         Err(error) => tracing::warn!(
-            %error, scope = %scope, key = %key,
+            %error, key_hash = %key_hash(key),
             "could not release an idempotency key; it frees itself when its lease ends"
         ),
     }
@@ -88,7 +90,7 @@ impl Drop for Held {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %self.key, "no runtime to release an abandoned key; its lease will end");
+            tracing::warn!(key_hash = %key_hash(&self.key), "no runtime to release an abandoned key; its lease will end");
             return;
         };
         let (store, scope, key, token) = (
@@ -97,7 +99,7 @@ impl Drop for Held {
             self.key.clone(),
             self.token,
         );
-        tracing::debug!(key = %key, "request abandoned; releasing its idempotency key");
+        tracing::debug!(key_hash = %key_hash(&key), "request abandoned; releasing its idempotency key");
         runtime.spawn(async move { release(&*store, &scope, &key, token).await });
     }
 }

@@ -10,6 +10,7 @@ use http::{Request, Response};
 use http_body::Body as HttpBody;
 use idem::BoxError;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::flow;
 use crate::future::ResponseFuture;
@@ -74,7 +75,16 @@ where
         if !shared.config.guards(request.method()) {
             return ResponseFuture::new(flow::pass_through(inner, request.map(Body::new)));
         }
-        ResponseFuture::new(flow::guard(shared, inner, request))
+        // One span per guarded request: the key only as its hash, never the body.
+        let span = tracing::info_span!(
+            "idem_request",
+            method = %request.method(),
+            path = request.uri().path(),
+            store = shared.store.name(),
+            key_hash = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        ResponseFuture::new(flow::guard(shared, inner, request).instrument(span))
     }
 }
 

@@ -1,12 +1,28 @@
-//! `GET /metrics` in the Prometheus text format, written by hand: requests by route and
-//! outcome, a latency histogram per route, retries of transient database failures, and the
-//! Redis cache's hits, misses and errors.
+//! The payment service's series, recorded through the [`metrics`] facade: requests by
+//! route and outcome, a latency histogram per route, retries of transient database
+//! failures, and replays served from this node's memory or from Redis. `GET /metrics`
+//! renders them in the Prometheus text format, with every other idem series of the process
+//! (the stores', the Redis front's: `idem::metrics`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Requests by `method`, `route` and `outcome`.
+pub const REQUESTS_TOTAL: &str = "idem_pay_requests_total";
+/// Request latency in seconds by `method` and `route`.
+pub const REQUEST_DURATION_SECONDS: &str = "idem_pay_request_duration_seconds";
+/// Transactions tried again after a transient database failure.
+pub const DB_RETRIES_TOTAL: &str = "idem_pay_db_retries_total";
+/// Replays served from this node's memory of settled answers.
+pub const MEMORY_HITS_TOTAL: &str = "idem_pay_memory_hits_total";
+/// Replays served from the Redis front.
+pub const CACHE_HITS_TOTAL: &str = "idem_pay_cache_hits_total";
+/// Lookups in the Redis front that found nothing usable.
+pub const CACHE_MISSES_TOTAL: &str = "idem_pay_cache_misses_total";
 
 /// How a request ended, as counted in `idem_pay_requests_total{outcome=…}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -14,12 +30,13 @@ use std::time::Duration;
 pub enum Outcome {
     /// The call ran and its answer was made now.
     Executed,
-    /// The first answer was returned again.
+    /// The first answer was returned again. A duplicate that arrives while the first is
+    /// running waits on the order's row and then replays, so it counts here too.
     Replayed,
     /// The key was reused with other parameters (422 `*_conflict`).
-    Conflict,
-    /// The same key is being executed elsewhere. Payments never answer this: a duplicate
-    /// waits on the order's row and then replays; kept so the series exists.
+    Mismatch,
+    /// The same key is being executed elsewhere. Payments never answer this (see
+    /// `Replayed`); kept so that the series exists, as the layer's does.
     InFlight,
     /// A business rule refused it (402, 422 `refund_exceeds_payment`).
     Declined,
@@ -34,24 +51,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 9] = [
-        Outcome::Executed,
-        Outcome::Replayed,
-        Outcome::Conflict,
-        Outcome::InFlight,
-        Outcome::Declined,
-        Outcome::Invalid,
-        Outcome::Unauthorized,
-        Outcome::NotFound,
-        Outcome::Failed,
-    ];
-
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Executed => "executed",
             Outcome::Replayed => "replayed",
-            Outcome::Conflict => "conflict",
+            Outcome::Mismatch => "mismatch",
             Outcome::InFlight => "in_flight",
             Outcome::Declined => "declined",
             Outcome::Invalid => "invalid",
@@ -62,176 +67,133 @@ impl Outcome {
     }
 }
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS_S: [f64; 12] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS_S.len()],
-    count: u64,
-    sum_s: f64,
+/// A Prometheus recorder with idem's latency buckets (histograms rendered as buckets, not
+/// summaries): what `idem serve` and `idem proxy` install, and [`Metrics::isolated`] keeps.
+pub fn prometheus_builder() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new();
+    // Fails only on an empty list of buckets.
+    match builder.set_buckets(&idem::metrics::LATENCY_BUCKETS_S) {
+        Ok(builder) => builder,
+        Err(_) => PrometheusBuilder::new(),
+    }
 }
 
-/// The service's counters; cheap to update from every request.
-#[derive(Debug, Default)]
+/// Where the service's series go and what `GET /metrics` shows.
+///
+/// [`Metrics::global`] records through the process's recorder (installed by the binary);
+/// [`Metrics::isolated`] keeps a recorder of its own, for tests and for several services in
+/// one process.
+#[derive(Clone, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, Outcome), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-    retries: AtomicU64,
-    memory_hits: AtomicU64,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    /// The Redis front, whose own count of failed calls is exposed.
-    cache: std::sync::OnceLock<idem_redis::ReplayCache>,
+    own: Option<Arc<PrometheusRecorder>>,
+    exposition: Option<PrometheusHandle>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("isolated", &self.own.is_some())
+            .field("exposed", &self.exposition.is_some())
+            .finish()
+    }
 }
 
 impl Metrics {
+    /// Records through the process's recorder; `/metrics` renders `exposition`, the handle
+    /// of the Prometheus recorder the binary installed (with none, it is empty).
+    pub fn global(exposition: Option<PrometheusHandle>) -> Self {
+        let metrics = Self {
+            own: None,
+            exposition,
+        };
+        metrics.describe();
+        metrics
+    }
+
+    /// Records into a Prometheus recorder of this value's own, which `/metrics` renders:
+    /// counts of one service alone (idem's other series go to the process's recorder).
+    pub fn isolated() -> Self {
+        let recorder = prometheus_builder().build_recorder();
+        let exposition = Some(recorder.handle());
+        let metrics = Self {
+            own: Some(Arc::new(recorder)),
+            exposition,
+        };
+        metrics.describe();
+        metrics
+    }
+
+    fn with<T>(&self, record: impl FnOnce() -> T) -> T {
+        match &self.own {
+            Some(recorder) => metrics::with_local_recorder(&**recorder, record),
+            None => record(),
+        }
+    }
+
+    /// Describes the series and makes the counters exist at 0, so a scrape shows every one
+    /// from the start.
+    fn describe(&self) {
+        self.with(|| {
+            describe_counter!(REQUESTS_TOTAL, "Requests by route and outcome.");
+            describe_histogram!(
+                REQUEST_DURATION_SECONDS,
+                Unit::Seconds,
+                "Request latency by route."
+            );
+            let counters = [
+                (
+                    DB_RETRIES_TOTAL,
+                    "Transactions retried after a serialization failure, deadlock or busy database.",
+                ),
+                (
+                    MEMORY_HITS_TOTAL,
+                    "Replays served from this node's memory of settled answers.",
+                ),
+                (CACHE_HITS_TOTAL, "Replays served from Redis."),
+                (CACHE_MISSES_TOTAL, "Redis lookups that found nothing usable."),
+            ];
+            for (name, help) in counters {
+                describe_counter!(name, help);
+                counter!(name).increment(0);
+            }
+        });
+    }
+
     /// Counts one request on `route` (the route template, e.g. `/v1/payments/{order_id}`).
     pub fn observe(&self, method: &str, route: &str, outcome: Outcome, elapsed: Duration) {
-        // One key; split back into `method` and `route` labels when rendered.
-        let route = format!("{method} {route}");
-        if let Ok(mut requests) = self.requests.lock() {
-            for o in Outcome::ALL {
-                requests.entry((route.clone(), o)).or_insert(0);
-            }
-            *requests.entry((route.clone(), outcome)).or_insert(0) += 1;
-        }
-        if let Ok(mut latency) = self.latency.lock() {
-            let h = latency.entry(route).or_default();
-            let s = elapsed.as_secs_f64();
-            for (count, bound) in h.counts.iter_mut().zip(BUCKETS_S) {
-                if s <= bound {
-                    *count += 1;
-                }
-            }
-            h.count += 1;
-            h.sum_s += s;
-        }
+        let (method, route) = (method.to_owned(), route.to_owned());
+        self.with(|| {
+            counter!(REQUESTS_TOTAL, "method" => method.clone(), "route" => route.clone(), "outcome" => outcome.as_str())
+                .increment(1);
+            histogram!(REQUEST_DURATION_SECONDS, "method" => method, "route" => route)
+                .record(elapsed.as_secs_f64());
+        });
     }
 
     /// Counts one retry of a transaction after a transient failure.
     pub fn retried(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Retries counted so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
+        self.with(|| counter!(DB_RETRIES_TOTAL).increment(1));
     }
 
     pub(crate) fn memory_hit(&self) {
-        self.memory_hits.fetch_add(1, Ordering::Relaxed);
+        self.with(|| counter!(MEMORY_HITS_TOTAL).increment(1));
     }
 
     pub(crate) fn cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.with(|| counter!(CACHE_HITS_TOTAL).increment(1));
     }
 
     pub(crate) fn cache_miss(&self) {
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.with(|| counter!(CACHE_MISSES_TOTAL).increment(1));
     }
 
-    /// Exposes `cache`'s failed calls as `idem_pay_cache_errors_total` (the first cache
-    /// given is kept).
-    pub(crate) fn watch_cache(&self, cache: idem_redis::ReplayCache) {
-        let _ = self.cache.set(cache);
-    }
-
-    /// The exposition text.
+    /// The exposition text: every series of the recorder this value renders.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP idem_pay_requests_total Requests by route and outcome."
-        );
-        let _ = writeln!(out, "# TYPE idem_pay_requests_total counter");
-        if let Ok(requests) = self.requests.lock() {
-            for ((key, outcome), n) in requests.iter() {
-                let route = labels(key);
-                let _ = writeln!(
-                    out,
-                    "idem_pay_requests_total{{{route},outcome=\"{}\"}} {n}",
-                    outcome.as_str()
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP idem_pay_request_duration_seconds Request latency by route."
-        );
-        let _ = writeln!(out, "# TYPE idem_pay_request_duration_seconds histogram");
-        if let Ok(latency) = self.latency.lock() {
-            for (key, h) in latency.iter() {
-                let route = labels(key);
-                for (count, bound) in h.counts.iter().zip(BUCKETS_S) {
-                    let _ = writeln!(
-                        out,
-                        "idem_pay_request_duration_seconds_bucket{{{route},le=\"{bound}\"}} {count}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "idem_pay_request_duration_seconds_bucket{{{route},le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "idem_pay_request_duration_seconds_sum{{{route}}} {}",
-                    h.sum_s
-                );
-                let _ = writeln!(
-                    out,
-                    "idem_pay_request_duration_seconds_count{{{route}}} {}",
-                    h.count
-                );
-            }
-        }
-        let counters = [
-            (
-                "idem_pay_db_retries_total",
-                "Transactions retried after a serialization failure, deadlock or busy database.",
-                &self.retries,
-            ),
-            (
-                "idem_pay_memory_hits_total",
-                "Replays served from this node's memory of settled answers.",
-                &self.memory_hits,
-            ),
-            (
-                "idem_pay_cache_hits_total",
-                "Replays served from Redis.",
-                &self.cache_hits,
-            ),
-            (
-                "idem_pay_cache_misses_total",
-                "Redis lookups that found nothing usable.",
-                &self.cache_misses,
-            ),
-        ];
-        let cache_errors = self.cache.get().map_or(0, |c| c.stats().errors);
-        let counters = counters
-            .into_iter()
-            .map(|(name, help, value)| (name, help, value.load(Ordering::Relaxed)))
-            .chain([(
-                "idem_pay_cache_errors_total",
-                "Redis calls that failed (answered from SQL instead).",
-                cache_errors,
-            )]);
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {value}");
-        }
-        out
+        self.exposition
+            .as_ref()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default()
     }
-}
-
-/// `method="POST",route="/v1/payments"` from the key `POST /v1/payments`.
-fn labels(key: &str) -> String {
-    let (method, route) = key.split_once(' ').unwrap_or(("", key));
-    format!("method=\"{method}\",route=\"{route}\"")
 }
 
 #[cfg(test)]
@@ -240,7 +202,7 @@ mod tests {
 
     #[test]
     fn counts_by_route_and_outcome() {
-        let metrics = Metrics::default();
+        let metrics = Metrics::isolated();
         metrics.observe(
             "POST",
             "/v1/payments",
@@ -261,18 +223,19 @@ mod tests {
         );
         metrics.retried();
         let text = metrics.render();
-        assert!(text.contains(
-            "idem_pay_requests_total{method=\"POST\",route=\"/v1/payments\",outcome=\"replayed\"} 2"
-        ));
-        assert!(text.contains(
-            "idem_pay_requests_total{method=\"POST\",route=\"/v1/payments\",outcome=\"in_flight\"} 0"
-        ));
-        assert!(text.contains(
-            "idem_pay_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/payments\",le=\"0.005\"} 2"
-        ));
-        assert!(text.contains(
-            "idem_pay_request_duration_seconds_count{method=\"POST\",route=\"/v1/payments\"} 3"
-        ));
-        assert!(text.contains("idem_pay_db_retries_total 1"));
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line} in {text}");
+        has("idem_pay_requests_total{method=\"POST\",route=\"/v1/payments\",outcome=\"replayed\"} 2");
+        has("idem_pay_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/payments\",le=\"0.005\"} 2");
+        has("idem_pay_request_duration_seconds_count{method=\"POST\",route=\"/v1/payments\"} 3");
+        has("idem_pay_db_retries_total 1");
+        has("idem_pay_memory_hits_total 0");
+    }
+
+    #[test]
+    fn an_isolated_service_counts_alone() {
+        let (one, other) = (Metrics::isolated(), Metrics::isolated());
+        one.retried();
+        assert!(one.render().contains("idem_pay_db_retries_total 1"));
+        assert!(other.render().contains("idem_pay_db_retries_total 0"));
     }
 }

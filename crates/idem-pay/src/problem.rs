@@ -154,7 +154,7 @@ impl Code {
             Code::Unauthorized => Outcome::Unauthorized,
             Code::NotFound | Code::AccountNotFound | Code::PaymentNotFound => Outcome::NotFound,
             Code::AccountConflict | Code::OrderIdConflict | Code::RefundIdConflict => {
-                Outcome::Conflict
+                Outcome::Mismatch
             }
             Code::RefundExceedsPayment | Code::InsufficientFunds => Outcome::Declined,
             Code::Unavailable | Code::Internal => Outcome::Failed,

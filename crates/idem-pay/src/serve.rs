@@ -167,26 +167,29 @@ impl TestGuard {
 pub fn run(
     args: ServeArgs,
     limits: Limits,
+    metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, limits, shutdown))?;
+    runtime.block_on(serve(args, limits, metrics, shutdown))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Serves until `shutdown` resolves (the `idem` binary passes SIGTERM or ctrl-c), then
 /// drains in-flight requests and returns. `limits` bound what one client may take (the
-/// `idem` binary reads them from its options). Logs through `tracing`; the caller installs
-/// the subscriber.
+/// `idem` binary reads them from its options). Logs through `tracing` and records through
+/// `metrics`; the caller installs the subscriber and the recorder, and gives `metrics` the
+/// handle `GET /metrics` renders ([`Metrics::global`]).
 ///
 /// # Errors
 /// When the database, the Redis URL or the listen address cannot be used.
 pub async fn serve(
     args: ServeArgs,
     limits: Limits,
+    metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let loopback = loopback_only(&args.listen).await;
@@ -206,7 +209,6 @@ pub async fn serve(
             tracing::warn!("auth: none on a reachable address (--insecure-no-auth)");
         }
     }
-    let metrics = Arc::new(Metrics::default());
     let cache = match &args.redis {
         Some(url) => {
             let options = RedisOptions::from_url(url)
@@ -218,7 +220,8 @@ pub async fn serve(
         }
         None => None,
     };
-    let service = Service::new(db.clone(), cache, metrics).with_replay_memory(args.replay_memory);
+    let service =
+        Service::new(db.clone(), cache, Arc::new(metrics)).with_replay_memory(args.replay_memory);
     #[cfg(feature = "unsafe-disable-idempotency")]
     let service = {
         if args.guard.idempotency_disabled() {

@@ -45,9 +45,6 @@ pub struct Service {
 impl Service {
     /// A service on `db`, with `cache` in front for replays when given.
     pub fn new(db: Db, cache: Option<ReplayCache>, metrics: Arc<Metrics>) -> Self {
-        if let Some(cache) = &cache {
-            metrics.watch_cache(cache.clone());
-        }
         Self {
             db,
             cache,

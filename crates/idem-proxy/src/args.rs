@@ -68,6 +68,15 @@ pub struct ProxyArgs {
     #[arg(long, env = "IDEM_PURGE_EVERY_SECS", default_value_t = 60)]
     pub purge_every_secs: u64,
 
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address, apart from the guarded
+    /// listener (off when not given; port 0 picks a free port, printed).
+    #[arg(long, env = "IDEM_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+
+    /// How long `/readyz` waits for the store to answer before it says 503.
+    #[arg(long, env = "IDEM_READY_TIMEOUT_MS", default_value_t = 1_000)]
+    pub ready_timeout_ms: u64,
+
     /// The largest guarded request body; larger ones get 413.
     #[arg(long, env = "IDEM_BODY_LIMIT_BYTES", default_value_t = idem_http::BODY_LIMIT_BYTES_DEFAULT)]
     pub body_limit_bytes: usize,

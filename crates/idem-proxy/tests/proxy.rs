@@ -40,7 +40,7 @@ async fn proxy(upstream: &str, extra: &[&str]) -> (Proxy, String) {
         .expect("bind 127.0.0.1:0");
     let url = format!("http://{}", listener.local_addr().expect("bound address"));
     let limits = idem_http::server::Limits::default();
-    let served = idem_proxy::serve(args, limits, listener, std::future::pending());
+    let served = idem_proxy::serve(args, limits, listener, None, std::future::pending());
     (Proxy(tokio::spawn(served)), url)
 }
 

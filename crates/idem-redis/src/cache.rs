@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use idem::metrics as metrics_names;
 use idem::{
     duration_ms, Fingerprint, Key, Record, RecordState, Scope, StoredResponse, DURATION_MS_MAX,
 };
@@ -69,8 +70,11 @@ impl CacheStats {
     }
 }
 
-fn count(counter: &AtomicU64) {
+/// Counts one event in `counter` (this cache's [`CacheStats`]) and in the process's
+/// `series` (`idem::metrics`).
+fn count(counter: &AtomicU64, series: &'static str) {
     counter.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(series).increment(1);
 }
 
 /// When the cache may be tried again after a failure, in ms since `epoch`.
@@ -165,21 +169,30 @@ impl ReplayCache {
         match self.replay(scope, key, fingerprint).await {
             Ok(Some(raw)) => match StoredResponse::decode(&raw) {
                 Ok(response) => {
-                    count(&self.counters.hits);
+                    count(&self.counters.hits, metrics_names::REPLAY_CACHE_HITS_TOTAL);
                     return Some(response);
                 }
                 Err(err) => {
-                    count(&self.counters.errors);
+                    count(
+                        &self.counters.errors,
+                        metrics_names::REPLAY_CACHE_ERRORS_TOTAL,
+                    );
                     tracing::warn!(target: "idem_redis::cache", error = %err, "corrupt Redis cache entry; asking the truth store");
                 }
             },
             Ok(None) => {}
             Err(err) => {
-                count(&self.counters.errors);
+                count(
+                    &self.counters.errors,
+                    metrics_names::REPLAY_CACHE_ERRORS_TOTAL,
+                );
                 tracing::warn!(target: "idem_redis::cache", error = %err, "Redis cache lookup failed; asking the truth store");
             }
         }
-        count(&self.counters.misses);
+        count(
+            &self.counters.misses,
+            metrics_names::REPLAY_CACHE_MISSES_TOTAL,
+        );
         None
     }
 
@@ -226,10 +239,16 @@ impl ReplayCache {
             .fill(scope, key, fingerprint, expires_at_ms, &response.encode())
             .await
         {
-            Ok(true) => count(&self.counters.fills),
+            Ok(true) => count(
+                &self.counters.fills,
+                metrics_names::REPLAY_CACHE_FILLS_TOTAL,
+            ),
             Ok(false) => {}
             Err(err) => {
-                count(&self.counters.errors);
+                count(
+                    &self.counters.errors,
+                    metrics_names::REPLAY_CACHE_ERRORS_TOTAL,
+                );
                 tracing::warn!(target: "idem_redis::cache", error = %err, "Redis cache write failed; ignored");
             }
         }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use idem::metrics::instrument;
 #[cfg(feature = "test-clock")]
 use idem::Timestamp;
 use idem::{
@@ -146,91 +147,112 @@ fn server_version(info: &str) -> Option<(u32, &str)> {
     Some((major, version))
 }
 
+/// The `store` label of this store's series (`idem::metrics`).
+const NAME: &str = "redis";
+
 #[async_trait]
 impl Store for RedisStore {
     async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
-        let fingerprint = claim.fingerprint;
-        let mut conn = self.conn().await?;
-        let name = self.keys.record(claim.scope, claim.key);
-        let (lease_ms, ttl_ms) = (duration_ms(claim.lease), duration_ms(claim.ttl));
-        // A record never expires while its lease runs.
-        let life_ms = ttl_ms.max(lease_ms);
-        // The common cases in one native command: claim a fresh key with the record
-        // `begin.lua` would write (Redis's clock sets its expiry, which pins its creation),
-        // or get the record that is there. A live record — Redis still holds it — with
-        // another fingerprint is a mismatch, a completed one a replay; one in progress needs
-        // the clock to tell a running lease from an ended one, so the script decides.
-        if (2..EXACT_MS).contains(&life_ms) {
-            let reply: Value = redis::cmd("SET")
-                .arg(name)
-                .arg(&RawRecord::fresh(fingerprint, lease_ms, life_ms)[..])
-                .arg("NX")
-                .arg("GET")
-                .arg("PX")
-                .arg(life_ms - 1)
-                .query_async(&mut conn)
-                .await
-                .map_err(store_error)?;
-            match &reply {
-                Value::Nil => {
-                    return Ok(Outcome::Acquired {
-                        token: FencingToken::FIRST,
-                        recovered: false,
-                    })
-                }
-                Value::BulkString(raw) => {
-                    let record = RawRecord::parse(raw)?;
-                    // A released record is absent: the script takes it with a larger token.
-                    if !record.released {
-                        if record.fingerprint != &fingerprint.as_bytes()[..] {
-                            return Ok(Outcome::Mismatch);
-                        }
-                        if record.completed {
-                            return Ok(Outcome::Replay(decode_response(record.response)?));
+        instrument(NAME, "begin", async {
+            let fingerprint = claim.fingerprint;
+            let mut conn = self.conn().await?;
+            let name = self.keys.record(claim.scope, claim.key);
+            let (lease_ms, ttl_ms) = (duration_ms(claim.lease), duration_ms(claim.ttl));
+            // A record never expires while its lease runs.
+            let life_ms = ttl_ms.max(lease_ms);
+            // The common cases in one native command: claim a fresh key with the record
+            // `begin.lua` would write (Redis's clock sets its expiry, which pins its creation),
+            // or get the record that is there. A live record — Redis still holds it — with
+            // another fingerprint is a mismatch, a completed one a replay; one in progress needs
+            // the clock to tell a running lease from an ended one, so the script decides.
+            if (2..EXACT_MS).contains(&life_ms) {
+                let reply: Value = redis::cmd("SET")
+                    .arg(name)
+                    .arg(&RawRecord::fresh(fingerprint, lease_ms, life_ms)[..])
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(life_ms - 1)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(store_error)?;
+                match &reply {
+                    Value::Nil => {
+                        return Ok(Outcome::Acquired {
+                            token: FencingToken::FIRST,
+                            recovered: false,
+                        })
+                    }
+                    Value::BulkString(raw) => {
+                        let record = RawRecord::parse(raw)?;
+                        // A released record is absent: the script takes it with a larger token.
+                        if !record.released {
+                            if record.fingerprint != &fingerprint.as_bytes()[..] {
+                                return Ok(Outcome::Mismatch);
+                            }
+                            if record.completed {
+                                return Ok(Outcome::Replay(decode_response(record.response)?));
+                            }
                         }
                     }
+                    _ => return Err(bad_reply("begin", &reply)),
                 }
-                _ => return Err(bad_reply("begin", &reply)),
             }
-        }
-        let reply: Value = SCRIPTS
-            .begin
-            .key(name)
-            .arg(&fingerprint.as_bytes()[..])
-            .arg(lease_ms)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        parse_outcome(&reply)
+            let reply: Value = SCRIPTS
+                .begin
+                .key(name)
+                .arg(&fingerprint.as_bytes()[..])
+                .arg(lease_ms)
+                .arg(ttl_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            parse_outcome(&reply)
+        })
+        .await
     }
 
     async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
-        let encoded = response.encode();
-        self.as_holder(&SCRIPTS.complete, hold, Some(&encoded), "complete")
-            .await
+        instrument(NAME, "complete", async {
+            let encoded = response.encode();
+            self.as_holder(&SCRIPTS.complete, hold, Some(&encoded), "complete")
+                .await
+        })
+        .await
     }
 
     async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
-        self.as_holder(&SCRIPTS.release, hold, None, "release")
-            .await
+        instrument(NAME, "release", async {
+            self.as_holder(&SCRIPTS.release, hold, None, "release")
+                .await
+        })
+        .await
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        let mut conn = self.conn().await?;
-        let reply: Value = SCRIPTS
-            .get
-            .key(self.keys.record(scope, key))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        parse_record(scope, key, &reply)
+        instrument(NAME, "get", async {
+            let mut conn = self.conn().await?;
+            let reply: Value = SCRIPTS
+                .get
+                .key(self.keys.record(scope, key))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            parse_record(scope, key, &reply)
+        })
+        .await
     }
 
     async fn purge_expired(&self, _limit: usize) -> Result<usize, StoreError> {
-        // Redis drops each record at its expiry by its own clock, the store's clock: no
-        // expired record is left to purge, and walking the keyspace would find nothing.
-        Ok(0)
+        instrument(NAME, "purge", async {
+            // Redis drops each record at its expiry by its own clock, the store's clock: no
+            // expired record is left to purge, and walking the keyspace would find nothing.
+            Ok(0)
+        })
+        .await
+    }
+    fn name(&self) -> &'static str {
+        NAME
     }
 }
 

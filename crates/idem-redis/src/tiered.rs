@@ -1,6 +1,7 @@
 //! [`TieredStore`]: Redis in front for replays, any [`Store`] behind as the truth.
 
 use async_trait::async_trait;
+use idem::metrics::instrument;
 use idem::{Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse};
 
 use crate::{CacheStats, ReplayCache};
@@ -63,39 +64,57 @@ impl<S: Store> TieredStore<S> {
     }
 }
 
+/// The `store` label of this store's series (`idem::metrics`).
+const NAME: &str = "tiered";
+
 #[async_trait]
 impl<S: Store> Store for TieredStore<S> {
     async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
-        let (scope, key) = (claim.scope, claim.key);
-        if let Some(response) = self.cache.lookup(scope, key, claim.fingerprint).await {
-            return Ok(Outcome::Replay(response));
-        }
-        let outcome = self.truth.begin(claim).await?;
-        if matches!(outcome, Outcome::Replay(_)) {
-            self.fill(scope, key).await;
-        }
-        Ok(outcome)
+        instrument(NAME, "begin", async {
+            let (scope, key) = (claim.scope, claim.key);
+            if let Some(response) = self.cache.lookup(scope, key, claim.fingerprint).await {
+                return Ok(Outcome::Replay(response));
+            }
+            let outcome = self.truth.begin(claim).await?;
+            if matches!(outcome, Outcome::Replay(_)) {
+                self.fill(scope, key).await;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
-        self.truth.complete(hold, response).await?;
-        self.fill(hold.scope, hold.key).await;
-        Ok(())
+        instrument(NAME, "complete", async {
+            self.truth.complete(hold, response).await?;
+            self.fill(hold.scope, hold.key).await;
+            Ok(())
+        })
+        .await
     }
 
     async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
-        // The cache holds completed records only, and a completed record cannot be
-        // released: nothing to invalidate.
-        self.truth.release(hold).await
+        instrument(NAME, "release", async {
+            // The cache holds completed records only, and a completed record cannot be
+            // released: nothing to invalidate.
+            self.truth.release(hold).await
+        })
+        .await
     }
 
     async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
-        self.truth.get(scope, key).await
+        instrument(NAME, "get", async { self.truth.get(scope, key).await }).await
     }
 
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
-        // Cache entries expire in Redis on their own, never later than their records.
-        self.truth.purge_expired(limit).await
+        instrument(NAME, "purge", async {
+            // Cache entries expire in Redis on their own, never later than their records.
+            self.truth.purge_expired(limit).await
+        })
+        .await
+    }
+    fn name(&self) -> &'static str {
+        NAME
     }
 }
 

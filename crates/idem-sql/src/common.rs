@@ -28,9 +28,10 @@ pub(crate) use forever_ms;
 /// Implements `idem::Store` for an SQL store, written once for the three backends: `begin`
 /// by [`crate::begin`], and `complete`, `release` and `purge_expired` as one conditional
 /// statement each (the backend's `complete` function, `RELEASE` and `PURGE`), tried again
-/// on contention. `get` is the backend's own `live` method. Each backend keeps only its SQL.
+/// on contention. `get` is the backend's own `live` method. Each backend keeps only its SQL;
+/// every operation is timed and counted under the `store` label `$name` (`idem::metrics`).
 macro_rules! impl_store {
-    ($store:ty) => {
+    ($store:ty, $name:literal) => {
         #[async_trait::async_trait]
         impl idem::Store for $store {
             async fn begin(
@@ -41,8 +42,11 @@ macro_rules! impl_store {
                     claim,
                     answer: None,
                 };
-                let on = &mut $crate::begin::On::Pool(&self.pool);
-                $crate::begin::begin(self, on, &self.retries, &request).await
+                idem::metrics::instrument($name, "begin", async {
+                    let on = &mut $crate::begin::On::Pool(&self.pool);
+                    $crate::begin::begin(self, on, &self.retries, &request).await
+                })
+                .await
             }
 
             async fn complete(
@@ -50,26 +54,32 @@ macro_rules! impl_store {
                 hold: idem::Hold<'_>,
                 response: &idem::StoredResponse,
             ) -> Result<(), idem::StoreError> {
-                let done = $crate::common::retry_contention!(
-                    self.retries,
-                    complete(&self.pool, hold, response).await
-                )
-                .map_err($crate::error::store_error)?;
-                $crate::common::fenced_unless(done)
+                idem::metrics::instrument($name, "complete", async {
+                    let done = $crate::common::retry_contention!(
+                        self.retries,
+                        complete(&self.pool, hold, response).await
+                    )
+                    .map_err($crate::error::store_error)?;
+                    $crate::common::fenced_unless(done)
+                })
+                .await
             }
 
             async fn release(&self, hold: idem::Hold<'_>) -> Result<(), idem::StoreError> {
-                let done = $crate::common::retry_contention!(
-                    self.retries,
-                    sqlx::query(RELEASE)
-                        .bind(hold.scope.as_str())
-                        .bind(hold.key.as_str())
-                        .bind(hold.token.as_i64())
-                        .execute(&self.pool)
-                        .await
-                )
-                .map_err($crate::error::store_error)?;
-                $crate::common::fenced_unless(done.rows_affected() == 1)
+                idem::metrics::instrument($name, "release", async {
+                    let done = $crate::common::retry_contention!(
+                        self.retries,
+                        sqlx::query(RELEASE)
+                            .bind(hold.scope.as_str())
+                            .bind(hold.key.as_str())
+                            .bind(hold.token.as_i64())
+                            .execute(&self.pool)
+                            .await
+                    )
+                    .map_err($crate::error::store_error)?;
+                    $crate::common::fenced_unless(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn get(
@@ -77,7 +87,7 @@ macro_rules! impl_store {
                 scope: &idem::Scope,
                 key: &idem::Key,
             ) -> Result<Option<idem::Record>, idem::StoreError> {
-                self.live(scope, key).await
+                idem::metrics::instrument($name, "get", self.live(scope, key)).await
             }
 
             async fn purge_expired(&self, limit: usize) -> Result<usize, idem::StoreError> {
@@ -85,12 +95,19 @@ macro_rules! impl_store {
                     return Ok(0);
                 }
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let done = $crate::common::retry_contention!(
-                    self.retries,
-                    sqlx::query(PURGE).bind(limit).execute(&self.pool).await
-                )
-                .map_err($crate::error::store_error)?;
-                Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+                idem::metrics::instrument($name, "purge", async {
+                    let done = $crate::common::retry_contention!(
+                        self.retries,
+                        sqlx::query(PURGE).bind(limit).execute(&self.pool).await
+                    )
+                    .map_err($crate::error::store_error)?;
+                    Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+                })
+                .await
+            }
+
+            fn name(&self) -> &'static str {
+                $name
             }
         }
     };
@@ -343,6 +360,7 @@ impl RetryCounter {
     /// Records one retry and sleeps before it, as [`Retry::STATEMENT`] says.
     pub(crate) async fn backoff(&self, attempt: u32) {
         self.0.fetch_add(1, Ordering::Relaxed);
+        idem::metrics::transient_retry("store");
         tokio::time::sleep(Retry::STATEMENT.delay(attempt)).await;
     }
 }

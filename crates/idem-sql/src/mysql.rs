@@ -287,7 +287,7 @@ impl MySqlStore {
     }
 }
 
-crate::common::impl_store!(MySqlStore);
+crate::common::impl_store!(MySqlStore, "mysql");
 
 impl_transactional!(MySqlStore, MySql, run_mysql);
 

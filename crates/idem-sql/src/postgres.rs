@@ -257,7 +257,7 @@ impl PostgresStore {
     }
 }
 
-crate::common::impl_store!(PostgresStore);
+crate::common::impl_store!(PostgresStore, "postgres");
 
 impl_transactional!(PostgresStore, Postgres, run);
 

@@ -122,6 +122,7 @@ impl Retry {
                     let delay = self.delay(attempt);
                     tracing::debug!(%error, attempt, ?delay, "transient database failure, retrying");
                     on_retry(&error, attempt);
+                    idem::metrics::transient_retry("transaction");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

@@ -203,7 +203,7 @@ impl SqliteStore {
     }
 }
 
-crate::common::impl_store!(SqliteStore);
+crate::common::impl_store!(SqliteStore, "sqlite");
 
 impl_transactional!(SqliteStore, Sqlite, run);
 

@@ -200,8 +200,12 @@ macro_rules! impl_transactional {
                     claim,
                     answer: None,
                 };
-                let on = &mut $crate::begin::On::Tx(tx);
-                $crate::begin::begin(self, on, &self.retries, &request).await
+                let name = idem::Store::name(self);
+                idem::metrics::instrument(name, "begin_in", async {
+                    let on = &mut $crate::begin::On::Tx(tx);
+                    $crate::begin::begin(self, on, &self.retries, &request).await
+                })
+                .await
             }
 
             async fn begin_answered_in(
@@ -219,8 +223,12 @@ macro_rules! impl_transactional {
                     },
                     answer: Some(&encoded),
                 };
-                let on = &mut $crate::begin::On::Tx(tx);
-                $crate::begin::begin(self, on, &self.retries, &request).await
+                let name = idem::Store::name(self);
+                idem::metrics::instrument(name, "begin_answered_in", async {
+                    let on = &mut $crate::begin::On::Tx(tx);
+                    $crate::begin::begin(self, on, &self.retries, &request).await
+                })
+                .await
             }
 
             async fn complete_in(
@@ -229,10 +237,14 @@ macro_rules! impl_transactional {
                 hold: idem::Hold<'_>,
                 response: &idem::StoredResponse,
             ) -> Result<(), idem::StoreError> {
-                let done = complete(&mut **tx, hold, response)
-                    .await
-                    .map_err($crate::error::store_error)?;
-                $crate::common::fenced_unless(done)
+                let name = idem::Store::name(self);
+                idem::metrics::instrument(name, "complete_in", async {
+                    let done = complete(&mut **tx, hold, response)
+                        .await
+                        .map_err($crate::error::store_error)?;
+                    $crate::common::fenced_unless(done)
+                })
+                .await
             }
         }
     };

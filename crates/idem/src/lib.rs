@@ -50,6 +50,7 @@ mod fingerprint;
 mod key;
 mod key_header;
 mod memory;
+pub mod metrics;
 mod record;
 mod replay_memory;
 mod response;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::decide::{begin_step, claimed, complete_step, expired, live, release_step, BeginStep};
+use crate::metrics::instrument;
 use crate::{
     Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
 };
@@ -80,9 +81,10 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-#[async_trait]
-impl Store for MemoryStore {
-    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+/// The operations themselves, each one step under its shard's lock; the `Store` impl
+/// below times them.
+impl MemoryStore {
+    fn begin_now(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let now = self.clock();
         let id = (claim.scope.clone(), claim.key.clone());
         let mut shard = self.shard(claim.scope, claim.key);
@@ -95,7 +97,7 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+    fn complete_now(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
         let Hold { scope, key, token } = hold;
         let now = self.clock();
         let id = (scope.clone(), key.clone());
@@ -108,7 +110,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+    fn release_now(&self, hold: Hold<'_>) -> Result<(), StoreError> {
         let Hold { scope, key, token } = hold;
         let now = self.clock();
         let id = (scope.clone(), key.clone());
@@ -120,14 +122,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+    fn get_now(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         let now = self.clock();
         let id = (scope.clone(), key.clone());
         let shard = self.shard(scope, key);
         Ok(shard.get(&id).filter(|r| live(r, now)).cloned())
     }
 
-    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+    fn purge_expired_now(&self, limit: usize) -> Result<usize, StoreError> {
         let now = self.clock();
         let mut purged = 0;
         for shard in self.shards.iter() {
@@ -149,6 +151,39 @@ impl Store for MemoryStore {
         Ok(purged)
     }
 }
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn begin(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
+        instrument(NAME, "begin", async { self.begin_now(claim) }).await
+    }
+
+    async fn complete(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
+        instrument(NAME, "complete", async {
+            self.complete_now(hold, response)
+        })
+        .await
+    }
+
+    async fn release(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        instrument(NAME, "release", async { self.release_now(hold) }).await
+    }
+
+    async fn get(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
+        instrument(NAME, "get", async { self.get_now(scope, key) }).await
+    }
+
+    async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
+        instrument(NAME, "purge", async { self.purge_expired_now(limit) }).await
+    }
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+}
+
+/// The `store` label of this store's series.
+const NAME: &str = "memory";
 
 #[cfg(feature = "test-clock")]
 #[async_trait]

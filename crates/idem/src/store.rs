@@ -180,6 +180,12 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// A [`StoreError`] when the store fails.
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// The store's kind as metrics and spans name it (`sqlite`, `redis`, …): the `store`
+    /// label of [`crate::metrics`]' series.
+    fn name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 #[async_trait]
@@ -198,5 +204,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn purge_expired(&self, limit: usize) -> Result<usize, StoreError> {
         (**self).purge_expired(limit).await
+    }
+    fn name(&self) -> &'static str {
+        (**self).name()
     }
 }

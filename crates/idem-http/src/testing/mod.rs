@@ -5,9 +5,11 @@
 //! of [`counting_app`]) and expands every scenario with [`crate::scenario_tests!`].
 
 mod app;
+mod metered;
 mod scenarios;
 
 pub use app::{counting_app, serve_counting_app, Served};
+pub use metered::{assert_one_of_each_outcome, one_request_of_each_outcome, sample};
 pub use scenarios::*;
 
 /// Expands every scenario as a `#[tokio::test]`.

@@ -1,0 +1,147 @@
+//! The series idem records through the [`metrics`] facade, named once here so that the
+//! stores, the layer and the services agree and the README can list them. A library only
+//! records; the application installs a recorder (an exporter) or none, and with none every
+//! call costs next to nothing.
+//!
+//! Every store wraps each operation in [`instrument`], which records its latency in
+//! [`STORE_OPERATION_DURATION_SECONDS`] under `store` and `op` labels, and counts what the
+//! operation's result says about the protocol: a lease taken over
+//! ([`LEASE_TAKEOVERS_TOTAL`]), a holder fenced off ([`FENCING_REFUSALS_TOTAL`]), records
+//! purged ([`PURGED_RECORDS_TOTAL`]).
+
+use std::future::Future;
+use std::time::Instant;
+
+use crate::{Outcome, StoreError};
+
+/// Requests through an idempotency layer, by `outcome` (see [`RequestOutcome`]).
+pub const REQUESTS_TOTAL: &str = "idem_requests_total";
+/// Latency of one store operation in seconds, by `store` (`memory`, `sqlite`, `postgres`,
+/// `mysql`, `redis`, `tiered`) and `op` (`begin`, `complete`, `release`, `get`, `purge`).
+pub const STORE_OPERATION_DURATION_SECONDS: &str = "idem_store_operation_duration_seconds";
+/// `complete` or `release` refused because the holder's fencing token was no longer the
+/// record's, by `store`.
+pub const FENCING_REFUSALS_TOTAL: &str = "idem_fencing_refusals_total";
+/// `begin` that took over an in-progress record whose lease had ended, by `store`.
+pub const LEASE_TAKEOVERS_TOTAL: &str = "idem_lease_takeovers_total";
+/// Expired records deleted by `purge_expired`, by `store`.
+pub const PURGED_RECORDS_TOTAL: &str = "idem_purged_records_total";
+/// Replays answered by the Redis front (`ReplayCache`) without the truth store.
+pub const REPLAY_CACHE_HITS_TOTAL: &str = "idem_replay_cache_hits_total";
+/// Lookups in the Redis front that found nothing usable.
+pub const REPLAY_CACHE_MISSES_TOTAL: &str = "idem_replay_cache_misses_total";
+/// Answers written to the Redis front.
+pub const REPLAY_CACHE_FILLS_TOTAL: &str = "idem_replay_cache_fills_total";
+/// Calls to the Redis front that failed (answered by the truth store instead).
+pub const REPLAY_CACHE_ERRORS_TOTAL: &str = "idem_replay_cache_errors_total";
+/// Operations tried again after a transient failure (a deadlock, a serialization failure,
+/// a busy database, a cut connection), by `site` (`store`, `transaction`, `complete`).
+pub const TRANSIENT_RETRIES_TOTAL: &str = "idem_transient_retries_total";
+
+/// The upper bounds, in seconds, of the latency histograms' buckets (for an exporter that
+/// renders histograms as buckets).
+pub const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// How a request through an idempotency layer ended: the `outcome` label of
+/// [`REQUESTS_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestOutcome {
+    /// The key was acquired and the handler ran.
+    Executed,
+    /// A stored answer was returned; nothing ran.
+    Replayed,
+    /// The key came with another request (422).
+    Mismatch,
+    /// The key's first request was still running (409, or a wait that ran out).
+    InFlight,
+    /// A key was required and none was sent (400).
+    MissingKey,
+    /// The key was malformed (400).
+    InvalidKey,
+    /// The store failed to decide (503).
+    StoreError,
+}
+
+impl RequestOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Executed => "executed",
+            RequestOutcome::Replayed => "replayed",
+            RequestOutcome::Mismatch => "mismatch",
+            RequestOutcome::InFlight => "in_flight",
+            RequestOutcome::MissingKey => "missing_key",
+            RequestOutcome::InvalidKey => "invalid_key",
+            RequestOutcome::StoreError => "store_error",
+        }
+    }
+
+    /// Counts one request that ended so.
+    pub fn record(self) {
+        metrics::counter!(REQUESTS_TOTAL, "outcome" => self.as_str()).increment(1);
+    }
+}
+
+/// Counts one retry after a transient failure at `site`.
+pub fn transient_retry(site: &'static str) {
+    metrics::counter!(TRANSIENT_RETRIES_TOTAL, "site" => site).increment(1);
+}
+
+/// What a store operation's success says beyond its latency.
+pub trait Recorded {
+    /// Counts what `self`, the result of an operation of `store`, tells.
+    fn record(&self, store: &'static str);
+}
+
+impl Recorded for Outcome {
+    fn record(&self, store: &'static str) {
+        if let Outcome::Acquired {
+            recovered: true, ..
+        } = self
+        {
+            metrics::counter!(LEASE_TAKEOVERS_TOTAL, "store" => store).increment(1);
+        }
+    }
+}
+
+impl Recorded for () {
+    fn record(&self, _store: &'static str) {}
+}
+
+impl<T> Recorded for Option<T> {
+    fn record(&self, _store: &'static str) {}
+}
+
+/// The number of records `purge_expired` removed.
+impl Recorded for usize {
+    fn record(&self, store: &'static str) {
+        metrics::counter!(PURGED_RECORDS_TOTAL, "store" => store).increment(*self as u64);
+    }
+}
+
+/// Runs one operation `op` of `store`, recording its latency and what its result tells
+/// (see the module's doc). The result is returned as it came.
+///
+/// # Errors
+/// The operation's own.
+pub async fn instrument<T: Recorded>(
+    store: &'static str,
+    op: &'static str,
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let result = operation.await;
+    metrics::histogram!(STORE_OPERATION_DURATION_SECONDS, "store" => store, "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    match &result {
+        Ok(value) => value.record(store),
+        Err(StoreError::Fenced) => {
+            metrics::counter!(FENCING_REFUSALS_TOTAL, "store" => store).increment(1);
+        }
+        Err(_) => {}
+    }
+    result
+}
