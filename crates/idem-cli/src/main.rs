@@ -46,7 +46,7 @@ enum Command {
     },
     /// Run the payment service (or `idem proxy`, `--target proxy`) under injected faults and
     /// check no order is paid twice (no key runs twice but for the proxy's limit).
-    Chaos(idem_chaos::ChaosArgs),
+    Chaos(Box<idem_chaos::ChaosArgs>),
     /// Load-test the payment API: fresh payments, replays and conflicts; against bare SQL.
     Bench(idem_bench::BenchArgs),
 }
@@ -92,7 +92,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         // Nodes start from the `idem` binary running this command unless told otherwise
         // (`--idem-bin`): only the binary knows that it is `idem`.
-        Command::Chaos(args) => Ok(idem_chaos::run(args, &std::env::current_exe()?)?),
+        Command::Chaos(args) => Ok(idem_chaos::run(*args, &std::env::current_exe()?)?),
         Command::Bench(args) => {
             let summary = idem_bench::run_blocking(&args, &std::env::current_exe()?)?;
             println!("{}", summary.render(args.json));

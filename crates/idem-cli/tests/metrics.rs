@@ -146,7 +146,7 @@ async fn readyz_is_503_when_the_store_does_not_answer() {
     let Some(redis_url) = idem_test_support::backend_url("IDEM_TEST_REDIS") else {
         return;
     };
-    let relay = idem_chaos::proxy::Relay::start(&redis_url)
+    let relay = idem_chaos::relay::Relay::start(&redis_url)
         .await
         .expect("a relay to Redis");
     let dir = TempDir::new();
