@@ -24,8 +24,6 @@ use crate::validate::{NewAccount, NewPayment, NewRefund};
 /// `db::IDLE_IN_TRANSACTION_MAX`), so it ends only what those cannot: a node waiting for an
 /// answer that a partitioned or half-open connection will never bring.
 pub(crate) const DATABASE_CALL_MAX: std::time::Duration = std::time::Duration::from_secs(8);
-#[cfg(doc)]
-use crate::Error;
 use crate::Result;
 use crate::Tenant;
 
