@@ -5,11 +5,20 @@
 #  2. the default mix (fresh=80,replay=15,conflict=5) on PostgreSQL and SQLite;
 #  3. a sweep of fresh-only and replay-only loads over 1, 4, 16, 32, 64 clients on
 #     PostgreSQL, with the plot docs/bench/concurrency.png.
-# Every run uses fresh databases it creates and drops. Writes docs/bench/payments.md.
+#  4. (part `baselines`) fresh payments against both baselines in the same run, the bare
+#     SQL transaction and one SQL statement per payment, with accounts picked uniformly and
+#     with 80 % of payments to 10 hot payees, at BASELINES_CLIENTS clients on
+#     BASELINES_ENGINES (RUNS runs each, alternating, medians).
+# Every run uses fresh databases it creates and drops. Parts 1–3 write
+# docs/bench/payments.md, part 4 docs/bench/baselines.md.
 #
-#   bench/run.sh                        # 3 runs of 10 s
+#   bench/run.sh                        # every part: 3 runs of 10 s
+#   bench/run.sh baselines              # only the named parts (payments, baselines)
 #   RUNS=1 DURATION=3s bench/run.sh     # a quick look
 #   IDEM_BIN=path/to/idem bench/run.sh  # measure a given release binary, no build
+#   IDEM_BENCH_NODE_ARGS="--flag value" bench/run.sh   # extra `idem serve` arguments for
+#                                       # every spawned node (split on whitespace)
+#   BASELINES_CLIENTS="32 64" BASELINES_ENGINES=postgres bench/run.sh baselines
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,9 +29,31 @@ CLIENTS=${CLIENTS:-32}
 POSTGRES=${IDEM_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}
 SQLITE=${IDEM_BENCH_SQLITE:-sqlite://idem-bench.db}
 MYSQL=${IDEM_BENCH_MYSQL:-mysql://root@127.0.0.1:3306/test}
+BASELINES_CLIENTS=${BASELINES_CLIENTS:-64}
+BASELINES_ENGINES=${BASELINES_ENGINES:-postgres mysql sqlite}
 OUT=$ROOT/docs/bench/payments.md
+BASELINES_OUT=$ROOT/docs/bench/baselines.md
 WORK=$ROOT/target/idem-bench
 mkdir -p "$WORK" "$ROOT/docs/bench"
+PARTS=${*:-payments baselines}
+for part in $PARTS; do
+  case $part in
+    payments | baselines) ;;
+    *) echo "unknown part '$part' (payments, baselines)" >&2; exit 2 ;;
+  esac
+done
+wants() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# Every spawned node gets the extra arguments, such as a flag under test.
+SERVE_ARGS=()
+for arg in ${IDEM_BENCH_NODE_ARGS:-}; do SERVE_ARGS+=("--serve-arg=$arg"); done
+url_of() {
+  case $1 in
+    postgres) echo "$POSTGRES" ;;
+    sqlite) echo "$SQLITE" ;;
+    mysql) echo "$MYSQL" ;;
+    *) echo "unknown engine '$1' (postgres, mysql, sqlite)" >&2; return 2 ;;
+  esac
+}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 if [ -n "${IDEM_BIN:-}" ]; then
@@ -30,70 +61,115 @@ if [ -n "${IDEM_BIN:-}" ]; then
 else
   log "building idem (release)"
   cargo build --release -q -p idem-cli
-  IDEM=$ROOT/target/release/idem
+  IDEM=${CARGO_TARGET_DIR:-$ROOT/target}/release/idem
 fi
+bench() { "$IDEM" bench --spawn --fresh-database ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} "$@"; }
 
-: > "$WORK/baseline.jsonl"
-for db in "postgres $POSTGRES" "sqlite $SQLITE" "mysql $MYSQL"; do
-  set -- $db
-  for run in $(seq 1 "$RUNS"); do
-    log "fresh payments vs bare SQL on $1, run $run of $RUNS"
-    "$IDEM" bench --spawn --database "$2" --fresh-database --mix fresh=1 --clients "$CLIENTS" \
-      --duration "$DURATION" --baseline-sql --json --quiet \
-      | jq -c --arg engine "$1" '{engine: $engine, fresh: .kinds.fresh, sql: .baseline_sql.figures, ratio: .fresh_vs_sql, errors: (.errors | to_entries | map(.value) | add // 0)}' \
-      >> "$WORK/baseline.jsonl"
+payments() {
+  : > "$WORK/baseline.jsonl"
+  for db in "postgres $POSTGRES" "sqlite $SQLITE" "mysql $MYSQL"; do
+    set -- $db
+    for run in $(seq 1 "$RUNS"); do
+      log "fresh payments vs bare SQL on $1, run $run of $RUNS"
+      bench --database "$2" --mix fresh=1 --clients "$CLIENTS" \
+        --duration "$DURATION" --baseline-sql --json --quiet \
+        | jq -c --arg engine "$1" '{engine: $engine, fresh: .kinds.fresh, sql: .baseline_sql.figures, ratio: .fresh_vs_sql, errors: (.errors | to_entries | map(.value) | add // 0)}' \
+        >> "$WORK/baseline.jsonl"
+    done
   done
-done
 
-: > "$WORK/mix.jsonl"
-for db in "postgres $POSTGRES" "sqlite $SQLITE"; do
-  set -- $db
-  for run in $(seq 1 "$RUNS"); do
-    log "default mix on $1, run $run of $RUNS"
-    "$IDEM" bench --spawn --database "$2" --fresh-database --clients "$CLIENTS" \
-      --duration "$DURATION" --json --quiet | jq -c --arg engine "$1" '. + {engine: $engine}' >> "$WORK/mix.jsonl"
+  : > "$WORK/mix.jsonl"
+  for db in "postgres $POSTGRES" "sqlite $SQLITE"; do
+    set -- $db
+    for run in $(seq 1 "$RUNS"); do
+      log "default mix on $1, run $run of $RUNS"
+      bench --database "$2" --clients "$CLIENTS" \
+        --duration "$DURATION" --json --quiet | jq -c --arg engine "$1" '. + {engine: $engine}' >> "$WORK/mix.jsonl"
+    done
   done
-done
 
-log "sweep over clients on postgres"
-"$IDEM" bench --spawn --database "$POSTGRES" --fresh-database --sweep 1,4,16,32,64 \
-  --duration "$SWEEP_DURATION" --plot "$ROOT/docs/bench/concurrency.png" --json --quiet > "$WORK/sweep.json"
+  log "sweep over clients on postgres"
+  bench --database "$POSTGRES" --sweep 1,4,16,32,64 \
+    --duration "$SWEEP_DURATION" --plot "$ROOT/docs/bench/concurrency.png" --json --quiet > "$WORK/sweep.json"
 
-log "writing $OUT"
-{
-  echo "# Payment benchmarks (generated by bench/run.sh)"
-  echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); server, load generator and databases on the same machine. $RUNS runs of $DURATION, $CLIENTS clients, medians."
-  echo
-  echo "## idem serve fresh payments against the bare SQL transaction"
-  echo
-  echo "| database | idem serve fresh payments/s | bare SQL transactions/s | ratio (median of runs) | idem p99 ms | SQL p99 ms | errors |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
-  jq -s -r '
-    def median: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
-    group_by(.engine) | .[] |
-    "| \(.[0].engine) | \(map(.fresh.rps) | median | round) | \(map(.sql.rps) | median | round) | \(map(.ratio) | median * 100 | round / 100) | \(map(.fresh.p99_ms) | median * 100 | round / 100) | \(map(.sql.p99_ms) | median * 100 | round / 100) | \(map(.errors) | add) |"
-  ' "$WORK/baseline.jsonl"
-  echo
-  echo "## The default mix (fresh=80, replay=15, conflict=5)"
-  echo
-  echo "| database | kind | req/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|"
-  jq -s -r '
-    def median: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
-    def r2: . * 100 | round / 100;
-    group_by(.engine) | .[] | . as $runs | ["fresh", "replay", "conflict"][] as $k |
-    "| \($runs[0].engine) | \($k) | \($runs | map(.kinds[$k].rps) | median | round) | \($runs | map(.kinds[$k].p50_ms) | median | r2) | \($runs | map(.kinds[$k].p90_ms) | median | r2) | \($runs | map(.kinds[$k].p99_ms) | median | r2) | \($runs | map(.kinds[$k].max_ms) | median | r2) | \($runs | map(.kinds[$k].errors) | add) |"
-  ' "$WORK/mix.jsonl"
-  echo
-  echo "## Fresh payments and replays against concurrency (PostgreSQL, one run of $SWEEP_DURATION per point)"
-  echo
-  echo "![throughput and p99 against clients](concurrency.png)"
-  echo
-  echo "| clients | fresh req/s | fresh p99 ms | replay req/s | replay p99 ms | replay ÷ fresh |"
-  echo "|---:|---:|---:|---:|---:|---:|"
-  jq -r '.points[] | "| \(.clients) | \(.fresh.rps | round) | \(.fresh.p99_ms * 100 | round / 100) | \(.replay.rps | round) | \(.replay.p99_ms * 100 | round / 100) | \(.replay.rps / .fresh.rps * 100 | round / 100) |"' "$WORK/sweep.json"
-  echo
-  echo "Errors over the sweep: $(jq '.errors | to_entries | map(.value) | add // 0' "$WORK/sweep.json")"
-} > "$OUT"
-cat "$OUT"
+  log "writing $OUT"
+  {
+    echo "# Payment benchmarks (generated by bench/run.sh)"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); server, load generator and databases on the same machine. $RUNS runs of $DURATION, $CLIENTS clients, medians."
+    echo
+    echo "## idem serve fresh payments against the bare SQL transaction"
+    echo
+    echo "| database | idem serve fresh payments/s | bare SQL transactions/s | ratio (median of runs) | idem p99 ms | SQL p99 ms | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    jq -s -r '
+      def median: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
+      group_by(.engine) | .[] |
+      "| \(.[0].engine) | \(map(.fresh.rps) | median | round) | \(map(.sql.rps) | median | round) | \(map(.ratio) | median * 100 | round / 100) | \(map(.fresh.p99_ms) | median * 100 | round / 100) | \(map(.sql.p99_ms) | median * 100 | round / 100) | \(map(.errors) | add) |"
+    ' "$WORK/baseline.jsonl"
+    echo
+    echo "## The default mix (fresh=80, replay=15, conflict=5)"
+    echo
+    echo "| database | kind | req/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    jq -s -r '
+      def median: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
+      def r2: . * 100 | round / 100;
+      group_by(.engine) | .[] | . as $runs | ["fresh", "replay", "conflict"][] as $k |
+      "| \($runs[0].engine) | \($k) | \($runs | map(.kinds[$k].rps) | median | round) | \($runs | map(.kinds[$k].p50_ms) | median | r2) | \($runs | map(.kinds[$k].p90_ms) | median | r2) | \($runs | map(.kinds[$k].p99_ms) | median | r2) | \($runs | map(.kinds[$k].max_ms) | median | r2) | \($runs | map(.kinds[$k].errors) | add) |"
+    ' "$WORK/mix.jsonl"
+    echo
+    echo "## Fresh payments and replays against concurrency (PostgreSQL, one run of $SWEEP_DURATION per point)"
+    echo
+    echo "![throughput and p99 against clients](concurrency.png)"
+    echo
+    echo "| clients | fresh req/s | fresh p99 ms | replay req/s | replay p99 ms | replay ÷ fresh |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    jq -r '.points[] | "| \(.clients) | \(.fresh.rps | round) | \(.fresh.p99_ms * 100 | round / 100) | \(.replay.rps | round) | \(.replay.p99_ms * 100 | round / 100) | \(.replay.rps / .fresh.rps * 100 | round / 100) |"' "$WORK/sweep.json"
+    echo
+    echo "Errors over the sweep: $(jq '.errors | to_entries | map(.value) | add // 0' "$WORK/sweep.json")"
+  } > "$OUT"
+  cat "$OUT"
+}
+
+baselines() {
+  : > "$WORK/baselines.jsonl"
+  # The run is the outer loop: every setting is measured once before any is measured again.
+  for run in $(seq 1 "$RUNS"); do
+    for engine in $BASELINES_ENGINES; do
+      for clients in $BASELINES_CLIENTS; do
+        for skew in uniform hot; do
+          log "fresh payments vs both baselines on $engine, $clients clients, accounts $skew, run $run of $RUNS"
+          bench --database "$(url_of "$engine")" --mix fresh=1 --clients "$clients" --accounts-skew "$skew" \
+            --duration "$DURATION" --baseline-sql --baseline-statement --json --quiet \
+            | jq -c --arg engine "$engine" --arg skew "$skew" --arg uptime "$(uptime)" '{engine: $engine, clients: .clients, skew: $skew,
+                fresh: .kinds.fresh, sql: .baseline_sql.figures, statement: .baseline_statement.figures,
+                vs_sql: .fresh_vs_sql, vs_statement: .fresh_vs_statement, uptime: $uptime,
+                errors: ((.errors | to_entries | map(.value) | add // 0) + (.baseline_sql.errors | to_entries | map(.value) | add // 0)
+                  + (.baseline_statement.errors | to_entries | map(.value) | add // 0))}' \
+            >> "$WORK/baselines.jsonl"
+        done
+      done
+    done
+  done
+
+  log "writing $BASELINES_OUT"
+  {
+    echo "# Fresh payments against both SQL baselines (generated by bench/run.sh baselines)"
+    echo
+    echo "Machine: $(nproc) cores; server, load generator and databases on the same machine. $RUNS runs of $DURATION per setting, alternating, medians; each ratio divides two rates of the same run. Commit $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%d). Extra node arguments: ${IDEM_BENCH_NODE_ARGS:-none}. Load at the end: $(uptime)."
+    echo
+    echo "| database | clients | accounts | idem fresh/s | transaction/s | statement/s | idem ÷ transaction | idem ÷ statement | runs (÷ transaction; ÷ statement) | idem p99 ms | errors |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"
+    jq -s -r '
+      def median: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
+      def r2: . * 100 | round / 100;
+      group_by([.engine, .clients, .skew]) | .[] |
+      "| \(.[0].engine) | \(.[0].clients) | \(.[0].skew) | \(map(.fresh.rps) | median | round) | \(map(.sql.rps) | median | round) | \(map(.statement.rps) | median | round) | **\(map(.vs_sql) | median | r2)** | **\(map(.vs_statement) | median | r2)** | \(map(.vs_sql | r2 | tostring) | join(", ")); \(map(.vs_statement | r2 | tostring) | join(", ")) | \(map(.fresh.p99_ms) | median | r2) | \(map(.errors) | add) |"
+    ' "$WORK/baselines.jsonl"
+  } > "$BASELINES_OUT"
+  cat "$BASELINES_OUT"
+}
+
+if wants payments; then payments; fi
+if wants baselines; then baselines; fi

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::BenchError;
+use crate::skew::Skew;
 
 /// Options of `idem bench`, flattened into the `idem` binary's command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +58,11 @@ pub struct BenchArgs {
     /// Accounts opened before the run; each payment moves money between two of them.
     #[arg(long, env = "IDEM_BENCH_ACCOUNTS", default_value_t = 1000)]
     pub accounts: usize,
+    /// Who pays whom, for the load and both baselines: `uniform`, or `hot[:PAYEES[:SHARE]]`
+    /// (`hot` = `hot:10:0.8`: 80 % of payments go to 10 payees, the rest uniformly to the
+    /// other accounts).
+    #[arg(long, env = "IDEM_BENCH_ACCOUNTS_SKEW", default_value = "uniform")]
+    pub accounts_skew: Skew,
     /// Header sent with every request, as `Name: value` (repeat for several).
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
@@ -69,6 +75,11 @@ pub struct BenchArgs {
     /// beside `--database`, with the same concurrency, and report the ratio.
     #[arg(long, env = "IDEM_BENCH_BASELINE_SQL", requires = "database")]
     pub baseline_sql: bool,
+    /// Also run the same money movement and payment row as ONE statement per payment,
+    /// autocommit (PostgreSQL: a data-modifying CTE; MariaDB and SQLite: an insert whose
+    /// triggers move the money), with the same concurrency, and report the ratio.
+    #[arg(long, env = "IDEM_BENCH_BASELINE_STATEMENT", requires = "database")]
+    pub baseline_statement: bool,
     /// Run fresh-only and replay-only loads at each of these client counts instead of one run.
     #[arg(long, env = "IDEM_BENCH_SWEEP", value_delimiter = ',')]
     pub sweep: Vec<usize>,

@@ -14,6 +14,7 @@ use crate::args::{Kind, Mix};
 use crate::client::{Answer, Conn, Target};
 use crate::error::{BenchError, Result};
 use crate::load::{LoadClient, Step};
+use crate::skew::Skew;
 
 /// Opening balance of every bench account: payments of at most 100 never exhaust it.
 const OPENING_BALANCE: i64 = 1_000_000_000_000;
@@ -21,16 +22,18 @@ const OPENING_BALANCE: i64 = 1_000_000_000_000;
 const REMEMBERED_MAX: usize = 64;
 
 /// What every client of one run shares: the run's id (a prefix no other run uses), the
-/// accounts and the mix.
+/// accounts, the mix and who pays whom.
 #[derive(Debug)]
 pub struct Workload {
     run_id: String,
     accounts: Vec<String>,
     mix: Mix,
+    skew: Skew,
 }
 
 impl Workload {
-    /// Opens `accounts` accounts named after `run_id` on the server, `parallel` at a time.
+    /// Opens `accounts` accounts named after `run_id` on the server, `parallel` at a time;
+    /// fresh payments will pick their accounts by `skew`.
     ///
     /// # Errors
     /// An account could not be opened (the server is down, or refused it).
@@ -40,6 +43,7 @@ impl Workload {
         accounts: usize,
         parallel: usize,
         mix: Mix,
+        skew: Skew,
     ) -> Result<Arc<Self>> {
         let ids: Vec<String> = (0..accounts.max(2))
             .map(|i| format!("{run_id}-a{i}"))
@@ -74,6 +78,7 @@ impl Workload {
             run_id: run_id.to_owned(),
             accounts: ids,
             mix,
+            skew,
         }))
     }
 
@@ -130,9 +135,10 @@ impl PaymentClient {
     async fn fresh(&mut self) -> Option<String> {
         self.seq += 1;
         let order_id = format!("{}-{}-{}", self.workload.run_id, self.index, self.seq);
-        let n = self.workload.accounts.len();
-        let payer = self.rng.gen_range(0..n);
-        let payee = (payer + self.rng.gen_range(1..n)) % n;
+        let (payer, payee) = self
+            .workload
+            .skew
+            .pick(&mut self.rng, self.workload.accounts.len());
         let amount = self.rng.gen_range(1..=100);
         let request = self.body(&order_id, payer, payee, amount);
         let answer = match self.post(request.clone()).await {

@@ -15,6 +15,8 @@ pub struct Report {
     pub target: String,
     /// Concurrent clients.
     pub clients: usize,
+    /// Who paid whom: `uniform`, or `hot:PAYEES:SHARE`.
+    pub accounts_skew: String,
     /// Fixed request rate, if one was asked for.
     pub rate: Option<f64>,
     /// Seconds the load ran.
@@ -29,6 +31,10 @@ pub struct Report {
     pub baseline_sql: Option<BaselineReport>,
     /// Fresh payments/s of the server divided by bare SQL transactions/s.
     pub fresh_vs_sql: Option<f64>,
+    /// The one-statement-per-payment rate, when `--baseline-statement` was given.
+    pub baseline_statement: Option<BaselineReport>,
+    /// Fresh payments/s of the server divided by one-statement payments/s.
+    pub fresh_vs_statement: Option<f64>,
 }
 
 /// One point of a sweep: fresh-only and replay-only loads at one client count.
@@ -125,30 +131,44 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "idem bench: {} — {pacing}, {:.1} s",
-            self.target, self.elapsed_s
+            "idem bench: {} — {pacing}, accounts {}, {:.1} s",
+            self.target, self.accounts_skew, self.elapsed_s
         )?;
         figures_header(f)?;
         for (name, figures) in &self.kinds {
             figures_row(f, name, figures)?;
         }
         figures_row(f, "all", &self.total)?;
-        if let Some(sql) = &self.baseline_sql {
-            writeln!(
-                f,
-                "\nbare SQL transaction on {} ({} clients, {:.1} s):",
-                sql.engine, sql.clients, sql.elapsed_s
-            )?;
-            figures_header(f)?;
-            figures_row(f, "sql", &sql.figures)?;
-            if !sql.errors.is_empty() {
-                errors_list(f, &sql.errors)?;
+        for (sql, name) in [
+            (&self.baseline_sql, "sql"),
+            (&self.baseline_statement, "statement"),
+        ] {
+            if let Some(sql) = sql {
+                writeln!(
+                    f,
+                    "\n{} on {} ({} clients, {:.1} s):",
+                    sql.shape.describe(),
+                    sql.engine,
+                    sql.clients,
+                    sql.elapsed_s
+                )?;
+                figures_header(f)?;
+                figures_row(f, name, &sql.figures)?;
+                if !sql.errors.is_empty() {
+                    errors_list(f, &sql.errors)?;
+                }
             }
         }
         if let Some(ratio) = self.fresh_vs_sql {
             writeln!(
                 f,
                 "\nfresh payments/s ÷ bare SQL transactions/s = {ratio:.2}"
+            )?;
+        }
+        if let Some(ratio) = self.fresh_vs_statement {
+            writeln!(
+                f,
+                "fresh payments/s ÷ one-statement payments/s = {ratio:.2}"
             )?;
         }
         errors_list(f, &self.errors)

@@ -141,19 +141,43 @@ async fn measure(args: &BenchArgs, target: &Target, label: &str) -> Result<Summa
         requests: args.requests,
     };
     let mut report = http_load(args, target, label, pace, args.mix).await?;
-    if args.baseline_sql {
+    let shapes = [
+        (args.baseline_sql, baseline::Shape::Transaction),
+        (args.baseline_statement, baseline::Shape::Statement),
+    ];
+    for shape in shapes
+        .into_iter()
+        .filter_map(|(asked, shape)| asked.then_some(shape))
+    {
         let database = args
             .database
             .as_deref()
             .ok_or_else(|| BenchError::InvalidArgument {
                 what: "--database",
-                reason: "--baseline-sql needs a database".into(),
+                reason: "a SQL baseline needs a database".into(),
             })?;
         let sql_pace = Pace { rate: None, ..pace };
-        let sql = baseline::run(database, args.accounts, sql_pace, args.quiet).await?;
+        let sql = baseline::run(
+            database,
+            shape,
+            args.accounts,
+            args.accounts_skew,
+            sql_pace,
+            args.quiet,
+        )
+        .await?;
         let fresh_rps = report.kinds.get(Kind::Fresh.name()).map_or(0.0, |f| f.rps);
-        report.fresh_vs_sql = (sql.figures.rps > 0.0).then(|| fresh_rps / sql.figures.rps);
-        report.baseline_sql = Some(sql);
+        let ratio = (sql.figures.rps > 0.0).then(|| fresh_rps / sql.figures.rps);
+        match shape {
+            baseline::Shape::Transaction => {
+                report.fresh_vs_sql = ratio;
+                report.baseline_sql = Some(sql);
+            }
+            baseline::Shape::Statement => {
+                report.fresh_vs_statement = ratio;
+                report.baseline_statement = Some(sql);
+            }
+        }
     }
     Ok(Summary::Run(Box::new(report)))
 }
@@ -166,7 +190,15 @@ async fn http_load(
     mix: Mix,
 ) -> Result<Report> {
     let run_id = unique_name("b");
-    let workload = Workload::open(target, &run_id, args.accounts, pace.clients, mix).await?;
+    let workload = Workload::open(
+        target,
+        &run_id,
+        args.accounts,
+        pace.clients,
+        mix,
+        args.accounts_skew,
+    )
+    .await?;
     let clients = (0..pace.clients)
         .map(|i| workload.client(target, i))
         .collect();
@@ -174,6 +206,7 @@ async fn http_load(
     Ok(Report {
         target: label.to_owned(),
         clients: pace.clients,
+        accounts_skew: args.accounts_skew.to_string(),
         rate: pace.rate,
         elapsed_s: elapsed.as_secs_f64(),
         total: tally.total().figures(elapsed),
@@ -181,6 +214,8 @@ async fn http_load(
         errors: tally.errors,
         baseline_sql: None,
         fresh_vs_sql: None,
+        baseline_statement: None,
+        fresh_vs_statement: None,
     })
 }
 
