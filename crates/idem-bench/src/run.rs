@@ -112,13 +112,68 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
 
     let result = measure(args, &target, &label).await;
 
+    // Stopped before the baselines: its pool's connections would count against the
+    // database's limit beside the baseline's own.
     if let Some(server) = server {
         server.stop().await;
     }
     if let Some(fresh) = fresh {
         fresh.drop_database().await?;
     }
-    result
+    let mut summary = result?;
+    if let Summary::Run(report) = &mut summary {
+        baselines(args, report).await?;
+    }
+    Ok(summary)
+}
+
+/// Runs the SQL baselines asked for, with the load's clients, and adds them and their
+/// ratios to `report`.
+async fn baselines(args: &BenchArgs, report: &mut Report) -> Result<()> {
+    let pace = Pace {
+        clients: args.clients,
+        rate: None,
+        duration: args.duration,
+        requests: args.requests,
+    };
+    let shapes = [
+        (args.baseline_sql, baseline::Shape::Transaction),
+        (args.baseline_statement, baseline::Shape::Statement),
+    ];
+    for shape in shapes
+        .into_iter()
+        .filter_map(|(asked, shape)| asked.then_some(shape))
+    {
+        let database = args
+            .database
+            .as_deref()
+            .ok_or_else(|| BenchError::InvalidArgument {
+                what: "--database",
+                reason: "a SQL baseline needs a database".into(),
+            })?;
+        let sql = baseline::run(
+            database,
+            shape,
+            args.accounts,
+            args.accounts_skew,
+            pace,
+            args.quiet,
+        )
+        .await?;
+        let fresh_rps = report.kinds.get(Kind::Fresh.name()).map_or(0.0, |f| f.rps);
+        let ratio = (sql.figures.rps > 0.0).then(|| fresh_rps / sql.figures.rps);
+        match shape {
+            baseline::Shape::Transaction => {
+                report.fresh_vs_sql = ratio;
+                report.baseline_sql = Some(sql);
+            }
+            baseline::Shape::Statement => {
+                report.fresh_vs_statement = ratio;
+                report.baseline_statement = Some(sql);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The header that presents `key`.
@@ -140,45 +195,7 @@ async fn measure(args: &BenchArgs, target: &Target, label: &str) -> Result<Summa
         duration: args.duration,
         requests: args.requests,
     };
-    let mut report = http_load(args, target, label, pace, args.mix).await?;
-    let shapes = [
-        (args.baseline_sql, baseline::Shape::Transaction),
-        (args.baseline_statement, baseline::Shape::Statement),
-    ];
-    for shape in shapes
-        .into_iter()
-        .filter_map(|(asked, shape)| asked.then_some(shape))
-    {
-        let database = args
-            .database
-            .as_deref()
-            .ok_or_else(|| BenchError::InvalidArgument {
-                what: "--database",
-                reason: "a SQL baseline needs a database".into(),
-            })?;
-        let sql_pace = Pace { rate: None, ..pace };
-        let sql = baseline::run(
-            database,
-            shape,
-            args.accounts,
-            args.accounts_skew,
-            sql_pace,
-            args.quiet,
-        )
-        .await?;
-        let fresh_rps = report.kinds.get(Kind::Fresh.name()).map_or(0.0, |f| f.rps);
-        let ratio = (sql.figures.rps > 0.0).then(|| fresh_rps / sql.figures.rps);
-        match shape {
-            baseline::Shape::Transaction => {
-                report.fresh_vs_sql = ratio;
-                report.baseline_sql = Some(sql);
-            }
-            baseline::Shape::Statement => {
-                report.fresh_vs_statement = ratio;
-                report.baseline_statement = Some(sql);
-            }
-        }
-    }
+    let report = http_load(args, target, label, pace, args.mix).await?;
     Ok(Summary::Run(Box::new(report)))
 }
 
