@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod limits;
 mod logging;
+#[cfg(feature = "otel")]
+mod otel;
 mod shutdown;
 mod telemetry;
 
@@ -65,7 +67,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { args, limits, log } => {
-            logging::init(&log)?;
+            let _logging = logging::init(&log)?;
             let exposition = telemetry::install()?;
             let limits = limits.limits();
             tokio::runtime::Runtime::new()?.block_on(async {
@@ -76,7 +78,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy { args, limits, log } => {
-            logging::init(&log)?;
+            let _logging = logging::init(&log)?;
             let exposition = telemetry::install()?;
             let limits = limits.limits();
             tokio::runtime::Runtime::new()?.block_on(async {

@@ -14,8 +14,9 @@
 //! is the cost of a growing in-process heap, not of the layer.
 //!
 //! The process has a Prometheus recorder installed (`metrics-exporter-prometheus`, with
-//! buckets, as `idem serve` and `idem proxy` install it), so the layer's and the store's
-//! series are recorded as in production; the handler without the layer records nothing.
+//! buckets, and its upkeep every 5 s, as `idem serve` and `idem proxy` install it), so the
+//! layer's and the store's series are recorded as in production; the handler without the
+//! layer records nothing.
 //!
 //! Run: `cargo bench -p idem-http --bench layer`.
 
@@ -94,6 +95,15 @@ fn layer_cost(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // As `idem serve` does: drains the histograms' samples into buckets between scrapes.
+    let upkept = exposition.clone();
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkept.run_upkeep();
+        }
+    });
     let app = || Router::new().route("/orders", post(trivial));
     let (plain, layered, growing) = runtime.block_on(async {
         let plain = serve(app()).await;

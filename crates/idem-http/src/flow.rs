@@ -17,7 +17,6 @@ use idem::{
     BoxError, Claim, FencingToken, FieldSelection, Fingerprint, Key, Outcome, Scope, StoreError,
     StoredResponse,
 };
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -97,7 +96,11 @@ where
         },
         (None, KeySource::Header(_)) => return Ok(refuse(Error::KeyMissing)),
     };
-    tracing::Span::current().record("key_hash", tracing::field::display(key_hash(&key)));
+    // The hash costs a digest: only for a span that a subscriber keeps.
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("key_hash", tracing::field::display(key_hash(&key)));
+    }
 
     let principal = config.principal.as_ref().and_then(|find| find(&parts));
     let operation = format!("{} {}", parts.method, parts.uri.path());
@@ -180,11 +183,9 @@ fn refuse(error: Error) -> Response<Body> {
     error.into_response()
 }
 
-/// What logs and spans show of a key: the first 16 hex digits of its SHA-256. The key
-/// itself may carry what a client considers private (an order number, an e-mail).
+/// What logs and spans show of a key (see [`idem::key_hash`]).
 pub(crate) fn key_hash(key: &Key) -> String {
-    let digest = Sha256::digest(key.as_str().as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    idem::key_hash(key.as_str())
 }
 
 enum Acquire {
@@ -240,6 +241,9 @@ async fn acquire(
     }
 }
 
+/// The guarded body, whole, within `limit_bytes`. The limit is `http_body_util::Limited`, as
+/// in tower-http's `RequestBodyLimit`, which answers a plain 413; here an oversized body is
+/// the problem+json `body_too_large`, and only a guarded body is limited.
 async fn read_body<B>(parts: &Parts, body: B, limit_bytes: usize) -> Result<Bytes, Error>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,

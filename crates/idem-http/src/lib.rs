@@ -9,11 +9,15 @@ mod future;
 mod guard;
 pub mod key;
 mod layer;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod problem;
 mod purge;
 #[cfg(feature = "server")]
 pub mod server;
 mod service;
+#[cfg(feature = "server")]
+pub mod trace;
 
 pub use config::{
     store_success_and_client_errors, Config, InFlight, KeyFn, KeySource, PrincipalFn,

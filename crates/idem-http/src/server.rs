@@ -9,6 +9,11 @@
 //! which the services answer 408). SIGTERM-style shutdown stops accepting, lets in-flight
 //! requests finish, closes idle connections, and returns.
 //!
+//! Each request runs in a span, `http_request`, made by tower-http's `TraceLayer` with
+//! [`RequestSpan`](crate::trace::RequestSpan): its `trace_id` (the client's W3C
+//! `traceparent`'s, else a fresh one) is on every log line written within the request, and
+//! `RUST_LOG=tower_http=debug` adds a line per request with its status and latency.
+//!
 //! HTTP/1.1 (and 1.0) only: hyper bounds the time an HTTP/1 client may take to send a
 //! request head, and has no such bound for a cleartext HTTP/2 connection.
 
@@ -27,8 +32,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Level;
 
+use crate::trace::RequestSpan;
 use crate::DeadlineBody;
 
 /// How long a connection may take to send a complete request head by default.
@@ -91,6 +100,11 @@ where
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes);
+    // A 5xx is the service's own answer, already logged where it arose if it matters.
+    let service = TraceLayer::new_for_http()
+        .make_span_with(RequestSpan)
+        .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
+        .layer(service);
     let slots = Arc::new(Semaphore::new(limits.max_clients));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

@@ -48,6 +48,14 @@ fn is_printable_ascii(byte: u8) -> bool {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(String);
 
+/// What logs and spans show of a key: the first 16 hex digits of its SHA-256. The key
+/// itself may carry what a client considers private (an order number, an e-mail).
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Key {
     /// Checks `raw` and makes it a key.
     ///

@@ -65,7 +65,7 @@ pub mod conformance;
 pub mod fuzzing;
 
 pub use fingerprint::{canonical_json, FieldSelection, Fingerprint};
-pub use key::{Key, KeyError, Scope, KEY_LEN_MAX, SCOPE_LEN_MAX};
+pub use key::{key_hash, Key, KeyError, Scope, KEY_LEN_MAX, SCOPE_LEN_MAX};
 pub use key_header::{key_from_header, parse_key_header_value, KeyHeaderError, KEY_HEADER};
 pub use memory::MemoryStore;
 pub use record::{

@@ -8,9 +8,18 @@
 //! operation's result says about the protocol: a lease taken over
 //! ([`LEASE_TAKEOVERS_TOTAL`]), a holder fenced off ([`FENCING_REFUSALS_TOTAL`]), records
 //! purged ([`PURGED_RECORDS_TOTAL`]).
+//!
+//! The series of the layer and of idem's own stores are registered with the recorder once,
+//! at their first use, and recorded through the kept handles: a request costs no lookup of
+//! a series by name and labels. Install the recorder before the first request, as `idem
+//! serve` and `idem proxy` do; a series first recorded with no recorder (or a local one)
+//! keeps that one for the life of the process.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Instant;
+
+use metrics::{Counter, Histogram};
 
 use crate::{Outcome, StoreError};
 
@@ -65,6 +74,10 @@ pub enum RequestOutcome {
     StoreError,
 }
 
+/// The kept counters of [`REQUESTS_TOTAL`], one per outcome, indexed by its discriminant.
+static REQUEST_COUNTERS: [OnceLock<Counter>; RequestOutcome::StoreError as usize + 1] =
+    [const { OnceLock::new() }; RequestOutcome::StoreError as usize + 1];
+
 impl RequestOutcome {
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -81,13 +94,83 @@ impl RequestOutcome {
 
     /// Counts one request that ended so.
     pub fn record(self) {
-        metrics::counter!(REQUESTS_TOTAL, "outcome" => self.as_str()).increment(1);
+        let register = || metrics::counter!(REQUESTS_TOTAL, "outcome" => self.as_str());
+        match REQUEST_COUNTERS.get(self as usize) {
+            Some(slot) => slot.get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
     }
 }
 
 /// Counts one retry after a transient failure at `site`.
 pub fn transient_retry(site: &'static str) {
     metrics::counter!(TRANSIENT_RETRIES_TOTAL, "site" => site).increment(1);
+}
+
+/// The stores whose series are kept (the `store` label of idem's own stores); another
+/// store's are looked up on each use.
+const KEPT_STORES: [&str; 6] = ["memory", "sqlite", "postgres", "mysql", "redis", "tiered"];
+/// The operations whose latency histograms are kept, per kept store.
+const KEPT_OPS: [&str; 8] = [
+    "begin",
+    "complete",
+    "release",
+    "get",
+    "purge",
+    "begin_in",
+    "begin_answered_in",
+    "complete_in",
+];
+
+/// The kept handles of one store.
+struct StoreHandles {
+    durations: [OnceLock<Histogram>; KEPT_OPS.len()],
+    lease_takeovers: OnceLock<Counter>,
+    fencing_refusals: OnceLock<Counter>,
+    purged_records: OnceLock<Counter>,
+}
+
+/// The kept handles of each of [`KEPT_STORES`], in its order.
+static STORE_HANDLES: [StoreHandles; KEPT_STORES.len()] = [const {
+    StoreHandles {
+        durations: [const { OnceLock::new() }; KEPT_OPS.len()],
+        lease_takeovers: OnceLock::new(),
+        fencing_refusals: OnceLock::new(),
+        purged_records: OnceLock::new(),
+    }
+}; KEPT_STORES.len()];
+
+fn kept(store: &str) -> Option<&'static StoreHandles> {
+    let slot = KEPT_STORES.iter().position(|s| *s == store)?;
+    Some(&STORE_HANDLES[slot])
+}
+
+/// Records `seconds` of operation `op` of `store`.
+fn record_duration(store: &'static str, op: &'static str, seconds: f64) {
+    let register =
+        || metrics::histogram!(STORE_OPERATION_DURATION_SECONDS, "store" => store, "op" => op);
+    match (kept(store), KEPT_OPS.iter().position(|o| *o == op)) {
+        (Some(handles), Some(slot)) => {
+            handles.durations[slot]
+                .get_or_init(register)
+                .record(seconds);
+        }
+        _ => register().record(seconds),
+    }
+}
+
+/// Adds `n` to the counter `name` of `store`, kept in `slot` of its handles when it has any.
+fn count(
+    store: &'static str,
+    name: &'static str,
+    slot: fn(&StoreHandles) -> &OnceLock<Counter>,
+    n: u64,
+) {
+    let register = || metrics::counter!(name, "store" => store);
+    match kept(store) {
+        Some(handles) => slot(handles).get_or_init(register).increment(n),
+        None => register().increment(n),
+    }
 }
 
 /// What a store operation's success says beyond its latency.
@@ -102,7 +185,7 @@ impl Recorded for Outcome {
             recovered: true, ..
         } = self
         {
-            metrics::counter!(LEASE_TAKEOVERS_TOTAL, "store" => store).increment(1);
+            count(store, LEASE_TAKEOVERS_TOTAL, |h| &h.lease_takeovers, 1);
         }
     }
 }
@@ -118,7 +201,12 @@ impl<T> Recorded for Option<T> {
 /// The number of records `purge_expired` removed.
 impl Recorded for usize {
     fn record(&self, store: &'static str) {
-        metrics::counter!(PURGED_RECORDS_TOTAL, "store" => store).increment(*self as u64);
+        count(
+            store,
+            PURGED_RECORDS_TOTAL,
+            |h| &h.purged_records,
+            *self as u64,
+        );
     }
 }
 
@@ -134,12 +222,11 @@ pub async fn instrument<T: Recorded>(
 ) -> Result<T, StoreError> {
     let start = Instant::now();
     let result = operation.await;
-    metrics::histogram!(STORE_OPERATION_DURATION_SECONDS, "store" => store, "op" => op)
-        .record(start.elapsed().as_secs_f64());
+    record_duration(store, op, start.elapsed().as_secs_f64());
     match &result {
         Ok(value) => value.record(store),
         Err(StoreError::Fenced) => {
-            metrics::counter!(FENCING_REFUSALS_TOTAL, "store" => store).increment(1);
+            count(store, FENCING_REFUSALS_TOTAL, |h| &h.fencing_refusals, 1);
         }
         Err(_) => {}
     }

@@ -105,6 +105,14 @@ fn check_idempotency_key(headers: &HeaderMap) -> Result<()> {
         .map_err(|error| Error::invalid(idem::KEY_HEADER, error.to_string()))
 }
 
+/// Names the request's business key on its span (`pay_request`), as a hash only.
+fn record_key_hash(key: &str) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("key_hash", tracing::field::display(idem::key_hash(key)));
+    }
+}
+
 fn path_id(field: &str, path: Result<Path<String>, PathRejection>) -> Result<String> {
     let Path(value) = path.map_err(|e| Error::invalid(field, e.body_text()))?;
     validate::id(field, &value)?;
@@ -198,6 +206,7 @@ pub(crate) async fn pay(
     JsonBody(body): JsonBody,
 ) -> Result<Answer> {
     let request = NewPayment::from_json(&body)?;
+    record_key_hash(&request.order_id);
     spawn(async move { app.service.pay(&tenant, &request).await }).await
 }
 
@@ -254,6 +263,7 @@ pub(crate) async fn refund(
 ) -> Result<Answer> {
     let order_id = path_id("order_id", path)?;
     let request = NewRefund::from_json(&body)?;
+    record_key_hash(&request.refund_id);
     spawn(async move { app.service.refund(&tenant, &order_id, &request).await }).await
 }
 

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -97,7 +98,9 @@ impl IntoResponse for Answer {
     }
 }
 
-/// Counts the request by route template and outcome, with its latency.
+/// Counts the request by route template and outcome, with its latency, and runs it in a
+/// `pay_request` span with the route, the store, the outcome and the business key's hash
+/// (`key_hash`, recorded by the handlers of payments and refunds; never the key itself).
 async fn track(State(app): State<App>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -106,12 +109,20 @@ async fn track(State(app): State<App>, request: Request, next: Next) -> Response
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "pay_request",
+        route = route.as_str(),
+        store = app.service.db().backend().name(),
+        key_hash = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
     let outcome = response
         .extensions()
         .get::<Outcome>()
         .copied()
         .unwrap_or_else(|| outcome_of_status(response.status()));
+    span.record("outcome", outcome.as_str());
     app.service
         .metrics()
         .observe(method.as_str(), &route, outcome, started.elapsed());
