@@ -333,6 +333,17 @@ pub struct ChaosArgs {
     pub guard: GuardArgs,
 }
 
+impl ChaosArgs {
+    /// `--redis` when a relay of the run's can stand between it and the proxies: a single
+    /// server. A Redis Cluster's client learns the nodes' own addresses from the cluster and
+    /// connects to them past any relay.
+    pub(crate) fn relayable_redis(&self) -> Option<&str> {
+        self.redis
+            .as_deref()
+            .filter(|url| !url.starts_with("redis+cluster://"))
+    }
+}
+
 /// `--unsafe-disable-idempotency`: run the nodes without idempotency, to show the checker
 /// catches double payments. Only in builds with the cargo feature
 /// `unsafe-disable-idempotency` (the test builds), whose `idem serve` has the switch too.
