@@ -237,6 +237,12 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
     result
 }
 
+/// Why SQLite runs see no network faults.
+const NO_NETWORK: &str = "SQLite is a file, with no network to the database";
+/// Why a Redis Cluster's connections see no network faults.
+const CLUSTER_UNRELAYED: &str =
+    "the proxies reach a Redis Cluster's nodes at the addresses the cluster gives, past any relay";
+
 /// The network faults of the run, and why those asked for were left off, in whole or (the
 /// second value beside a plan) in part: SQLite has no network to fault, and a Redis
 /// Cluster's connections pass no relay.
@@ -249,19 +255,22 @@ fn net_plan(
     };
     let cluster = args.redis.is_some() && args.relayable_redis().is_none();
     let redis_store = args.target == Target::Proxy && args.proxy_store != ProxyStore::Sql;
-    const CLUSTER: &str = "the proxies reach a Redis Cluster's nodes at the addresses the cluster gives, past any relay";
     Ok(match backend {
         Backend::Sqlite => (
             None,
-            Some("could not inject network faults: SQLite is a file, with no network to the database".to_owned()),
+            Some(format!("could not inject network faults: {NO_NETWORK}")),
         ),
         _ if redis_store && cluster && args.proxy_store == ProxyStore::Redis => (
             None,
-            Some(format!("could not inject network faults: {CLUSTER}")),
+            Some(format!(
+                "could not inject network faults: {CLUSTER_UNRELAYED}"
+            )),
         ),
         _ if redis_store && cluster => (
             Some(net),
-            Some(format!("the database's connections only: {CLUSTER}")),
+            Some(format!(
+                "the database's connections only: {CLUSTER_UNRELAYED}"
+            )),
         ),
         _ => (Some(net), None),
     })
