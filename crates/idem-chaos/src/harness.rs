@@ -33,11 +33,15 @@ type Nodes = Arc<Vec<Mutex<Option<Node>>>>;
 /// Cuts the run's store connections and says how many died.
 pub(crate) type Cutter = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = u64> + Send>> + Send + Sync>;
 
-/// The network faults between the nodes and their database: one relay per node slot, the
+/// The relays of every node slot: slot `i` reaches each of its servers (the database, Redis)
+/// through one relay of `[i]`, so that one node can be cut off alone, from all of them.
+pub(crate) type NodeRelays = Arc<Vec<Vec<Relay>>>;
+
+/// The network faults between the nodes and their store: the relays of each node slot, the
 /// latency they add, and how often and how long one node is partitioned.
 pub(crate) struct NetFaults {
-    /// Node `i` reaches the database through `relays[i]`.
-    pub(crate) relays: Arc<Vec<Relay>>,
+    /// Node `i` reaches its store through the relays `relays[i]`.
+    pub(crate) relays: NodeRelays,
     /// Latency on every chunk, each way.
     pub(crate) shape: NetShape,
     /// How often one node is partitioned, and for how long (give or take half).
@@ -65,7 +69,7 @@ pub(crate) struct Cluster {
     tasks: JoinSet<Result<(), Error>>,
     kills: Arc<std::sync::Mutex<Vec<Kill>>>,
     start: Instant,
-    relays: Arc<Vec<Relay>>,
+    relays: NodeRelays,
 }
 
 impl Cluster {
@@ -133,7 +137,7 @@ impl Cluster {
             });
         }
         if let Some(net) = net {
-            for relay in net.relays.iter() {
+            for relay in net.relays.iter().flatten() {
                 relay.set_shape(net.shape);
             }
             if let Some((every, lasting)) = net.partition {
@@ -297,13 +301,14 @@ async fn killer(
     Ok(())
 }
 
-/// Partitions one node from its database now and then, silently (nothing closed, nothing
-/// refused), and heals it a while later: at even odds the held connections resume, or stay
-/// dead for good, half-open, for the node's and the server's timeouts to end.
+/// Partitions one node from its store now and then (from every server it reaches at once),
+/// silently (nothing closed, nothing refused), and heals it a while later: at even odds the
+/// held connections resume, or stay dead for good, half-open, for the node's and the
+/// server's timeouts to end.
 async fn partitioner(
     mut ticker: Ticker,
     lasting: Duration,
-    relays: Arc<Vec<Relay>>,
+    relays: NodeRelays,
     stats: Arc<FaultStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), Error> {
@@ -312,25 +317,27 @@ async fn partitioner(
         if !sleep_unless(&stop, gap).await {
             break;
         }
-        let Some(relay) = relays.get(i) else { break };
+        let Some(node) = relays.get(i) else { break };
         let held = ticker.around(lasting);
         let leave_dead = ticker.coin();
         stats.partition.injected();
-        stats.partition.hit(relay.partition());
+        stats.partition.hit(node.iter().map(Relay::partition).sum());
         sleep_unless(&stop, held).await;
         if leave_dead {
             stats.left_dead.injected();
-            stats.left_dead.hit(relay.open());
+            stats.left_dead.hit(node.iter().map(Relay::open).sum());
         }
-        relay.heal(leave_dead);
+        for relay in node {
+            relay.heal(leave_dead);
+        }
     }
     Ok(())
 }
 
 /// The network faults off: every partition healed (forwarding resumes), no added latency.
 /// Connections left dead stay dead.
-fn calm(relays: &[Relay]) {
-    for relay in relays {
+fn calm(relays: &[Vec<Relay>]) {
+    for relay in relays.iter().flatten() {
         relay.heal(false);
         relay.set_shape(NetShape::default());
     }

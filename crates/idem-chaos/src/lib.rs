@@ -50,7 +50,12 @@
 //! [`balancer::NODE_HEADER`]). `--nodes` proxies keep their records in the run's database
 //! (`--proxy-store sql`, PostgreSQL or MySQL), in Redis (`redis`, with `--redis`), or in both
 //! (`tiered`); a store cut kills the database's connections, and the Redis ones through a
-//! relay of the run's own ([`relay::Relay`]). The clients send the same orders to
+//! relay of the run's own ([`relay::Relay`]) per proxy. The network faults reach the
+//! proxies' store as they reach the payment nodes' database: each proxy's connections to the
+//! database and to a Redis server pass relays of its own, and a partition cuts one proxy off
+//! from both at once (a Redis Cluster's connections pass no relay: its client goes to the
+//! addresses the cluster gives). The upstream's own connection to the database is never
+//! faulted: it observes, it is not under test. The clients send the same orders to
 //! `/v1/transfers` with the order id as the key.
 //!
 //! The checker ([`proxy::check`]) reports per key the upstream's executions, the answers
@@ -184,9 +189,10 @@ pub struct ChaosArgs {
     #[arg(long, env = "IDEM_CHAOS_PROXY_STORE", value_enum, default_value_t = ProxyStore::Sql)]
     pub proxy_store: ProxyStore,
     /// Proxy target: the Redis server of `--proxy-store redis|tiered`, such as
-    /// redis://127.0.0.1:6379 (its connections are cut through a relay of the run's own),
-    /// or a Redis Cluster, redis+cluster://127.0.0.1:30001,… (the proxies connect to it
-    /// directly: a store cut then cuts the database only).
+    /// redis://127.0.0.1:6379 (each proxy reaches it through a relay of the run's own, which
+    /// cuts and network faults act on), or a Redis Cluster, redis+cluster://127.0.0.1:30001,…
+    /// (the proxies connect to it directly: cuts and network faults then reach the
+    /// database only).
     #[arg(long, env = "IDEM_CHAOS_REDIS")]
     pub redis: Option<String>,
     /// Proxy target: SIGKILL the Redis Cluster master holding the run's records about this
@@ -277,17 +283,17 @@ pub struct ChaosArgs {
     /// has no server to cut).
     #[arg(long, env = "IDEM_CHAOS_CUT_DB_EVERY", value_parser = parse_duration)]
     pub cut_db_every: Option<Duration>,
-    /// Partition one node at a time from the database about this often: its packets
-    /// silently dropped both ways through the node's own relay, connections left open
-    /// (payment target, PostgreSQL or MySQL).
+    /// Partition one node at a time from its store about this often: its packets silently
+    /// dropped both ways through the node's own relays, connections left open (PostgreSQL,
+    /// MySQL, and a proxy's Redis server).
     #[arg(long, env = "IDEM_CHAOS_PARTITION_EVERY", value_parser = parse_duration)]
     pub partition_every: Option<Duration>,
     /// How long a partition lasts, give or take half; then it heals, and at even odds the
     /// connections it caught resume or stay dead, half-open.
     #[arg(long, env = "IDEM_CHAOS_PARTITION_FOR", value_parser = parse_duration, default_value = "3s")]
     pub partition_for: Duration,
-    /// Delay added to every chunk between a node and the database, each way (netem's
-    /// `delay`, in user space).
+    /// Delay added to every chunk between a node and its store, each way (netem's `delay`,
+    /// in user space).
     #[arg(long, env = "IDEM_CHAOS_NET_DELAY", value_parser = parse_duration)]
     pub net_delay: Option<Duration>,
     /// A further delay per chunk drawn from zero to this; bytes keep their order, so
@@ -331,6 +337,17 @@ pub struct ChaosArgs {
     /// The guard run's switch; it has none unless built with the feature.
     #[command(flatten)]
     pub guard: GuardArgs,
+}
+
+impl ChaosArgs {
+    /// `--redis` when a relay of the run's can stand between it and the proxies: a single
+    /// server. A Redis Cluster's client learns the nodes' own addresses from the cluster and
+    /// connects to them past any relay.
+    pub(crate) fn relayable_redis(&self) -> Option<&str> {
+        self.redis
+            .as_deref()
+            .filter(|url| !url.starts_with("redis+cluster://"))
+    }
 }
 
 /// `--unsafe-disable-idempotency`: run the nodes without idempotency, to show the checker

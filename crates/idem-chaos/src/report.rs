@@ -44,7 +44,7 @@ impl Latency {
     }
 }
 
-/// The network between the nodes and their database, as the relays shaped it.
+/// The network between the nodes and their store, as the relays shaped it.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct NetworkReport {
     /// Delay added to every chunk, each way.
@@ -137,10 +137,11 @@ pub struct Report {
     /// Why clock skew asked for by `--all-faults` was left off (libfaketime missing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skew_skipped: Option<String>,
-    /// The network faults between nodes and database, when any ran.
+    /// The network faults between the nodes and their store, when any ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkReport>,
-    /// Why network faults asked for could not be injected.
+    /// Why network faults asked for could not be injected, or (beside `network`) only on
+    /// some of the store's connections.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_skipped: Option<String>,
     /// The proxy target's per-key findings (executions, acknowledgements, replays, and each
@@ -252,6 +253,9 @@ impl fmt::Display for Report {
                     )?;
                 }
                 writeln!(f)?;
+                if let Some(part) = &self.network_skipped {
+                    writeln!(f, "              ({part})")?;
+                }
             }
             (None, Some(why)) => writeln!(f, "  network     untouched ({why})")?,
             (None, None) => {}

@@ -24,7 +24,7 @@ use crate::relay::{NetShape, Relay};
 use crate::report::{Latency, NetworkReport, Report};
 use crate::server::PrivateServer;
 use crate::skew::{self, SkewPlan};
-use crate::{ChaosArgs, Error, Target};
+use crate::{ChaosArgs, Error, ProxyStore, Target};
 
 /// Rates and periods `--all-faults` uses for kinds not set explicitly.
 const ALL_DROP_RATE: f64 = 0.05;
@@ -66,7 +66,7 @@ pub(crate) struct Plan {
     pub(crate) skew_skipped: Option<String>,
     /// The network between nodes and database, when any of it is asked for and possible.
     pub(crate) net: Option<NetPlan>,
-    /// Why network faults asked for were left off, if they were.
+    /// Why network faults asked for were left off, in whole or (beside `net`) in part.
     pub(crate) net_skipped: Option<String>,
     /// The run's own database server, and how often it is restarted, if ever.
     pub(crate) restart: Option<(Duration, Arc<tokio::sync::Mutex<PrivateServer>>)>,
@@ -195,19 +195,7 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
     if let Some(why) = &skew_skipped {
         eprintln!("idem chaos: {why}");
     }
-    let net = NetPlan::of(&args)?;
-    let net_skipped = match (net, backend, args.target) {
-        (None, ..) => None,
-        (Some(_), Backend::Sqlite, _) => Some(
-            "could not inject network faults: SQLite is a file, with no network to the database"
-                .to_owned(),
-        ),
-        (Some(_), _, Target::Proxy) => Some(
-            "could not inject network faults: the proxy target has none yet (payment target only)"
-                .to_owned(),
-        ),
-        (Some(_), ..) => None,
-    };
+    let (net, net_skipped) = net_plan(&args, backend)?;
     if let Some(why) = &net_skipped {
         eprintln!("idem chaos: {why}");
     }
@@ -223,7 +211,7 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
         cut_every: every(args.cut_db_every, ALL_CUT_EVERY).filter(|_| backend != Backend::Sqlite),
         skew,
         skew_skipped,
-        net: net.filter(|_| net_skipped.is_none()),
+        net,
         net_skipped,
         restart: own.clone().and_then(|own| {
             args.restart_db_every
@@ -247,6 +235,45 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
     // `--keep` or not.
     drop((db, plan, own));
     result
+}
+
+/// Why SQLite runs see no network faults.
+const NO_NETWORK: &str = "SQLite is a file, with no network to the database";
+/// Why a Redis Cluster's connections see no network faults.
+const CLUSTER_UNRELAYED: &str =
+    "the proxies reach a Redis Cluster's nodes at the addresses the cluster gives, past any relay";
+
+/// The network faults of the run, and why those asked for were left off, in whole or (the
+/// second value beside a plan) in part: SQLite has no network to fault, and a Redis
+/// Cluster's connections pass no relay.
+fn net_plan(
+    args: &ChaosArgs,
+    backend: Backend,
+) -> Result<(Option<NetPlan>, Option<String>), Error> {
+    let Some(net) = NetPlan::of(args)? else {
+        return Ok((None, None));
+    };
+    let cluster = args.redis.is_some() && args.relayable_redis().is_none();
+    let redis_store = args.target == Target::Proxy && args.proxy_store != ProxyStore::Sql;
+    Ok(match backend {
+        Backend::Sqlite => (
+            None,
+            Some(format!("could not inject network faults: {NO_NETWORK}")),
+        ),
+        _ if redis_store && cluster && args.proxy_store == ProxyStore::Redis => (
+            None,
+            Some(format!(
+                "could not inject network faults: {CLUSTER_UNRELAYED}"
+            )),
+        ),
+        _ if redis_store && cluster => (
+            Some(net),
+            Some(format!(
+                "the database's connections only: {CLUSTER_UNRELAYED}"
+            )),
+        ),
+        _ => (Some(net), None),
+    })
 }
 
 /// Which nodes run skewed: `--skew-nodes`, or under `--all-faults` one node when there are
@@ -383,7 +410,7 @@ async fn run_payments(
     let deadlines = harness::deadlines(args);
     let accounts = open_accounts(&retrier, args, plan.seed, deadlines.hard).await?;
     let net = plan.net.map(|net| NetFaults {
-        relays: Arc::new(relays),
+        relays: Arc::new(relays.into_iter().map(|r| vec![r]).collect()),
         shape: net.shape,
         partition: net.partition,
     });

@@ -22,12 +22,19 @@ use tower_service::Service;
 
 use crate::config::{InFlight, KeySource};
 use crate::deadline::BodyDeadlineElapsed;
-use crate::guard::Held;
+use crate::guard::{within_lease, Held};
 use crate::layer::Shared;
 use crate::{key, Error};
 
 /// The header a replayed response carries.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The share of the lease a `begin` may take for its caller still to run the request: the
+/// lease, counted by the store from after the call was sent, has then at least the rest of
+/// it left to forward and finish in. A later answer (a network path that held it) may come
+/// after the lease ended and another node took the key over: running then would be a
+/// second execution that no kill or fencing explains.
+const BEGIN_SHARE_OF_LEASE_MAX: u32 = 2;
 
 /// The first and the longest pause between two polls of a waiting duplicate.
 const WAIT_BACKOFF_FIRST: Duration = Duration::from_millis(5);
@@ -120,7 +127,7 @@ where
     };
     // From here until `complete` or `release`, dropping `held` (client gone, handler
     // panicked) releases the key.
-    let held = Held::new(Arc::clone(&shared.store), scope, key, token);
+    let held = Held::new(Arc::clone(&shared.store), scope, key, token, config.lease);
     // The handler may fence its own writes with the holder's token (`idem proxy` passes it
     // on as `Idempotency-Fencing-Token`, DESIGN §4).
     parts.extensions.insert(token);
@@ -208,17 +215,24 @@ async fn acquire(
     };
     let mut backoff = WAIT_BACKOFF_FIRST;
     loop {
-        let outcome = shared
-            .store
-            .begin(Claim::new(
-                scope,
-                key,
-                fingerprint,
-                config.lease,
-                config.ttl,
-            ))
-            .await?;
+        let sent = Instant::now();
+        let claim = Claim::new(scope, key, fingerprint, config.lease, config.ttl);
+        let outcome = within_lease(config.lease, shared.store.begin(claim)).await?;
         match outcome {
+            Outcome::Acquired { token, .. }
+                if sent.elapsed() >= config.lease / BEGIN_SHARE_OF_LEASE_MAX =>
+            {
+                let held = Held::new(
+                    Arc::clone(&shared.store),
+                    scope.clone(),
+                    key.clone(),
+                    token,
+                    config.lease,
+                );
+                held.release().await;
+                let why = "the store granted the key too late in its lease to run the request";
+                return Err(Error::Store(StoreError::Unavailable(why.into())));
+            }
             Outcome::Acquired { token, recovered } => {
                 if recovered {
                     tracing::info!("took over an abandoned idempotency key");

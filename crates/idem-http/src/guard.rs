@@ -1,5 +1,7 @@
-//! [`Held`]: a key acquired from the store, released on drop unless completed.
+//! [`Held`]: a key acquired from the store, released on drop unless completed; and
+//! [`within_lease`], the bound on every store call the layer makes.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -12,6 +14,20 @@ use idem::{FencingToken, Hold, Key, Scope, Store, StoreError, StoredResponse};
 const COMPLETE_TRIES: u32 = 4;
 const COMPLETE_PAUSE_FIRST: Duration = Duration::from_millis(25);
 
+/// Runs the store call `call` for at most `lease`, else fails it as
+/// [`StoreError::Unavailable`]: a store reached over a dead network path (a half-open
+/// connection) may never answer, and past the lease the key may be another holder's anyway.
+/// The call is dropped, as a client that gave up drops it.
+pub(crate) async fn within_lease<T>(
+    lease: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(lease, call).await.unwrap_or_else(|_| {
+        let why = format!("no answer within the lease ({} ms)", lease.as_millis());
+        Err(StoreError::Unavailable(why.into()))
+    })
+}
+
 /// A record this request holds. If the request ends any way other than [`Held::complete`]
 /// or [`Held::release`] — the handler failed or panicked, or the client disconnected and
 /// the future was dropped — `Drop` spawns the release, so a retry can run at once instead
@@ -21,16 +37,25 @@ pub(crate) struct Held {
     scope: Scope,
     key: Key,
     token: FencingToken,
+    /// The lease it was acquired for: the bound on each store call about it.
+    lease: Duration,
     armed: bool,
 }
 
 impl Held {
-    pub(crate) fn new(store: Arc<dyn Store>, scope: Scope, key: Key, token: FencingToken) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        scope: Scope,
+        key: Key,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Self {
         Self {
             store,
             scope,
             key,
             token,
+            lease,
             armed: true,
         }
     }
@@ -43,10 +68,8 @@ impl Held {
         let mut pause = COMPLETE_PAUSE_FIRST;
         let mut tries = 1;
         let result = loop {
-            let result = self
-                .store
-                .complete(Hold::new(&self.scope, &self.key, self.token), response)
-                .await;
+            let hold = Hold::new(&self.scope, &self.key, self.token);
+            let result = within_lease(self.lease, self.store.complete(hold, response)).await;
             match &result {
                 Err(e) if e.is_transient() && tries < COMPLETE_TRIES => {
                     idem::metrics::transient_retry("complete");
@@ -70,12 +93,18 @@ impl Held {
     /// Releases the record now: the operation had no effect worth replaying.
     pub(crate) async fn release(mut self) {
         self.armed = false;
-        release(&*self.store, &self.scope, &self.key, self.token).await;
+        release(&*self.store, &self.scope, &self.key, self.token, self.lease).await;
     }
 }
 
-async fn release(store: &dyn Store, scope: &Scope, key: &Key, token: FencingToken) {
-    match store.release(Hold::new(scope, key, token)).await {
+async fn release(
+    store: &dyn Store,
+    scope: &Scope,
+    key: &Key,
+    token: FencingToken,
+    lease: Duration,
+) {
+    match within_lease(lease, store.release(Hold::new(scope, key, token))).await {
         Ok(()) | Err(StoreError::Fenced) => {}
         Err(error) => tracing::warn!(
             %error, key_hash = %key_hash(key),
@@ -93,14 +122,15 @@ impl Drop for Held {
             tracing::warn!(key_hash = %key_hash(&self.key), "no runtime to release an abandoned key; its lease will end");
             return;
         };
-        let (store, scope, key, token) = (
+        let (store, scope, key, token, lease) = (
             Arc::clone(&self.store),
             self.scope.clone(),
             self.key.clone(),
             self.token,
+            self.lease,
         );
         tracing::debug!(key_hash = %key_hash(&key), "request abandoned; releasing its idempotency key");
-        runtime.spawn(async move { release(&*store, &scope, &key, token).await });
+        runtime.spawn(async move { release(&*store, &scope, &key, token, lease).await });
     }
 }
 
@@ -166,7 +196,13 @@ mod tests {
         let Ok(Outcome::Acquired { token, .. }) = store.begin(claim).await else {
             panic!("a fresh key is acquired");
         };
-        let held = Held::new(store.clone(), scope.clone(), key.clone(), token);
+        let held = Held::new(
+            store.clone(),
+            scope.clone(),
+            key.clone(),
+            token,
+            Duration::from_secs(60),
+        );
         let response = StoredResponse::new(201, bytes::Bytes::from_static(b"done"));
         let _ = held.complete(&response).await;
         // A release is spawned when the holder gives up: let it run.

@@ -9,7 +9,7 @@ use crate::checker::History;
 use crate::client::{ClientStats, Retrier};
 use crate::cluster::NodeSpec;
 use crate::db::RunDatabase;
-use crate::harness::{self, Cluster, Cutter};
+use crate::harness::{self, Cluster, Cutter, NetFaults, NodeRelays};
 use crate::proxy::redis_master::{ClusterNodes, MasterKiller};
 use crate::proxy::{check, Rules, Upstream};
 use crate::relay::Relay;
@@ -28,6 +28,11 @@ pub(crate) async fn run(
     db: &Arc<RunDatabase>,
     plan: &Plan,
 ) -> Result<Report, Error> {
+    if args.proxy_store != ProxyStore::Sql && args.redis.is_none() {
+        return Err(Error::Config(
+            "--proxy-store redis|tiered needs --redis".into(),
+        ));
+    }
     let start = Instant::now();
     let upstream = Upstream::start(
         db.url(),
@@ -37,25 +42,24 @@ pub(crate) async fn run(
         start,
     )
     .await?;
-    let relay = match (args.proxy_store, args.redis.as_deref()) {
-        (ProxyStore::Sql, _) => None,
-        // The cluster client learns the nodes' own addresses from the cluster: no relay.
-        (_, Some(url)) if url.starts_with("redis+cluster://") => None,
-        (_, Some(url)) => Some(Arc::new(Relay::start(url).await?)),
-        (_, None) => {
-            return Err(Error::Config(
-                "--proxy-store redis|tiered needs --redis".into(),
-            ))
-        }
-    };
+    let relays = Arc::new(node_relays(args, db, plan).await?);
     let mut node_args: Vec<String> = vec!["proxy".into(), "--upstream".into()];
     node_args.push(format!("http://{}", upstream.addr()));
-    if args.proxy_store != ProxyStore::Redis {
+    // A server no relay stands in front of is reached directly by every node.
+    if args.proxy_store != ProxyStore::Redis && plan.net.is_none() {
         node_args.extend(["--database".into(), db.url().to_owned()]);
     }
-    if let Some(url) = relay.as_ref().map(|r| r.url()).or(args.redis.as_deref()) {
-        node_args.extend(["--redis".into(), url.to_owned()]);
+    if args.proxy_store != ProxyStore::Sql && args.relayable_redis().is_none() {
+        node_args.extend(["--redis".into(), args.redis.clone().unwrap_or_default()]);
     }
+    let per_node = relays
+        .iter()
+        .map(|node| {
+            node.iter()
+                .flat_map(|r| [flag_of(r).to_owned(), r.url().to_owned()])
+                .collect()
+        })
+        .collect();
     let masters =
         match (args.kill_redis_master_every, args.redis.as_deref()) {
             (Some(every), Some(url)) if args.proxy_store != ProxyStore::Sql => {
@@ -80,7 +84,7 @@ pub(crate) async fn run(
         bin: plan.bin.clone(),
         args: node_args,
         skew: plan.skew.clone(),
-        per_node: Vec::new(),
+        per_node,
     };
     let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), start).await?;
 
@@ -99,8 +103,12 @@ pub(crate) async fn run(
         plan.seed,
         plan.kill_every,
         plan.cut_every
-            .map(|every| (every, cutter(args.proxy_store, db, relay.clone()))),
-        None,
+            .map(|every| (every, cutter(args.proxy_store, db, relays.clone()))),
+        plan.net.map(|net| NetFaults {
+            relays: relays.clone(),
+            shape: net.shape,
+            partition: net.partition,
+        }),
         plan.restart
             .as_ref()
             .map(|(every, own)| (*every, restarter(own))),
@@ -136,14 +144,56 @@ pub(crate) async fn run(
     Ok(report)
 }
 
+/// The relays of each proxy: to the run's database when the network is faulted (else the
+/// proxies reach it directly, and a cut ends its connections from the server's side), and
+/// to a single Redis server always (a cut closes the proxies' connections there).
+async fn node_relays(
+    args: &ChaosArgs,
+    db: &RunDatabase,
+    plan: &Plan,
+) -> Result<Vec<Vec<Relay>>, Error> {
+    let sql = (args.proxy_store != ProxyStore::Redis && plan.net.is_some()).then(|| db.url());
+    let redis = args
+        .relayable_redis()
+        .filter(|_| args.proxy_store != ProxyStore::Sql);
+    let mut relays = Vec::with_capacity(plan.nodes);
+    for _ in 0..plan.nodes {
+        let mut node = Vec::new();
+        for url in sql.into_iter().chain(redis) {
+            node.push(Relay::start(url).await?);
+        }
+        relays.push(node);
+    }
+    Ok(relays)
+}
+
+/// The `idem proxy` option that names the server a relay reaches.
+fn flag_of(relay: &Relay) -> &'static str {
+    if is_redis(relay) {
+        "--redis"
+    } else {
+        "--database"
+    }
+}
+
+fn is_redis(relay: &Relay) -> bool {
+    relay.url().starts_with("redis://")
+}
+
 /// What a store cut cuts: the run's database (the SQL store's and the upstream's
-/// connections), the relay to Redis, or both for the tiered store.
-fn cutter(store: ProxyStore, db: &Arc<RunDatabase>, relay: Option<Arc<Relay>>) -> Cutter {
+/// connections), the proxies' connections to Redis through their relays, or both for the
+/// tiered store.
+fn cutter(store: ProxyStore, db: &Arc<RunDatabase>, relays: NodeRelays) -> Cutter {
     let sql = (store != ProxyStore::Redis).then(|| db_cutter(db));
     Arc::new(move || {
-        let (sql, relay) = (sql.clone(), relay.clone());
+        let (sql, relays) = (sql.clone(), relays.clone());
         Box::pin(async move {
-            let mut n = relay.map_or(0, |r| r.cut());
+            let mut n: u64 = relays
+                .iter()
+                .flatten()
+                .filter(|r| is_redis(r))
+                .map(Relay::cut)
+                .sum();
             if let Some(sql) = sql {
                 n += sql().await;
             }
