@@ -165,7 +165,12 @@ impl Cluster {
 
     /// Runs `action` at each of `ticker`'s events until the faults stop, counting each
     /// run and its hits on `counter`.
-    pub(crate) fn every(&mut self, mut ticker: Ticker, action: Cutter, counter: fn(&FaultStats) -> &Counter) {
+    pub(crate) fn every(
+        &mut self,
+        mut ticker: Ticker,
+        action: Cutter,
+        counter: fn(&FaultStats) -> &Counter,
+    ) {
         let (stop, stats) = (self.stop.clone(), self.stats.clone());
         self.tasks.spawn(async move {
             while !stop.load(Ordering::Relaxed) {

@@ -340,7 +340,11 @@ mod tests {
         );
         assert_eq!(
             split("amqp://guest:guest@127.0.0.1/%2f"),
-            Some(("guest:guest@".into(), "127.0.0.1:5672".into(), "/%2f".into()))
+            Some((
+                "guest:guest@".into(),
+                "127.0.0.1:5672".into(),
+                "/%2f".into()
+            ))
         );
         assert_eq!(
             split("nats://127.0.0.1"),

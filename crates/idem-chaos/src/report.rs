@@ -8,10 +8,10 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::broker::BrokerSummary;
 use crate::checker::{Violation, ViolationKind};
 use crate::db::Backend;
 use crate::faults::{FaultReport, KindReport};
-use crate::broker::BrokerSummary;
 use crate::proxy::ProxySummary;
 use crate::skew::{NodeSkew, Skew};
 use crate::Target;

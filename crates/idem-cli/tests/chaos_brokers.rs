@@ -43,7 +43,7 @@ fn assert_broker_held(code: i32, report: &serde_json::Value) {
 
 #[test]
 fn payments_from_nats_hold_under_every_fault() {
-    let Some((code, report)) = broker_chaos("nats", "IDEM_TEST_NATS", ("15s", "21"), &[]) else {
+    let Some((code, report)) = broker_chaos("nats", "IDEM_TEST_NATS", ("12s", "21"), &[]) else {
         return;
     };
     assert_broker_held(code, &report);
@@ -51,7 +51,7 @@ fn payments_from_nats_hold_under_every_fault() {
 
 #[test]
 fn payments_from_rabbitmq_hold_under_every_fault() {
-    let Some((code, report)) = broker_chaos("amqp", "IDEM_TEST_AMQP", ("15s", "22"), &[]) else {
+    let Some((code, report)) = broker_chaos("amqp", "IDEM_TEST_AMQP", ("12s", "22"), &[]) else {
         return;
     };
     assert_broker_held(code, &report);
@@ -60,8 +60,7 @@ fn payments_from_rabbitmq_hold_under_every_fault() {
 #[test]
 fn payments_from_rabbitmq_without_idempotency_are_caught_paying_twice() {
     let extra = ["--duplicate-rate", "0.3", "--unsafe-disable-idempotency"];
-    let Some((code, report)) = broker_chaos("amqp", "IDEM_TEST_AMQP", ("6s", "23"), &extra)
-    else {
+    let Some((code, report)) = broker_chaos("amqp", "IDEM_TEST_AMQP", ("6s", "23"), &extra) else {
         return;
     };
     chaos_support::assert_caught(code, &report, "double_payment");

@@ -142,7 +142,7 @@ pub fn check_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::link::{ReplyLog, BrokerKind};
+    use crate::broker::link::{BrokerKind, ReplyLog};
     use crate::client::{Order, OrderHistory, Sent};
 
     fn answer(status: u16, body: &str, replayed: bool) -> Answer {
@@ -187,7 +187,13 @@ mod tests {
         // One publication, two replies: the first, then a replay of a redelivery.
         log.published("o1");
         log.replied("o1", paid.clone());
-        log.replied("o1", Answer { replayed: true, ..paid });
+        log.replied(
+            "o1",
+            Answer {
+                replayed: true,
+                ..paid
+            },
+        );
         let mut s = summary();
         assert_eq!(check_replies(&h, &log.snapshot(), &mut s), vec![]);
         assert_eq!((s.publications, s.replies, s.replays), (1, 2, 1));

@@ -171,7 +171,8 @@ impl Broker {
                     .subscribe(format!("{prefix}.>"))
                     .await
                     .map_err(|e| broker_error("subscribing to replies", e))?;
-                let reader = tokio::spawn(read_nats(subscriber, prefix.clone(), shared.clone(), tx));
+                let reader =
+                    tokio::spawn(read_nats(subscriber, prefix.clone(), shared.clone(), tx));
                 let link = Link::Nats {
                     js: js.clone(),
                     subject: names.subject.clone(),
@@ -195,7 +196,11 @@ impl Broker {
                     ..QueueDeclareOptions::default()
                 };
                 channel
-                    .queue_declare(reply_queue.as_str().into(), exclusive, FieldTable::default())
+                    .queue_declare(
+                        reply_queue.as_str().into(),
+                        exclusive,
+                        FieldTable::default(),
+                    )
                     .await
                     .map_err(|e| broker_error("declaring a reply queue", e))?;
                 let no_ack = BasicConsumeOptions {
@@ -290,7 +295,12 @@ pub(crate) struct Shared {
     pub(crate) log: Arc<ReplyLog>,
 }
 
+/// How long after a message its deliberate duplicate is published: past JetStream's
+/// deduplication window, which would otherwise drop it.
+const TWIN_AFTER: Duration = Duration::from_millis(150);
+
 /// Where one publisher publishes.
+#[derive(Clone)]
 enum Link {
     Nats {
         js: jetstream::Context,
@@ -312,13 +322,18 @@ pub(crate) struct Publisher {
     shared: Shared,
 }
 
-impl Publisher {
-    /// Publishes `body` with message id `order_id`, its reply tagged `tag`, and waits for
-    /// the broker to store it.
-    async fn publish(&self, tag: &str, order_id: &str, body: &Bytes) -> Result<(), String> {
-        let timeout = self.shared.config.timeout;
+impl Link {
+    /// Publishes `body` with message id `order_id`, its reply tagged `tag`, and waits up to
+    /// `timeout` for the broker to store it.
+    async fn publish(
+        &self,
+        timeout: Duration,
+        tag: &str,
+        order_id: &str,
+        body: &Bytes,
+    ) -> Result<(), String> {
         let stored = async {
-            match &self.link {
+            match self {
                 Link::Nats {
                     js,
                     subject,
@@ -369,6 +384,37 @@ impl Publisher {
             .await
             .map_err(|_| "no confirmation in time".to_owned())?
     }
+}
+
+impl Publisher {
+    /// Publishes a message for `request_id` (attempt tag `tag`); true when the broker
+    /// stored it. Every try is logged, stored or not: one the broker stored without saying
+    /// so must not pass for a redelivery.
+    async fn publish(&self, tag: &str, order_id: &str, request_id: &str, body: &Bytes) -> bool {
+        self.shared.log.published(request_id);
+        let timeout = self.shared.config.timeout;
+        self.link
+            .publish(timeout, tag, order_id, body)
+            .await
+            .is_ok()
+    }
+
+    /// Publishes the same message again [`TWIN_AFTER`] from now, in the background, as a
+    /// deliberate duplicate.
+    fn publish_twin(&self, tag: &str, order_id: &str, request_id: &str, body: &Bytes) {
+        self.shared.faults.duplicate.injected();
+        let (link, shared) = (self.link.clone(), self.shared.clone());
+        let twin = format!("{tag}{DUPLICATE_MARK}");
+        let (order_id, request_id, body) =
+            (order_id.to_owned(), request_id.to_owned(), body.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(TWIN_AFTER).await;
+            shared.log.published(&request_id);
+            let _ = link
+                .publish(shared.config.timeout, &twin, &order_id, &body)
+                .await;
+        });
+    }
 
     /// The first reply to `request_id` before `until`; replies to earlier orders, come
     /// late, are passed over (the log has them).
@@ -404,21 +450,19 @@ impl Sender for Publisher {
             }
             attempts += 1;
             if attempts > 1 {
-                shared.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .stats
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let tag = format!("{request_id}#{attempts}");
-            if self.publish(&tag, order_id, body).await.is_err() {
+            if !self.publish(&tag, order_id, request_id, body).await {
                 shared.stats.count("connection".into());
                 tokio::time::sleep(client::backoff(&shared.config, attempts, rng)).await;
                 continue;
             }
-            shared.log.published(request_id);
             if shared.duplicates.decide(shared.seed, &tag) == Fault::Duplicate {
-                shared.faults.duplicate.injected();
-                let twin = format!("{tag}{DUPLICATE_MARK}");
-                if self.publish(&twin, order_id, body).await.is_ok() {
-                    shared.log.published(request_id);
-                }
+                self.publish_twin(&tag, order_id, request_id, body);
             }
             let until = (Instant::now() + shared.config.timeout).min(hard);
             match self.reply_to(request_id, until).await {
@@ -491,7 +535,12 @@ async fn read_amqp(
     tx: mpsc::UnboundedSender<(String, Answer)>,
 ) {
     while let Some(Ok(reply)) = consumer.next().await {
-        let Some(tag) = reply.properties.correlation_id().as_ref().map(|c| c.to_string()) else {
+        let Some(tag) = reply
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string())
+        else {
             continue;
         };
         let headers = reply.properties.headers().clone().unwrap_or_default();
@@ -540,7 +589,7 @@ pub struct Reply {
 /// An order's publications and replies.
 #[derive(Debug, Clone, Default)]
 pub struct OrderLog {
-    /// Publications (re-publications and duplicates included) by sending.
+    /// Publications tried (re-publications and duplicates included) by sending.
     pub publications: BTreeMap<String, u32>,
     /// Every reply, in arrival order, late ones included.
     pub replies: Vec<Reply>,

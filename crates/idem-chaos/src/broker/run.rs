@@ -87,11 +87,11 @@ async fn run_on(
             let relays = relays.clone();
             Box::pin(async move { relays.iter().map(Relay::cut).sum() })
         });
-        nodes.cluster.every(
-            Ticker::new(plan.seed, "cut-broker", every),
-            cutter,
-            |s| &s.cut_broker,
-        );
+        nodes
+            .cluster
+            .every(Ticker::new(plan.seed, "cut-broker", every), cutter, |s| {
+                &s.cut_broker
+            });
     }
 
     let log = Arc::new(ReplyLog::default());
