@@ -28,7 +28,7 @@ fn assert_broker_held(code: i32, report: &serde_json::Value) {
     chaos_support::assert_held(code, report, &["duplicate", "cut_db", "cut_broker"]);
     let pretty = serde_json::to_string_pretty(report).unwrap_or_default();
     let (kills, _) = chaos_support::fault(report, "kill");
-    assert!(kills >= 2, "nodes were killed and restarted:\n{pretty}");
+    assert!(kills >= 1, "a node was killed and restarted:\n{pretty}");
     let broker = &report["broker"];
     let count = |name: &str| broker[name].as_u64().unwrap_or(0);
     assert!(
@@ -59,8 +59,8 @@ fn payments_from_rabbitmq_hold_under_every_fault() {
 
 #[test]
 fn payments_from_rabbitmq_without_idempotency_are_caught_paying_twice() {
-    let extra = ["--duplicate-rate", "0.3", "--unsafe-disable-idempotency"];
-    let Some((code, report)) = broker_chaos("amqp", "IDEM_TEST_AMQP", ("6s", "23"), &extra) else {
+    let extra = ["--duplicate-rate", "0.5", "--unsafe-disable-idempotency"];
+    let Some((code, report)) = broker_chaos("amqp", "IDEM_TEST_AMQP", ("8s", "23"), &extra) else {
         return;
     };
     chaos_support::assert_caught(code, &report, "double_payment");
