@@ -2,7 +2,7 @@
 //! and deleted at the end; the publishers that stand in for HTTP clients; the log of every
 //! publication and reply the checker reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -566,10 +566,10 @@ async fn read_amqp(
 }
 
 impl Shared {
-    /// Logs a reply, and counts a deliberate duplicate's reply as that fault's hit.
+    /// Logs a reply, and counts a deliberate duplicate's first reply as that fault's hit.
     fn replied(&self, tag: &str, answer: &Answer) {
         if let Some((request_id, duplicate)) = parse_tag(tag) {
-            if duplicate {
+            if duplicate && self.log.first_reply_to_twin(tag) {
                 self.faults.duplicate.hit(1);
             }
             self.log.replied(request_id, answer.clone());
@@ -599,6 +599,8 @@ pub struct OrderLog {
 #[derive(Debug, Default)]
 pub struct ReplyLog {
     orders: Mutex<HashMap<String, OrderLog>>,
+    /// The duplicates' tags answered so far (a redelivered duplicate is answered again).
+    twins_answered: Mutex<HashSet<String>>,
 }
 
 /// The order id of a sending's request id (`<order id>` or `<order id>/r<n>`).
@@ -628,6 +630,13 @@ impl ReplyLog {
                 answer,
             });
         });
+    }
+
+    /// Whether this is the first reply to the duplicate tagged `tag`.
+    fn first_reply_to_twin(&self, tag: &str) -> bool {
+        self.twins_answered
+            .lock()
+            .is_ok_and(|mut seen| seen.insert(tag.to_owned()))
     }
 
     /// The log as it stands.
