@@ -54,8 +54,8 @@ impl fmt::Display for BrokerSummary {
 }
 
 /// Checks every reply of every order of `history` against `log`: each reply to the order's
-/// own body is its first answer, status and body byte for byte, and at most one of them is
-/// not a replay (one effect); each reply to a re-send with another amount is the 422
+/// own body is its first answer, status and body byte for byte, and at most one 201 is not
+/// a replay (one effect; a 402 stores nothing and is answered afresh each time); each reply to a re-send with another amount is the 422
 /// `order_id_conflict`. Fills the counts of `summary`.
 pub fn check_replies(
     history: &History,
@@ -108,7 +108,11 @@ pub fn check_replies(
                 }
             }
         }
-        let fresh = answers.iter().filter(|a| !a.replayed).count();
+        // Only a 201 is an effect: a decline (402) rolls back and is answered afresh.
+        let fresh = answers
+            .iter()
+            .filter(|a| a.status == 201 && !a.replayed)
+            .count();
         if fresh > 1 {
             flag(
                 ViolationKind::ReplyMismatch,
@@ -194,9 +198,21 @@ mod tests {
                 ..paid
             },
         );
+        // A decline is answered afresh each time: no effect, no replay.
+        let declined = answer(402, "{\"code\":\"insufficient_funds\"}", false);
+        let mut h2 = history(declined.clone(), Vec::new());
+        h2.orders[0].order.order_id = "o2".into();
+        log.published("o2");
+        log.published("o2");
+        log.replied("o2", declined.clone());
+        log.replied("o2", declined);
+        let h = History {
+            accounts: Vec::new(),
+            orders: [h.orders, h2.orders].concat(),
+        };
         let mut s = summary();
         assert_eq!(check_replies(&h, &log.snapshot(), &mut s), vec![]);
-        assert_eq!((s.publications, s.replies, s.replays), (1, 2, 1));
+        assert_eq!((s.publications, s.replies, s.replays), (3, 4, 1));
         assert_eq!(s.redelivered_after_effect, 1);
     }
 
