@@ -107,6 +107,9 @@ pub enum ViolationKind {
     AckNotStored,
     /// A re-send of the same order did not get the first answer, byte for byte.
     ReplayMismatch,
+    /// Broker targets: a reply to an order differs from its first answer, or more than one
+    /// 201 reply claims a fresh effect.
+    ReplyMismatch,
     /// A re-send with another amount was not refused with 422 `order_id_conflict`.
     ConflictNotRefused,
     /// An account's balance differs from its opening balance plus its ledger entries, or

@@ -144,7 +144,8 @@ pub struct ClientStats {
 }
 
 impl ClientStats {
-    fn count(&self, what: String) {
+    /// Counts one attempt's outcome: an HTTP status, or `timeout`, `connection`, `other`.
+    pub(crate) fn count(&self, what: String) {
         if let Ok(mut answers) = self.answers.lock() {
             *answers.entry(what).or_default() += 1;
         }
@@ -171,6 +172,21 @@ pub struct ClientResult {
     pub latency_us: Histogram<u64>,
 }
 
+/// Sends one order's request until a final answer, as a careful client does: over HTTP
+/// through the balancer ([`Retrier`]), or as a broker message ([`crate::broker`]).
+pub trait Sender: Send + 'static {
+    /// Sends `body` for `order_id` until a final answer or `hard`; `request_id` names this
+    /// sending (the order id, or `<order id>/r<n>` for a deliberate re-send).
+    fn send_order(
+        &mut self,
+        body: &Bytes,
+        order_id: &str,
+        request_id: &str,
+        rng: &mut StdRng,
+        hard: Instant,
+    ) -> impl std::future::Future<Output = Sent> + Send;
+}
+
 /// A sender of requests that retries as a careful client does.
 #[derive(Debug, Clone)]
 pub struct Retrier {
@@ -187,6 +203,11 @@ impl Retrier {
             config,
             stats,
         }
+    }
+
+    /// The clients' configuration.
+    pub fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
     }
 
     /// Posts `body` to `path` until a final answer or `hard`; `request_id` names the request
@@ -266,15 +287,35 @@ impl Retrier {
                 Err(e) if e.is_connect() || e.is_request() => self.stats.count("connection".into()),
                 Err(_) => self.stats.count("other".into()),
             }
-            let cap = self
-                .config
-                .backoff_base
-                .saturating_mul(1u32 << attempts.min(16))
-                .min(self.config.backoff_max);
-            let jitter = cap.mul_f64(rng.gen_range(0.0..1.0));
+            let jitter = backoff(&self.config, attempts, rng);
             tokio::time::sleep(jitter.max(wait_at_least)).await;
         }
     }
+}
+
+impl Sender for Retrier {
+    async fn send_order(
+        &mut self,
+        body: &Bytes,
+        order_id: &str,
+        request_id: &str,
+        rng: &mut StdRng,
+        hard: Instant,
+    ) -> Sent {
+        let key = self.config.idempotency_keys.then_some(order_id);
+        let path = self.config.path.clone();
+        self.send(&path, body, (request_id, key), rng, hard).await
+    }
+}
+
+/// The backoff before attempt `attempts + 1`: full jitter under a cap that doubles per
+/// attempt from `config.backoff_base` up to `config.backoff_max`.
+pub(crate) fn backoff(config: &ClientConfig, attempts: u32, rng: &mut StdRng) -> Duration {
+    let cap = config
+        .backoff_base
+        .saturating_mul(1u32 << attempts.min(16))
+        .min(config.backoff_max);
+    cap.mul_f64(rng.gen_range(0.0..1.0))
 }
 
 /// An empty latency histogram: three significant digits from 1 µs to an hour.
@@ -283,14 +324,18 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// A final answer ends the retries: every 2xx and 4xx but 409 (still in flight).
-fn is_final(status: u16) -> bool {
+pub(crate) fn is_final(status: u16) -> bool {
     (200..500).contains(&status) && status != 409
 }
 
-/// One client's whole life: orders until a deadline, then its pending re-sends.
-pub async fn run_client(index: usize, retrier: Retrier, deadlines: Deadlines) -> ClientResult {
-    let config = retrier.config.clone();
-    let stats = retrier.stats.clone();
+/// One client's whole life: orders until a deadline, then its pending re-sends, each sent
+/// through `sender`.
+pub async fn run_client<S: Sender>(
+    index: usize,
+    mut sender: S,
+    (config, stats): (Arc<ClientConfig>, Arc<ClientStats>),
+    deadlines: Deadlines,
+) -> ClientResult {
     let mut rng = StdRng::seed_from_u64(config.seed ^ (index as u64).wrapping_mul(0x9e37_79b9));
     let mut latency_us = histogram();
     let mut orders: Vec<OrderHistory> = Vec::new();
@@ -313,12 +358,11 @@ pub async fn run_client(index: usize, retrier: Retrier, deadlines: Deadlines) ->
             amount: rng.gen_range(1..=config.amount_max),
         };
         let started = Instant::now();
-        let key = config.idempotency_keys.then_some(order.order_id.as_str());
-        let first = retrier
-            .send(
-                &config.path,
+        let first = sender
+            .send_order(
                 &order.body(order.amount),
-                (&order.order_id, key),
+                &order.order_id,
+                &order.order_id,
                 &mut rng,
                 deadlines.hard,
             )
@@ -342,18 +386,18 @@ pub async fn run_client(index: usize, retrier: Retrier, deadlines: Deadlines) ->
         });
         while due.front().is_some_and(|(at, _, _)| *at <= orders.len()) {
             if let Some(resend) = due.pop_front() {
-                resend_one(&retrier, &mut orders, resend, &mut rng, deadlines.hard).await;
+                resend_one(&mut sender, &mut orders, resend, &mut rng, deadlines.hard).await;
             }
         }
     }
     while let Some(resend) = due.pop_front() {
-        resend_one(&retrier, &mut orders, resend, &mut rng, deadlines.hard).await;
+        resend_one(&mut sender, &mut orders, resend, &mut rng, deadlines.hard).await;
     }
     ClientResult { orders, latency_us }
 }
 
 async fn resend_one(
-    retrier: &Retrier,
+    sender: &mut impl Sender,
     orders: &mut [OrderHistory],
     (_, k, other): (usize, usize, Option<i64>),
     rng: &mut StdRng,
@@ -365,15 +409,11 @@ async fn resend_one(
     let n = history.resends.len();
     let id = format!("{}/r{n}", history.order.order_id);
     let amount = other.unwrap_or(history.order.amount);
-    let config = &retrier.config;
-    let key = config
-        .idempotency_keys
-        .then_some(history.order.order_id.as_str());
-    let sent = retrier
-        .send(
-            &config.path,
+    let sent = sender
+        .send_order(
             &history.order.body(amount),
-            (&id, key),
+            &history.order.order_id,
+            &id,
             rng,
             hard,
         )

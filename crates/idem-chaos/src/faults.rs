@@ -12,7 +12,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-/// What the load balancer does to one request.
+/// What the load balancer does to one request (and a broker target's publisher, which
+/// draws only [`Fault::Duplicate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Forward it and pass the answer back.
@@ -148,6 +149,9 @@ pub struct FaultStats {
     pub left_dead: Counter,
     /// Restarts of the run's own database server (hit: restarts that completed).
     pub restart_db: Counter,
+    /// Broker targets: every node's broker connections cut through its relay (hit:
+    /// connections cut).
+    pub cut_broker: Counter,
 }
 
 impl FaultStats {
@@ -162,6 +166,7 @@ impl FaultStats {
             partition: self.partition.snapshot(),
             left_dead: self.left_dead.snapshot(),
             restart_db: self.restart_db.snapshot(),
+            cut_broker: self.cut_broker.snapshot(),
         }
     }
 }
@@ -195,6 +200,8 @@ pub struct FaultReport {
     pub left_dead: KindReport,
     /// Restarts of the run's own database server (hit: completed).
     pub restart_db: KindReport,
+    /// Broker targets: the nodes' broker connections cut (hit: connections cut).
+    pub cut_broker: KindReport,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

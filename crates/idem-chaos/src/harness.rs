@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::balancer::{Balancer, BalancerConfig};
-use crate::client::{self, ClientStats, Deadlines, OrderHistory, Retrier};
+use crate::client::{self, ClientConfig, ClientStats, Deadlines, OrderHistory, Sender};
 use crate::cluster::{self, Node, NodeSpec};
 use crate::faults::{Counter, FaultStats, Ticker};
 use crate::relay::{NetShape, Relay};
@@ -169,7 +169,12 @@ impl Cluster {
 
     /// Runs `action` at each of `ticker`'s events until the faults stop, counting each
     /// run and its hits on `counter`.
-    fn every(&mut self, mut ticker: Ticker, action: Cutter, counter: fn(&FaultStats) -> &Counter) {
+    pub(crate) fn every(
+        &mut self,
+        mut ticker: Ticker,
+        action: Cutter,
+        counter: fn(&FaultStats) -> &Counter,
+    ) {
         let (stop, stats) = (self.stop.clone(), self.stats.clone());
         self.tasks.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -185,21 +190,22 @@ impl Cluster {
         });
     }
 
-    /// Runs `clients` clients through `retrier` until `deadlines`, with the faults on until
-    /// the soft deadline; then stops every fault. Returns every order's history, the order
-    /// latencies and how long the load ran.
-    pub(crate) async fn load(
+    /// Runs one client per sender of `senders`, configured by `config`, until `deadlines`,
+    /// with the faults on until the soft deadline; then stops every fault. Returns every
+    /// order's history, the order latencies and how long the load ran.
+    pub(crate) async fn load<S: Sender>(
         &mut self,
         args: &ChaosArgs,
-        retrier: &Retrier,
-        client_stats: &Arc<ClientStats>,
+        senders: Vec<S>,
+        (config, client_stats): (&Arc<ClientConfig>, &Arc<ClientStats>),
         deadlines: Deadlines,
     ) -> Result<(Vec<OrderHistory>, Histogram<u64>, Duration), Error> {
         let start = Instant::now();
         let progress = progress_bar(args, deadlines);
         let mut clients = JoinSet::new();
-        for i in 0..args.clients {
-            clients.spawn(client::run_client(i, retrier.clone(), deadlines));
+        for (i, sender) in senders.into_iter().enumerate() {
+            let shared = (config.clone(), client_stats.clone());
+            clients.spawn(client::run_client(i, sender, shared, deadlines));
         }
         // At the soft deadline the faults stop, so the last orders can settle.
         let faults_off = {

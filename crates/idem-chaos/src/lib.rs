@@ -68,6 +68,22 @@
 //! guard run's proxies guard only PUT, which the clients never send, so every retry reaches
 //! the upstream: the checker must report unexplained executions.
 //!
+//! ## The broker targets
+//!
+//! `--target nats` and `--target amqp` run the same payment nodes with `idem serve --nats`
+//! or `--amqp` on a stream and subject, or a queue, of the run's own on `--broker`, each node
+//! through a relay of its own whose connections are cut (`--cut-broker-every`). The clients
+//! publish each order (the body of `POST /v1/payments`, the order id as `Nats-Msg-Id` or
+//! `message_id`) and wait for the reply (the `Idem-Reply-To` subject, or `reply_to` with a
+//! `correlation_id`); on a timeout they publish the same message again, and at
+//! `--duplicate-rate` they publish it twice. The nodes hold each answer `--settle-delay`
+//! between the effect and the ack, so that kills land there. The checker is the payment
+//! target's, plus every reply of an order: each the first answer, byte for byte, and at most
+//! one not a replay ([`broker::check_replies`]). JetStream's own deduplication is narrowed
+//! to [`broker::NATS_DUPLICATE_WINDOW`] so that re-publications reach the nodes, and the
+//! nodes' consumer is made with a short ack wait so that a killed node's messages come
+//! again within the run.
+//!
 //! ## Example
 //!
 //! ```text
@@ -77,6 +93,8 @@
 //!     --proxy-store redis --redis redis://127.0.0.1:6379 --orders 10000 --all-faults --seed 8
 //! idem chaos --own-database-server postgres --restart-db-every 10s --partition-every 5s \
 //!     --net-delay 1ms --net-jitter 2ms --net-loss 0.001 --duration 60s --all-faults
+//! idem chaos --target nats --broker nats://127.0.0.1:4222 \
+//!     --database postgres://postgres@127.0.0.1:5432/postgres --orders 10000 --all-faults
 //! ```
 //!
 //! The modules follow the run: [`cluster`] (node processes), [`balancer`] (the faulty
@@ -90,6 +108,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub mod balancer;
+pub mod broker;
 pub mod checker;
 pub mod client;
 pub mod cluster;
@@ -161,6 +180,23 @@ pub enum Target {
     /// `idem proxy` nodes in front of an upstream that moves money and records every
     /// execution: each key executed once, but for the proxy's documented limit (DESIGN §4).
     Proxy,
+    /// `idem serve --nats` nodes taking payment requests from a JetStream stream of the
+    /// run's own: no order paid twice, every reply consistent.
+    Nats,
+    /// `idem serve --amqp` nodes taking payment requests from a RabbitMQ queue of the run's
+    /// own: no order paid twice, every reply consistent.
+    Amqp,
+}
+
+impl Target {
+    /// The broker a target's payment requests come through, if any.
+    pub fn broker(self) -> Option<broker::BrokerKind> {
+        match self {
+            Self::Nats => Some(broker::BrokerKind::Nats),
+            Self::Amqp => Some(broker::BrokerKind::Amqp),
+            Self::Payments | Self::Proxy => None,
+        }
+    }
 }
 
 /// Where the proxy target's `idem proxy` nodes keep their records.
@@ -184,6 +220,21 @@ pub struct ChaosArgs {
     /// upstream of the run's own.
     #[arg(long, env = "IDEM_CHAOS_TARGET", value_enum, default_value_t = Target::Payments)]
     pub target: Target,
+    /// Broker targets: the NATS server (`--target nats`, nats://127.0.0.1:4222) or RabbitMQ
+    /// (`--target amqp`, amqp://guest:guest@127.0.0.1:5672/%2f). The run makes a stream and
+    /// subject, or queues, of its own there, named after its database, and deletes them at
+    /// the end; the nodes reach the broker through relays of the run's own.
+    #[arg(long, env = "IDEM_CHAOS_BROKER")]
+    pub broker: Option<String>,
+    /// Broker targets: cut every node's broker connections (through its relay) about this
+    /// often [--all-faults: 4s].
+    #[arg(long, env = "IDEM_CHAOS_CUT_BROKER_EVERY", value_parser = parse_duration)]
+    pub cut_broker_every: Option<Duration>,
+    /// Broker targets: how long each node holds an answer between the payment's effect and
+    /// its reply and ack (`idem serve`'s hidden chaos switch), so that kills and cuts land
+    /// in that window [--all-faults: 20ms; else 0].
+    #[arg(long, env = "IDEM_CHAOS_SETTLE_DELAY", value_parser = parse_duration)]
+    pub settle_delay: Option<Duration>,
     /// Proxy target: where the proxies keep their records (`redis` and `tiered` need
     /// `--redis`). The upstream's tables are always in the run's database.
     #[arg(long, env = "IDEM_CHAOS_PROXY_STORE", value_enum, default_value_t = ProxyStore::Sql)]
@@ -267,7 +318,8 @@ pub struct ChaosArgs {
     /// Share of requests whose answer is dropped after the node did the work.
     #[arg(long, env = "IDEM_CHAOS_DROP_RESPONSE_RATE")]
     pub drop_response_rate: Option<f64>,
-    /// Share of requests sent to two nodes at once.
+    /// Share of requests sent to two nodes at once (broker targets: messages published
+    /// twice, back to back, with the same message id).
     #[arg(long, env = "IDEM_CHAOS_DUPLICATE_RATE")]
     pub duplicate_rate: Option<f64>,
     /// Share of requests delivered, or answered, past the client's timeout.

@@ -13,7 +13,8 @@
 //!   retransmissions get through) or leaves every connection of the partition dead for
 //!   good, half-open on both sides, so that only the peers' own timeouts can end them.
 //!
-//! One relay per node lets one node be partitioned alone.
+//! One relay per node lets one node be partitioned alone, or have its broker connections
+//! cut alone.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,7 +118,7 @@ pub struct Relay {
 impl Relay {
     /// Listens on `127.0.0.1:0` and relays every connection to the server `url` names
     /// (`scheme://[userinfo@]host[:port][/path]`, the port defaulting by scheme for
-    /// `redis`, `postgres` and `mysql`).
+    /// `redis`, `postgres`, `mysql`, `nats` and `amqp`).
     ///
     /// # Errors
     /// [`Error::Config`] for a URL of another form, [`Error::Io`] when no port binds.
@@ -289,6 +290,8 @@ fn split_url(url: &str) -> Result<UrlParts, Error> {
         "redis" => 6379,
         "postgres" | "postgresql" => 5432,
         "mysql" | "mariadb" => 3306,
+        "nats" => 4222,
+        "amqp" => 5672,
         _ => return Err(bad()),
     };
     let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
@@ -334,6 +337,18 @@ mod tests {
                 "127.0.0.1:5432".into(),
                 "/db?sslmode=disable".into()
             ))
+        );
+        assert_eq!(
+            split("amqp://guest:guest@127.0.0.1/%2f"),
+            Some((
+                "guest:guest@".into(),
+                "127.0.0.1:5672".into(),
+                "/%2f".into()
+            ))
+        );
+        assert_eq!(
+            split("nats://127.0.0.1"),
+            Some(("".into(), "127.0.0.1:4222".into(), "".into()))
         );
         assert!(split("rediss://h:1").is_none());
     }

@@ -8,6 +8,7 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::broker::BrokerSummary;
 use crate::checker::{Violation, ViolationKind};
 use crate::db::Backend;
 use crate::faults::{FaultReport, KindReport};
@@ -148,6 +149,10 @@ pub struct Report {
     /// second execution with the kill or lease end that explains it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxySummary>,
+    /// The broker targets' publications and replies (re-publishes, duplicates, replays, and
+    /// the deliveries seen again after their effect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerSummary>,
 }
 
 impl Report {
@@ -183,7 +188,7 @@ impl fmt::Display for Report {
         };
         writeln!(f, "idem chaos: {verdict}")?;
         let what = match self.target {
-            Target::Payments => "node(s)",
+            Target::Payments | Target::Nats | Target::Amqp => "node(s)",
             Target::Proxy => "proxies",
         };
         writeln!(
@@ -212,6 +217,9 @@ impl fmt::Display for Report {
             None => writeln!(f, "  payments    {} stored", self.payments_stored)?,
             Some(proxy) => write!(f, "{proxy}")?,
         }
+        if let Some(broker) = &self.broker {
+            write!(f, "{broker}")?;
+        }
         writeln!(f, "  final       {}", join(&self.final_answers))?;
         writeln!(f, "  attempts    {}", join(&self.attempts_by_outcome))?;
         writeln!(
@@ -220,7 +228,7 @@ impl fmt::Display for Report {
             self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
         )?;
         writeln!(f, "  faults      kind           injected        hit")?;
-        let rows: [(&str, KindReport); 8] = [
+        let rows: [(&str, KindReport); 9] = [
             ("drop response", self.faults.drop_response),
             ("duplicate", self.faults.duplicate),
             ("delay", self.faults.delay),
@@ -229,6 +237,7 @@ impl fmt::Display for Report {
             ("partition", self.faults.partition),
             ("left dead", self.faults.left_dead),
             ("restart db", self.faults.restart_db),
+            ("cut broker", self.faults.cut_broker),
         ];
         for (name, k) in rows {
             writeln!(

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::balancer::BalancerConfig;
-use crate::checker::{self, History};
-use crate::client::{ClientConfig, ClientStats, OrderHistory, Resend, Retrier};
+use crate::checker::{self, History, Observed, Violation};
+use crate::client::{ClientConfig, ClientStats, Deadlines, OrderHistory, Resend, Retrier};
 use crate::cluster::NodeSpec;
 use crate::db::{Backend, RunDatabase};
 use crate::faults::FaultRates;
@@ -162,6 +162,11 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
             "need at least 1 node, 1 client and 2 accounts".into(),
         ));
     }
+    if args.target.broker().is_some() && args.broker.is_none() {
+        return Err(Error::Config(
+            "--target nats|amqp needs --broker URL (nats://… or amqp://…)".into(),
+        ));
+    }
     if backend == Backend::Sqlite && (nodes_n > 1 || args.target == Target::Proxy) {
         return Err(Error::Config(
             "SQLite runs one payment node; use postgres:// or mysql:// for more, or for --target proxy".into(),
@@ -224,6 +229,7 @@ pub async fn chaos(args: ChaosArgs, default_bin: &Path) -> Result<Report, Error>
     let result = match args.target {
         Target::Payments => run_payments(&args, &db, &plan).await,
         Target::Proxy => crate::proxy::run(&args, &db, &plan).await,
+        Target::Nats | Target::Amqp => crate::broker::run(&args, &db, &plan).await,
     };
     if !args.keep && own.is_none() {
         // A failed clean-up must not hide the verdict; say it and go on.
@@ -377,12 +383,32 @@ pub(crate) fn restarter(own: &Arc<tokio::sync::Mutex<PrivateServer>>) -> Cutter 
     })
 }
 
-/// The payment target: `idem serve` nodes, the payment checker.
-async fn run_payments(
+/// The payment nodes of a run, up with their accounts opened and their faults on.
+pub(crate) struct PaymentNodes {
+    /// The nodes behind the balancer, and the fault injectors.
+    pub(crate) cluster: Cluster,
+    /// The HTTP client of the clients, the read-back and the account opening.
+    pub(crate) http: reqwest::Client,
+    /// A retrier through the balancer, configured for `POST /v1/payments`.
+    pub(crate) retrier: Retrier,
+    /// The clients' counters.
+    pub(crate) client_stats: Arc<ClientStats>,
+    /// The accounts opened, with their opening balances.
+    pub(crate) accounts: Vec<(String, i64)>,
+    /// The run's deadlines, from the start of its load.
+    pub(crate) deadlines: Deadlines,
+}
+
+/// Starts `idem serve` nodes on `db` behind a balancer of `balancer`, each with its
+/// `per_node` arguments (a broker's address through its own relay), opens the accounts,
+/// and starts the plan's faults: the payment target's, and the broker targets' nodes.
+pub(crate) async fn start_payment_nodes(
     args: &ChaosArgs,
     db: &Arc<RunDatabase>,
     plan: &Plan,
-) -> Result<Report, Error> {
+    per_node: Vec<Vec<String>>,
+    balancer: BalancerConfig,
+) -> Result<PaymentNodes, Error> {
     // With network faults, each node reaches the database through a relay of its own.
     let mut relays = Vec::new();
     if plan.net.is_some() {
@@ -397,7 +423,13 @@ async fn run_payments(
     };
     let mut spec = NodeSpec::serve(plan.bin.clone(), &urls, args.guard.node_args());
     spec.skew = plan.skew.clone();
-    let mut cluster = Cluster::start(spec, plan.nodes, plan.balancer(args), Instant::now()).await?;
+    if !per_node.is_empty() {
+        spec.per_node.resize(plan.nodes, Vec::new());
+        for (mine, extra) in spec.per_node.iter_mut().zip(per_node) {
+            mine.extend(extra);
+        }
+    }
+    let mut cluster = Cluster::start(spec, plan.nodes, balancer, Instant::now()).await?;
     let client_stats = Arc::new(ClientStats::default());
     let config = Arc::new(client_config(
         args,
@@ -406,7 +438,7 @@ async fn run_payments(
         "/v1/payments",
     ));
     let http = http_client(args)?;
-    let retrier = Retrier::new(http.clone(), config.clone(), client_stats.clone());
+    let retrier = Retrier::new(http.clone(), config, client_stats.clone());
     let deadlines = harness::deadlines(args);
     let accounts = open_accounts(&retrier, args, plan.seed, deadlines.hard).await?;
     let net = plan.net.map(|net| NetFaults {
@@ -423,17 +455,64 @@ async fn run_payments(
             .as_ref()
             .map(|(every, own)| (*every, restarter(own))),
     );
-    let (orders, latency, elapsed) = cluster
-        .load(args, &retrier, &client_stats, deadlines)
+    Ok(PaymentNodes {
+        cluster,
+        http,
+        retrier,
+        client_stats,
+        accounts,
+        deadlines,
+    })
+}
+
+impl PaymentNodes {
+    /// Reads the run's database and every paid order back through the API, faults off,
+    /// and runs the payment checker over `history`.
+    pub(crate) async fn check(
+        &self,
+        db: &RunDatabase,
+        history: &History,
+    ) -> Result<(Observed, Vec<Violation>), Error> {
+        let mut observed = db.read().await?;
+        let base = &self.retrier.config().base_url;
+        observed.served = read_back(&self.http, base, history).await;
+        let violations = checker::check(history, &observed);
+        Ok((observed, violations))
+    }
+}
+
+/// The payment target: `idem serve` nodes, the payment checker.
+async fn run_payments(
+    args: &ChaosArgs,
+    db: &Arc<RunDatabase>,
+    plan: &Plan,
+) -> Result<Report, Error> {
+    let mut nodes = start_payment_nodes(args, db, plan, Vec::new(), plan.balancer(args)).await?;
+    let retrier = nodes.retrier.clone();
+    let (orders, latency, elapsed) = nodes
+        .cluster
+        .load(
+            args,
+            vec![retrier.clone(); args.clients],
+            (retrier.config(), &nodes.client_stats),
+            nodes.deadlines,
+        )
         .await?;
-    let history = History { accounts, orders };
+    let history = History {
+        accounts: std::mem::take(&mut nodes.accounts),
+        orders,
+    };
+    let (observed, violations) = nodes.check(db, &history).await?;
+    nodes.cluster.shutdown().await;
 
-    let mut observed = db.read().await?;
-    observed.served = read_back(&http, &config.base_url, &history).await;
-    let violations = checker::check(&history, &observed);
-    cluster.shutdown().await;
-
-    let mut report = base_report(args, db, plan, &cluster, &history.orders, &client_stats);
+    let mut report = base_report(
+        args,
+        db,
+        plan,
+        &nodes.cluster,
+        &history.orders,
+        &nodes.client_stats,
+    );
     report.record_run(elapsed, &latency, observed.payments.len(), &violations);
     Ok(report)
 }
@@ -495,6 +574,7 @@ pub(crate) fn base_report(
         network: plan.net.map(|n| n.report()),
         network_skipped: plan.net_skipped.clone(),
         proxy: None,
+        broker: None,
     }
 }
 

@@ -61,16 +61,24 @@ pub struct BrokerArgs {
     /// Messages each broker consumer works on at once (per node).
     #[arg(long, env = "IDEM_BROKER_CONCURRENCY", default_value_t = 64)]
     pub broker_concurrency: u16,
+    /// CHAOS SWITCH, not for real use: hold every broker answer this many milliseconds
+    /// after the payment's effect and before its reply and ack, so that `idem chaos
+    /// --target nats|amqp` lands node kills in that window (hidden; 0, the default, holds
+    /// nothing).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub chaos_settle_delay_ms: u64,
 }
 
 /// Payment requests from a broker, run through the HTTP router.
 struct Payments {
     router: Router,
     retries: Config,
+    /// The chaos switch `--chaos-settle-delay-ms`: zero but under `idem chaos`.
+    settle_delay: Duration,
 }
 
 impl Payments {
-    fn new(router: Router) -> anyhow::Result<Self> {
+    fn new(router: Router, settle_delay: Duration) -> anyhow::Result<Self> {
         // The payment service claims each order itself; this configuration only paces
         // the retries of 5xx answers.
         let scope = Scope::new("broker|POST /v1/payments").context("the broker scope")?;
@@ -78,7 +86,11 @@ impl Payments {
         retries.max_attempts = ATTEMPTS_MAX;
         retries.retry_delay = Duration::from_millis(200);
         retries.retry_delay_max = Duration::from_secs(10);
-        Ok(Self { router, retries })
+        Ok(Self {
+            router,
+            retries,
+            settle_delay,
+        })
     }
 }
 
@@ -102,6 +114,10 @@ impl Process for Payments {
             Ok(response) => response,
             Err(never) => match never {},
         };
+        if !self.settle_delay.is_zero() {
+            // Chaos only: the effect is committed, the ack not yet sent.
+            tokio::time::sleep(self.settle_delay).await;
+        }
         let status = response.status().as_u16();
         let replayed = response
             .headers()
@@ -140,7 +156,8 @@ impl Process for Payments {
 /// # Errors
 /// When a broker cannot be reached or refuses the stream or queue at start.
 pub async fn start(args: &BrokerArgs, router: Router) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let process = std::sync::Arc::new(Payments::new(router)?);
+    let settle_delay = Duration::from_millis(args.chaos_settle_delay_ms);
+    let process = std::sync::Arc::new(Payments::new(router, settle_delay)?);
     let mut tasks = Vec::new();
     if let Some(url) = &args.nats {
         let consumer = nats_consumer(url, args)

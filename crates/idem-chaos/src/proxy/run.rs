@@ -115,7 +115,14 @@ pub(crate) async fn run(
     );
     let killer = masters.map(|(nodes, every)| MasterKiller::start(nodes, plan.seed, every, start));
     let deadlines = harness::deadlines(args);
-    let loaded = cluster.load(args, &retrier, &client_stats, deadlines).await;
+    let loaded = cluster
+        .load(
+            args,
+            vec![retrier.clone(); args.clients],
+            (retrier.config(), &client_stats),
+            deadlines,
+        )
+        .await;
     // The masters are all up again before the run reports, or fails.
     let master_kills = match killer {
         Some(killer) => killer.stop().await?,
