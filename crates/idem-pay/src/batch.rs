@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use idem_sql::{
-    BatchFailure, BatchItem, BatchOptions, Batcher, MySqlStore, PostgresStore, SqliteStore,
-    Step,
+    BatchFailure, BatchItem, BatchOptions, Batcher, MySqlStore, PostgresStore, SqliteStore, Step,
 };
 use sqlx::Transaction;
 

@@ -28,8 +28,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// bytes each).
 pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
 
-/// `--batch-max`'s default (see docs/BENCHMARKS.md, "Group commit").
-pub const DEFAULT_BATCH_MAX: u16 = 32;
+/// `--batch-max`'s default: 1, batching off until measured against the one-statement path.
+pub const DEFAULT_BATCH_MAX: u16 = 1;
 
 /// `--batch-workers`'s default: batches in flight per node.
 pub const DEFAULT_BATCH_WORKERS: u16 = 4;

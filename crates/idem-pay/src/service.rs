@@ -12,9 +12,9 @@ use idem::{ReplayMemory, StoredResponse, TTL_FOREVER};
 use idem_redis::ReplayCache;
 use idem_sql::Retry;
 
+use crate::batch::Batchers;
 use crate::db::{on_engine, Db};
 use crate::error::Error;
-use crate::batch::Batchers;
 use crate::flows::{self, Claim, PreparedPayment};
 use crate::metrics::Metrics;
 use crate::model::Answer;

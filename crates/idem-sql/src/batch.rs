@@ -50,7 +50,10 @@ pub trait BatchItem<DB: Database>: Send + 'static {
     ///
     /// # Errors
     /// Any failure; the whole batch is then rolled back and its items run alone.
-    async fn run_in(&mut self, tx: &mut Transaction<'static, DB>) -> Result<Step<Self::Answer>, BatchFailure>;
+    async fn run_in(
+        &mut self,
+        tx: &mut Transaction<'static, DB>,
+    ) -> Result<Step<Self::Answer>, BatchFailure>;
 
     /// Runs the item in a transaction of its own, committed before it answers: the path of
     /// a lone item, and of every item of a batch that failed.
@@ -197,7 +200,10 @@ impl<S: TransactionalStore, A: Send + 'static> Batcher<S, A> {
     ///
     /// # Errors
     /// [`BatchError::Closed`] when the workers are gone.
-    pub async fn submit(&self, item: impl BatchItem<S::Database, Answer = A>) -> Result<A, BatchError> {
+    pub async fn submit(
+        &self,
+        item: impl BatchItem<S::Database, Answer = A>,
+    ) -> Result<A, BatchError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Queued {
@@ -233,7 +239,11 @@ async fn work<S, A>(
 }
 
 /// Adds to `batch` what is queued, up to `items_max`; with a `wait`, what arrives within it.
-async fn take_queued<T>(queue: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>, options: BatchOptions) {
+async fn take_queued<T>(
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    options: BatchOptions,
+) {
     while batch.len() < options.items_max {
         match queue.try_recv() {
             Ok(queued) => batch.push(queued),
@@ -267,7 +277,8 @@ where
         return;
     }
     let size = batch.len();
-    let together = tokio::time::timeout(options.transaction_max, run_together(store, &mut batch)).await;
+    let together =
+        tokio::time::timeout(options.transaction_max, run_together(store, &mut batch)).await;
     match together {
         Ok(Ok(answers)) => {
             idem::metrics::batch(idem::Store::name(store), size, true);
@@ -293,7 +304,10 @@ where
 
 /// Runs every item of `batch` in one transaction, each behind a savepoint, and commits;
 /// the answers in order. On an error nothing is kept (the transaction is dropped).
-async fn run_together<S, A>(store: &S, batch: &mut [Queued<S::Database, A>]) -> Result<Vec<A>, BatchFailure>
+async fn run_together<S, A>(
+    store: &S,
+    batch: &mut [Queued<S::Database, A>],
+) -> Result<Vec<A>, BatchFailure>
 where
     S: TransactionalStore,
     A: Send + 'static,

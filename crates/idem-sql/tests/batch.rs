@@ -62,14 +62,22 @@ struct ClaimItem<S> {
 impl<S: TransactionalStore> ClaimItem<S> {
     async fn claim(&self, tx: &mut Transaction<'_, S::Database>) -> Result<Answer, BatchFailure> {
         let s = scope();
-        let claim = Claim::new(&s, &self.key, &self.fingerprint, Duration::ZERO, TTL_FOREVER);
-        Ok(match self.store.begin_answered_in(tx, claim, &answer()).await? {
-            Outcome::Acquired { .. } if self.refuse => Answer::Refused,
-            Outcome::Acquired { .. } => Answer::Won,
-            Outcome::Replay(_) => Answer::Replayed,
-            Outcome::Mismatch => Answer::Mismatch,
-            other => Answer::Failed(format!("{other:?}")),
-        })
+        let claim = Claim::new(
+            &s,
+            &self.key,
+            &self.fingerprint,
+            Duration::ZERO,
+            TTL_FOREVER,
+        );
+        Ok(
+            match self.store.begin_answered_in(tx, claim, &answer()).await? {
+                Outcome::Acquired { .. } if self.refuse => Answer::Refused,
+                Outcome::Acquired { .. } => Answer::Won,
+                Outcome::Replay(_) => Answer::Replayed,
+                Outcome::Mismatch => Answer::Mismatch,
+                other => Answer::Failed(format!("{other:?}")),
+            },
+        )
     }
 }
 
@@ -108,8 +116,7 @@ impl<S: TransactionalStore> BatchItem<S::Database> for ClaimItem<S> {
 
 /// A batcher whose one worker waits long enough for every item submitted at once to join
 /// the same batch.
-fn one_batch<S: TransactionalStore>(store: &S, items_max: usize) -> Batcher<S, Answer>
-{
+fn one_batch<S: TransactionalStore>(store: &S, items_max: usize) -> Batcher<S, Answer> {
     let options = BatchOptions {
         items_max,
         wait: Duration::from_millis(300),
@@ -133,7 +140,11 @@ async fn submit_all<S: TransactionalStore>(
     }
     let mut answers = Vec::new();
     for task in tasks {
-        answers.push(task.await.expect("the task ran").expect("the batcher answered"));
+        answers.push(
+            task.await
+                .expect("the task ran")
+                .expect("the batcher answered"),
+        );
     }
     answers
 }
@@ -180,7 +191,11 @@ async fn racers_on_one_key_have_one_winner<S: TransactionalStore>(store: S) {
     }
     let mut answers = Vec::new();
     for task in tasks {
-        answers.push(task.await.expect("the task ran").expect("the batcher answered"));
+        answers.push(
+            task.await
+                .expect("the task ran")
+                .expect("the batcher answered"),
+        );
     }
     let won = answers.iter().filter(|a| **a == Answer::Won).count();
     let replayed = answers.iter().filter(|a| **a == Answer::Replayed).count();
@@ -220,9 +235,17 @@ async fn a_refused_item_leaves_the_others_kept<S: TransactionalStore>(store: S) 
     assert_eq!(runs.in_batch.load(Ordering::SeqCst), 5, "one batch of five");
     assert_eq!(runs.alone.load(Ordering::SeqCst), 0, "none ran alone");
     for key in ["a", "c", "d"] {
-        assert_eq!(claimed_now(&store, key).await, Answer::Replayed, "{key} committed");
+        assert_eq!(
+            claimed_now(&store, key).await,
+            Answer::Replayed,
+            "{key} committed"
+        );
     }
-    assert_eq!(claimed_now(&store, "b").await, Answer::Won, "the refused key is free");
+    assert_eq!(
+        claimed_now(&store, "b").await,
+        Answer::Won,
+        "the refused key is free"
+    );
 }
 
 async fn a_failed_batch_runs_its_items_alone_answering_each_once<S: TransactionalStore>(store: S) {
@@ -239,7 +262,11 @@ async fn a_failed_batch_runs_its_items_alone_answering_each_once<S: Transactiona
         item(&store, "w", b"a", &runs),
     ];
     let answers = submit_all(&batcher, items).await;
-    assert_eq!(answers, vec![Answer::Won; 4], "each answered once, as its run alone");
+    assert_eq!(
+        answers,
+        vec![Answer::Won; 4],
+        "each answered once, as its run alone"
+    );
     assert_eq!(
         runs.in_batch.load(Ordering::SeqCst),
         2,
@@ -247,7 +274,11 @@ async fn a_failed_batch_runs_its_items_alone_answering_each_once<S: Transactiona
     );
     assert_eq!(runs.alone.load(Ordering::SeqCst), 4, "every item ran alone");
     for key in ["x", "y", "z", "w"] {
-        assert_eq!(claimed_now(&store, key).await, Answer::Replayed, "{key} committed");
+        assert_eq!(
+            claimed_now(&store, key).await,
+            Answer::Replayed,
+            "{key} committed"
+        );
     }
 }
 
