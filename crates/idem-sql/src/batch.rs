@@ -96,6 +96,9 @@ const UNDO: &str = "ROLLBACK TO SAVEPOINT idem_batch_item";
 
 type Item<DB, A> = Box<dyn BatchItem<DB, Answer = A>>;
 
+/// The queue's receiving end, shared by the workers (one takes a batch at a time).
+type SharedQueue<DB, A> = Arc<Mutex<mpsc::UnboundedReceiver<Queued<DB, A>>>>;
+
 /// An item waiting in the queue, and where its answer goes.
 struct Queued<DB: Database, A> {
     item: Item<DB, A>,
@@ -216,11 +219,8 @@ impl<S: TransactionalStore, A: Send + 'static> Batcher<S, A> {
 }
 
 /// One worker: takes a batch off the queue (one taker at a time), runs it, and again.
-async fn work<S, A>(
-    store: S,
-    receiver: Arc<Mutex<mpsc::UnboundedReceiver<Queued<S::Database, A>>>>,
-    options: BatchOptions,
-) where
+async fn work<S, A>(store: S, receiver: SharedQueue<S::Database, A>, options: BatchOptions)
+where
     S: TransactionalStore,
     A: Send + 'static,
 {
