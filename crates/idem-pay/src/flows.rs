@@ -186,8 +186,168 @@ pub(crate) async fn account<S: Business>(
     Ok(Answer::executed(200, body))
 }
 
-/// `POST /v1/payments`. With `unsafe_disable_idempotency` the claim's key is fresh every
-/// time, so nothing stops a second execution: a test guard, see `ServeArgs`.
+/// What a payment or a refund decided inside its transaction.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Its writes are made: commit them, then answer this.
+    Commit(Answer),
+    /// Nothing of it is to stay (roll back): this is the answer (a replay, or a refusal
+    /// known without reading anything more).
+    Settled(Result<Answer>),
+    /// Refused: roll back, then say why, from what the database holds after the rollback.
+    Refused(Refusal),
+}
+
+/// A refusal whose reason is read after the rollback.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The move of money was refused (404, 402, 400): [`ledger::refusal`].
+    Move {
+        tenant: Tenant,
+        from: String,
+        to: String,
+        amount: i64,
+    },
+    /// The order was paid with other parameters (422): [`conflict`] names which.
+    OrderConflict { tenant: Tenant, request: NewPayment },
+}
+
+impl Refusal {
+    /// The error this refusal answers, read on the pool.
+    async fn explain<S: Business>(&self, store: &S, sql: &Sql) -> Error {
+        match self {
+            Refusal::Move {
+                tenant,
+                from,
+                to,
+                amount,
+            } => {
+                let movement = ledger::Movement {
+                    id: "",
+                    tenant: tenant.as_str(),
+                    from,
+                    to,
+                    amount: *amount,
+                    created_at: "",
+                };
+                ledger::refusal(store, sql, &movement).await
+            }
+            Refusal::OrderConflict { tenant, request } => {
+                conflict(store, sql, tenant, request).await
+            }
+        }
+    }
+}
+
+impl Decision {
+    /// The answer of a decision whose transaction has committed (a [`Decision::Commit`]) or
+    /// was rolled back (the others).
+    pub(crate) async fn answer<S: Business>(self, store: &S, sql: &Sql) -> Result<Answer> {
+        match self {
+            Decision::Commit(answer) => Ok(answer),
+            Decision::Settled(answer) => answer,
+            Decision::Refused(refusal) => Err(refusal.explain(store, sql).await),
+        }
+    }
+
+    /// Commits `tx` for a [`Decision::Commit`], rolls it back for the others, and answers.
+    async fn finish<S: Business>(
+        self,
+        store: &S,
+        sql: &Sql,
+        tx: idem_sql::WriteTransaction<S::Database>,
+    ) -> Result<Answer> {
+        if matches!(self, Decision::Commit(_)) {
+            tx.commit().await?;
+        } else {
+            drop(tx); // rolled back: the record and any half-made move with it
+        }
+        self.answer(store, sql).await
+    }
+}
+
+/// A payment request made ready to run: its payment id, time, answer and claim fixed once,
+/// so that a batch that fails and runs it again alone pays it under the same id.
+#[derive(Debug)]
+pub(crate) struct PreparedPayment {
+    tenant: Tenant,
+    request: NewPayment,
+    payment_id: String,
+    created_at: String,
+    body: Vec<u8>,
+    answer: StoredResponse,
+    claim: Claim,
+}
+
+impl PreparedPayment {
+    /// `request` of `tenant`, ready to pay. With `unsafe_disable_idempotency` the claim's key
+    /// is fresh every time, so nothing stops a second execution: a test guard, see
+    /// `ServeArgs`.
+    pub(crate) fn new(
+        tenant: &Tenant,
+        request: &NewPayment,
+        unsafe_disable_idempotency: bool,
+    ) -> Result<Self> {
+        let payment_id = new_id("pay");
+        let created_at = now_rfc3339();
+        let body = to_json(&PaymentBody {
+            payment_id: &payment_id,
+            order_id: &request.order_id,
+            payer: &request.payer,
+            payee: &request.payee,
+            amount: request.amount,
+            status: Status::Succeeded,
+            created_at: &created_at,
+        });
+        let answer = StoredResponse::new(CREATED, body.clone());
+        let claim = if unsafe_disable_idempotency {
+            Claim::payment_under(
+                tenant,
+                request,
+                &format!("{}#{payment_id}", request.order_id),
+            )?
+        } else {
+            Claim::payment(tenant, request)?
+        };
+        Ok(Self {
+            tenant: tenant.clone(),
+            request: request.clone(),
+            payment_id,
+            created_at,
+            body,
+            answer,
+            claim,
+        })
+    }
+
+    /// The payment row's seven values.
+    fn row(&self) -> [Arg<'_>; 7] {
+        let r = &self.request;
+        [
+            Arg::Str(&self.payment_id),
+            Arg::Str(self.tenant.as_str()),
+            Arg::Str(&r.order_id),
+            Arg::Str(&r.payer),
+            Arg::Str(&r.payee),
+            Arg::Int(r.amount),
+            Arg::Str(&self.created_at),
+        ]
+    }
+
+    fn movement(&self) -> ledger::Movement<'_> {
+        ledger::Movement {
+            id: &self.payment_id,
+            tenant: self.tenant.as_str(),
+            from: &self.request.payer,
+            to: &self.request.payee,
+            amount: self.request.amount,
+            created_at: &self.created_at,
+        }
+    }
+}
+
+/// `POST /v1/payments`, in a transaction of its own (see [`PreparedPayment::new`] for
+/// `unsafe_disable_idempotency`).
 pub(crate) async fn pay<S: Business>(
     store: &S,
     sql: &Sql,
@@ -195,68 +355,58 @@ pub(crate) async fn pay<S: Business>(
     request: &NewPayment,
     unsafe_disable_idempotency: bool,
 ) -> Result<Answer> {
-    let payment_id = new_id("pay");
-    let created_at = now_rfc3339();
-    let body = to_json(&PaymentBody {
-        payment_id: &payment_id,
-        order_id: &request.order_id,
-        payer: &request.payer,
-        payee: &request.payee,
-        amount: request.amount,
-        status: Status::Succeeded,
-        created_at: &created_at,
-    });
-    let answer = StoredResponse::new(CREATED, body.clone());
-    let claim = if unsafe_disable_idempotency {
-        Claim::payment_under(
-            tenant,
-            request,
-            &format!("{}#{payment_id}", request.order_id),
-        )?
-    } else {
-        Claim::payment(tenant, request)?
-    };
+    let payment = PreparedPayment::new(tenant, request, unsafe_disable_idempotency)?;
+    pay_prepared(store, sql, &payment).await
+}
 
-    let row = [
-        Arg::Str(&payment_id),
-        Arg::Str(tenant.as_str()),
-        Arg::Str(&request.order_id),
-        Arg::Str(&request.payer),
-        Arg::Str(&request.payee),
-        Arg::Int(request.amount),
-        Arg::Str(&created_at),
-    ];
-    let movement = ledger::Movement {
-        id: &payment_id,
-        tenant: tenant.as_str(),
-        from: &request.payer,
-        to: &request.payee,
-        amount: request.amount,
-        created_at: &created_at,
-    };
+/// Pays `p` in a transaction of its own.
+pub(crate) async fn pay_prepared<S: Business>(
+    store: &S,
+    sql: &Sql,
+    p: &PreparedPayment,
+) -> Result<Answer> {
     // A fresh order that can be paid: one statement. Anything else (seen before, refused)
     // wrote nothing, and the transaction below decides it.
-    let inline = claim.inline(&answer);
-    if ledger::pay_inline(store, sql, &movement, &row, &inline).await? == Some(true) {
-        return Ok(Answer::executed(CREATED, body));
+    let inline = p.claim.inline(&p.answer);
+    if ledger::pay_inline(store, sql, &p.movement(), &p.row(), &inline).await? == Some(true) {
+        return Ok(Answer::executed(CREATED, p.body.clone()));
     }
-
     let mut tx = store.begin_write().await?;
-    let outcome = claim.begin(store, &mut tx, &answer).await?;
+    let decision = pay_in(store, sql, &mut tx, p).await?;
+    decision.finish(store, sql, tx).await
+}
+
+/// Pays `p` inside `tx`: claims the order, then moves the money; nothing is committed here.
+pub(crate) async fn pay_in<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tx: &mut sqlx::Transaction<'_, S::Database>,
+    p: &PreparedPayment,
+) -> Result<Decision> {
+    let outcome = p.claim.begin(store, tx, &p.answer).await?;
     match outcome {
         Outcome::Acquired { .. } => {}
         Outcome::Mismatch => {
-            drop(tx);
-            return Err(conflict(store, sql, tenant, request).await);
+            return Ok(Decision::Refused(Refusal::OrderConflict {
+                tenant: p.tenant.clone(),
+                request: p.request.clone(),
+            }))
         }
-        other => return settled(other, || unreachable_conflict(request)),
+        other => {
+            return Ok(Decision::Settled(settled(other, || {
+                unreachable_conflict(&p.request)
+            })))
+        }
     }
-    if !ledger::transfer(store, sql, &mut tx, &movement, Some(&row)).await? {
-        drop(tx); // rolled back: the record and the half-made move with it
-        return Err(ledger::refusal(store, sql, &movement).await);
+    if !ledger::transfer(store, sql, tx, &p.movement(), Some(&p.row())).await? {
+        return Ok(Decision::Refused(Refusal::Move {
+            tenant: p.tenant.clone(),
+            from: p.request.payer.clone(),
+            to: p.request.payee.clone(),
+            amount: p.request.amount,
+        }));
     }
-    tx.commit().await?;
-    Ok(Answer::executed(CREATED, body))
+    Ok(Decision::Commit(Answer::executed(CREATED, p.body.clone())))
 }
 
 /// The conflict [`settled`] would give for a `Mismatch`, which `pay` answers itself.
@@ -315,8 +465,7 @@ pub(crate) async fn payment<S: Business>(
     Ok(Answer::executed(200, body))
 }
 
-/// `POST /v1/payments/{order_id}/refunds`. The payment row is locked first, so refunds of
-/// one payment run one at a time and their total is checked against what they saw.
+/// `POST /v1/payments/{order_id}/refunds`, in a transaction of its own.
 pub(crate) async fn refund<S: Business>(
     store: &S,
     sql: &Sql,
@@ -325,13 +474,29 @@ pub(crate) async fn refund<S: Business>(
     request: &NewRefund,
 ) -> Result<Answer> {
     let mut tx = store.begin_write().await?;
+    let decision = refund_in(store, sql, &mut tx, tenant, order_id, request).await?;
+    decision.finish(store, sql, tx).await
+}
+
+/// A refund inside `tx`. The payment row is locked first, so refunds of one payment run one
+/// at a time and their total is checked against what they saw; nothing is committed here.
+pub(crate) async fn refund_in<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tx: &mut sqlx::Transaction<'_, S::Database>,
+    tenant: &Tenant,
+    order_id: &str,
+    request: &NewRefund,
+) -> Result<Decision> {
     let by_order = [Arg::Str(tenant.as_str()), Arg::Str(order_id)];
-    let payment: PaymentRow = store
-        .payment_in(&mut tx, &sql.lock_payment_by_order, &by_order)
+    let Some(payment): Option<PaymentRow> = store
+        .payment_in(tx, &sql.lock_payment_by_order, &by_order)
         .await?
-        .ok_or_else(|| Error::PaymentNotFound {
+    else {
+        return Ok(Decision::Settled(Err(Error::PaymentNotFound {
             order_id: order_id.to_owned(),
-        })?;
+        })));
+    };
 
     let created_at = now_rfc3339();
     let body = to_json(&RefundBody {
@@ -344,24 +509,26 @@ pub(crate) async fn refund<S: Business>(
     });
     let answer = StoredResponse::new(CREATED, body.clone());
     let outcome = Claim::refund(tenant, order_id, request)?
-        .begin(store, &mut tx, &answer)
+        .begin(store, tx, &answer)
         .await?;
     if !matches!(outcome, Outcome::Acquired { .. }) {
-        return settled(outcome, || Error::RefundIdConflict {
-            refund_id: request.refund_id.clone(),
-        });
+        return Ok(Decision::Settled(settled(outcome, || {
+            Error::RefundIdConflict {
+                refund_id: request.refund_id.clone(),
+            }
+        })));
     }
 
     let refundable = payment.amount - payment.refunded;
     if request.amount > refundable {
-        return Err(Error::RefundExceedsPayment {
+        return Ok(Decision::Settled(Err(Error::RefundExceedsPayment {
             amount: request.amount,
             refundable,
-        });
+        })));
     }
     store
         .execute_in(
-            &mut tx,
+            tx,
             &sql.insert_refund,
             &[
                 Arg::Str(&payment.payment_id),
@@ -373,7 +540,7 @@ pub(crate) async fn refund<S: Business>(
         .await?;
     store
         .execute_in(
-            &mut tx,
+            tx,
             &sql.add_refunded,
             &[Arg::Int(request.amount), Arg::Str(&payment.payment_id)],
         )
@@ -387,10 +554,13 @@ pub(crate) async fn refund<S: Business>(
         amount: request.amount,
         created_at: &created_at,
     };
-    if !ledger::transfer(store, sql, &mut tx, &movement, None).await? {
-        drop(tx); // rolled back: the record and the half-made move with it
-        return Err(ledger::refusal(store, sql, &movement).await);
+    if !ledger::transfer(store, sql, tx, &movement, None).await? {
+        return Ok(Decision::Refused(Refusal::Move {
+            tenant: tenant.clone(),
+            from: payment.payee,
+            to: payment.payer,
+            amount: request.amount,
+        }));
     }
-    tx.commit().await?;
-    Ok(Answer::executed(CREATED, body))
+    Ok(Decision::Commit(Answer::executed(CREATED, body)))
 }

@@ -58,6 +58,7 @@
 //! ```
 
 pub mod api;
+mod batch;
 pub mod brokers;
 mod db;
 mod error;

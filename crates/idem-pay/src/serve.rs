@@ -28,6 +28,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// bytes each).
 pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
 
+/// `--batch-max`'s default: 1, batching off until measured against the one-statement path.
+pub const DEFAULT_BATCH_MAX: u16 = 1;
+
+/// `--batch-workers`'s default: batches in flight per node.
+pub const DEFAULT_BATCH_WORKERS: u16 = 4;
+
 /// A Redis call slower than this is abandoned for SQL.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -54,6 +60,17 @@ pub struct ServeArgs {
     /// Database connections per node.
     #[arg(long, env = "IDEM_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
+    /// Payments and refunds committed together in one transaction at most (group commit:
+    /// concurrent calls share a commit, a lone call goes at once); 1 commits each alone.
+    #[arg(long, env = "IDEM_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch_max: u16,
+    /// Microseconds a batch that is not full waits for more calls before it starts; 0
+    /// waits for nothing (a batch closes when a worker's previous commit returns).
+    #[arg(long, env = "IDEM_BATCH_WAIT_US", default_value_t = 0)]
+    pub batch_wait_us: u64,
+    /// Batches in flight at once per node, each on its own database connection.
+    #[arg(long, env = "IDEM_BATCH_WORKERS", default_value_t = DEFAULT_BATCH_WORKERS, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch_workers: u16,
     /// How /v1 requests are authenticated: api-keys (`Authorization: Bearer`, keys from
     /// `idem keys create`) or none. Default: none on a loopback address, api-keys otherwise.
     #[arg(long, env = "IDEM_AUTH", value_enum)]
@@ -220,8 +237,15 @@ pub async fn serve(
         }
         None => None,
     };
-    let service =
-        Service::new(db.clone(), cache, Arc::new(metrics)).with_replay_memory(args.replay_memory);
+    let batching = idem_sql::BatchOptions {
+        items_max: usize::from(args.batch_max),
+        wait: std::time::Duration::from_micros(args.batch_wait_us),
+        workers: usize::from(args.batch_workers),
+        ..idem_sql::BatchOptions::default()
+    };
+    let service = Service::new(db.clone(), cache, Arc::new(metrics))
+        .with_replay_memory(args.replay_memory)
+        .with_batching(batching);
     #[cfg(feature = "unsafe-disable-idempotency")]
     let service = {
         if args.guard.idempotency_disabled() {

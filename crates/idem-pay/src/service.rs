@@ -12,9 +12,10 @@ use idem::{ReplayMemory, StoredResponse, TTL_FOREVER};
 use idem_redis::ReplayCache;
 use idem_sql::Retry;
 
+use crate::batch::Batchers;
 use crate::db::{on_engine, Db};
 use crate::error::Error;
-use crate::flows::{self, Claim};
+use crate::flows::{self, Claim, PreparedPayment};
 use crate::metrics::Metrics;
 use crate::model::Answer;
 use crate::validate::{NewAccount, NewPayment, NewRefund};
@@ -37,6 +38,7 @@ pub struct Service {
     cache: Option<ReplayCache>,
     memory: Arc<ReplayMemory>,
     metrics: Arc<Metrics>,
+    batch: Option<Batchers>,
     unsafe_disable_idempotency: bool,
 }
 
@@ -48,8 +50,18 @@ impl Service {
             cache,
             memory: Arc::new(ReplayMemory::new(0)),
             metrics,
+            batch: None,
             unsafe_disable_idempotency: false,
         }
+    }
+
+    /// Runs concurrent payments and refunds in shared transactions, up to
+    /// `options.items_max` in one commit (idem-sql's [`idem_sql::Batcher`]); an
+    /// `items_max` of 1 runs each in its own, as without this call. Starts the batcher's
+    /// workers on the current tokio runtime.
+    pub fn with_batching(mut self, options: idem_sql::BatchOptions) -> Self {
+        self.batch = (options.items_max > 1).then(|| Batchers::new(&self.db, options));
+        self
     }
 
     /// Remembers up to `entries` settled payments and refunds in this process, so their
@@ -115,6 +127,10 @@ impl Service {
         let (db, sql) = (&self.db, &self.db.sql);
         let unsafe_mode = self.unsafe_disable_idempotency;
         let pay = || async {
+            if let Some(batch) = &self.batch {
+                let payment = PreparedPayment::new(tenant, request, unsafe_mode)?;
+                return batch.pay(db, payment).await;
+            }
             on_engine!(&db.engine, store => flows::pay(store, sql, tenant, request, unsafe_mode).await)
         };
         if unsafe_mode {
@@ -148,6 +164,9 @@ impl Service {
     ) -> Result<Answer> {
         let (db, sql) = (&self.db, &self.db.sql);
         let refund = || async {
+            if let Some(batch) = &self.batch {
+                return batch.refund(db, tenant, order_id, request).await;
+            }
             on_engine!(&db.engine, store => flows::refund(store, sql, tenant, order_id, request).await)
         };
         self.settle(&Claim::refund(tenant, order_id, request)?, refund)

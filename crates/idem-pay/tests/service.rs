@@ -14,9 +14,37 @@ use idem_pay::{Db, Service, Tenant};
 use idem_redis::{RedisOptions, ReplayCache};
 use idem_test_support::{backend_url, unique_name};
 
+tokio::task_local! {
+    /// `--batch-max` of the services a case makes (1, no batching, outside a scope).
+    static BATCH_MAX: usize;
+}
+
 async fn service(url: &str) -> Service {
     let db = Db::connect(url, 8).await.expect("connect and migrate");
-    Service::new(db, None, Arc::new(Metrics::isolated()))
+    let batching = idem_sql::BatchOptions {
+        items_max: BATCH_MAX.try_with(|max| *max).unwrap_or(1),
+        ..idem_sql::BatchOptions::default()
+    };
+    Service::new(db, None, Arc::new(Metrics::isolated())).with_batching(batching)
+}
+
+/// Defines `$batched`, the case `$case` with payments and refunds batched (up to 16 in one
+/// transaction, 2 batches in flight).
+macro_rules! batched {
+    ($($batched:ident => $case:ident),+ $(,)?) => {
+        $(
+            async fn $batched(url: &str) {
+                BATCH_MAX.scope(16, $case(url)).await;
+            }
+        )+
+    };
+}
+
+batched! {
+    batched_opposite_transfers_never_deadlock => opposite_transfers_never_deadlock,
+    batched_concurrent_duplicates_execute_once => concurrent_duplicates_execute_once,
+    batched_a_drained_payer_pays_exactly_what_it_has => a_drained_payer_pays_exactly_what_it_has,
+    batched_tenants_keep_their_ids_apart => tenants_keep_their_ids_apart,
 }
 
 async fn open(service: &Service, id: &str, balance: i64) {
@@ -277,6 +305,10 @@ common::backend_tests!(sqlite, postgres, mysql => {
     a_drained_payer_pays_exactly_what_it_has: 4,
     replay_memory_serves_only_equal_requests: 2,
     tenants_keep_their_ids_apart: 2,
+    batched_opposite_transfers_never_deadlock: 4,
+    batched_concurrent_duplicates_execute_once: 4,
+    batched_a_drained_payer_pays_exactly_what_it_has: 4,
+    batched_tenants_keep_their_ids_apart: 2,
 });
 
 /// Replays come from Redis without SQL (the pool is closed), and an entry stored for other

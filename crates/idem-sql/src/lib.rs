@@ -6,6 +6,7 @@ compile_error!(
      `sqlite`, `postgres` or `mysql` (all three are on by default)"
 );
 
+mod batch;
 mod begin;
 mod common;
 mod error;
@@ -23,6 +24,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use batch::{BatchError, BatchFailure, BatchItem, BatchOptions, Batcher, Step};
 pub use error::{is_transient, Error};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;

@@ -106,6 +106,17 @@ pub trait TransactionalStore: Store + Clone + 'static {
         answer: &StoredResponse,
     ) -> Result<Outcome, StoreError>;
 
+    /// Runs `sql` — statements without binds, `;`-separated, such as a [`crate::Batcher`]'s
+    /// savepoints — inside `tx`.
+    ///
+    /// # Errors
+    /// The database's error.
+    async fn execute_raw_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        sql: &'static str,
+    ) -> Result<(), sqlx::Error>;
+
     /// [`Store::complete`] inside `tx`: the response is stored only if `tx` commits.
     ///
     /// # Errors
@@ -229,6 +240,17 @@ macro_rules! impl_transactional {
                     $crate::begin::begin(self, on, &self.retries, &request).await
                 })
                 .await
+            }
+
+            async fn execute_raw_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                sql: &'static str,
+            ) -> Result<(), sqlx::Error> {
+                // Without binds, a `&str` goes by the simple (text) protocol, which takes
+                // several statements in one round trip.
+                sqlx::Executor::execute(&mut **tx, sql).await?;
+                Ok(())
             }
 
             async fn complete_in(

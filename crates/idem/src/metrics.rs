@@ -46,6 +46,12 @@ pub const REPLAY_CACHE_ERRORS_TOTAL: &str = "idem_replay_cache_errors_total";
 /// Operations tried again after a transient failure (a deadlock, a serialization failure,
 /// a busy database, a cut connection), by `site` (`store`, `transaction`, `complete`).
 pub const TRANSIENT_RETRIES_TOTAL: &str = "idem_transient_retries_total";
+/// Batches of items run by idem-sql's `Batcher` in one transaction, by `store` and `result`
+/// (`committed`, or `failed`: its items then ran alone).
+pub const BATCHES_TOTAL: &str = "idem_batches_total";
+/// Items per batch of idem-sql's `Batcher` (lone items, which run alone, are not counted),
+/// by `store`.
+pub const BATCH_ITEMS: &str = "idem_batch_items";
 
 /// The upper bounds, in seconds, of the latency histograms' buckets (for an exporter that
 /// renders histograms as buckets).
@@ -171,6 +177,13 @@ fn count(
         Some(handles) => slot(handles).get_or_init(register).increment(n),
         None => register().increment(n),
     }
+}
+
+/// Counts one batch of `items` items of `store`, committed or failed.
+pub fn batch(store: &'static str, items: usize, committed: bool) {
+    let result = if committed { "committed" } else { "failed" };
+    metrics::counter!(BATCHES_TOTAL, "store" => store, "result" => result).increment(1);
+    metrics::histogram!(BATCH_ITEMS, "store" => store).record(items as f64);
 }
 
 /// What a store operation's success says beyond its latency.

@@ -1,0 +1,329 @@
+//! [`Batcher`] on every backend, with items that claim a key with `begin_answered_in`:
+//!
+//! - N racers on one key through the batcher: one `Acquired`, N − 1 replays (in a batch the
+//!   later items see the first one's record; across batches they wait on it);
+//! - a batch with a refused item (its writes undone to its savepoint) and a mismatch keeps
+//!   the others' claims, and the refused item's key stays free;
+//! - a batch that fails (one item errs after writing) keeps nothing of itself, runs every
+//!   item again alone, and answers each exactly once.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use idem::{Claim, Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
+use idem_sql::{BatchFailure, BatchItem, BatchOptions, Batcher, Step, TransactionalStore};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use idem_test_support::backend_url;
+use sqlx::Transaction;
+
+fn scope() -> Scope {
+    Scope::new("tenant|POST /v1/orders").expect("valid scope")
+}
+
+fn fp(body: &[u8]) -> Fingerprint {
+    Fingerprint::of_bytes("POST", "/v1/orders", body)
+}
+
+fn answer() -> StoredResponse {
+    StoredResponse::new(201, "{\"order\":\"placed\"}")
+}
+
+/// What a test item answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Won,
+    Replayed,
+    Mismatch,
+    Refused,
+    Failed(String),
+}
+
+/// How often items ran in a batch and alone.
+#[derive(Debug, Default)]
+struct Runs {
+    in_batch: AtomicUsize,
+    alone: AtomicUsize,
+}
+
+/// Claims `key`; a `refuse` item then undoes its claim, a `fail_in_batch` one errs after
+/// claiming when run in a batch (as a deadlock victim would).
+struct ClaimItem<S> {
+    store: S,
+    key: Key,
+    fingerprint: Fingerprint,
+    refuse: bool,
+    fail_in_batch: bool,
+    runs: Arc<Runs>,
+}
+
+impl<S: TransactionalStore> ClaimItem<S> {
+    async fn claim(&self, tx: &mut Transaction<'_, S::Database>) -> Result<Answer, BatchFailure> {
+        let s = scope();
+        let claim = Claim::new(
+            &s,
+            &self.key,
+            &self.fingerprint,
+            Duration::ZERO,
+            TTL_FOREVER,
+        );
+        Ok(
+            match self.store.begin_answered_in(tx, claim, &answer()).await? {
+                Outcome::Acquired { .. } if self.refuse => Answer::Refused,
+                Outcome::Acquired { .. } => Answer::Won,
+                Outcome::Replay(_) => Answer::Replayed,
+                Outcome::Mismatch => Answer::Mismatch,
+                other => Answer::Failed(format!("{other:?}")),
+            },
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: TransactionalStore> BatchItem<S::Database> for ClaimItem<S> {
+    type Answer = Answer;
+
+    async fn run_in(
+        &mut self,
+        tx: &mut Transaction<'static, S::Database>,
+    ) -> Result<Step<Answer>, BatchFailure> {
+        self.runs.in_batch.fetch_add(1, Ordering::SeqCst);
+        let answer = self.claim(tx).await?;
+        if self.fail_in_batch {
+            return Err("this item fails in a batch".into());
+        }
+        Ok(match answer {
+            Answer::Won | Answer::Replayed | Answer::Mismatch => Step::Keep(answer),
+            Answer::Refused | Answer::Failed(_) => Step::Undo(answer),
+        })
+    }
+
+    async fn run_alone(self: Box<Self>) -> Answer {
+        self.runs.alone.fetch_add(1, Ordering::SeqCst);
+        let run = async {
+            let mut tx = self.store.begin_write().await?;
+            let answer = self.claim(&mut tx).await?;
+            if answer == Answer::Won {
+                tx.commit().await?;
+            }
+            Ok::<_, BatchFailure>(answer)
+        };
+        run.await.unwrap_or_else(|e| Answer::Failed(e.to_string()))
+    }
+}
+
+/// A batcher whose one worker waits long enough for every item submitted at once to join
+/// the same batch.
+fn one_batch<S: TransactionalStore>(store: &S, items_max: usize) -> Batcher<S, Answer> {
+    let options = BatchOptions {
+        items_max,
+        wait: Duration::from_millis(300),
+        workers: 1,
+        ..BatchOptions::default()
+    };
+    Batcher::new(store.clone(), options)
+}
+
+/// Submits `items` at once (spawned in order, each a moment after the last so the queue
+/// keeps their order) and collects their answers in order.
+async fn submit_all<S: TransactionalStore>(
+    batcher: &Batcher<S, Answer>,
+    items: Vec<ClaimItem<S>>,
+) -> Vec<Answer> {
+    let mut tasks = Vec::new();
+    for item in items {
+        let batcher = batcher.clone();
+        tasks.push(tokio::spawn(async move { batcher.submit(item).await }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(
+            task.await
+                .expect("the task ran")
+                .expect("the batcher answered"),
+        );
+    }
+    answers
+}
+
+/// The answer a fresh claim of `key` gets now, in a transaction rolled back after.
+async fn claimed_now<S: TransactionalStore>(store: &S, key: &str) -> Answer {
+    let item = ClaimItem {
+        store: store.clone(),
+        key: Key::new(key).expect("valid key"),
+        fingerprint: fp(b"a"),
+        refuse: false,
+        fail_in_batch: false,
+        runs: Arc::default(),
+    };
+    let mut tx = store.begin_write().await.expect("begin_write");
+    item.claim(&mut tx).await.expect("claim")
+}
+
+fn item<S: Clone>(store: &S, key: &str, body: &[u8], runs: &Arc<Runs>) -> ClaimItem<S> {
+    ClaimItem {
+        store: store.clone(),
+        key: Key::new(key).expect("valid key"),
+        fingerprint: fp(body),
+        refuse: false,
+        fail_in_batch: false,
+        runs: Arc::clone(runs),
+    }
+}
+
+async fn racers_on_one_key_have_one_winner<S: TransactionalStore>(store: S) {
+    const RACERS: usize = 24;
+    let options = BatchOptions {
+        items_max: 8,
+        wait: Duration::from_millis(1),
+        workers: 3,
+        ..BatchOptions::default()
+    };
+    let batcher = Batcher::new(store.clone(), options);
+    let runs = Arc::new(Runs::default());
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let (batcher, item) = (batcher.clone(), item(&store, "race", b"a", &runs));
+        tasks.push(tokio::spawn(async move { batcher.submit(item).await }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(
+            task.await
+                .expect("the task ran")
+                .expect("the batcher answered"),
+        );
+    }
+    let won = answers.iter().filter(|a| **a == Answer::Won).count();
+    let replayed = answers.iter().filter(|a| **a == Answer::Replayed).count();
+    assert_eq!(won, 1, "exactly one racer claims the key: {answers:?}");
+    assert_eq!(replayed, RACERS - 1, "the others replay: {answers:?}");
+    assert!(
+        runs.in_batch.load(Ordering::SeqCst) > 0,
+        "some racers ran in a batch"
+    );
+}
+
+async fn a_refused_item_leaves_the_others_kept<S: TransactionalStore>(store: S) {
+    let batcher = one_batch(&store, 5);
+    let runs = Arc::new(Runs::default());
+    let refused = ClaimItem {
+        refuse: true,
+        ..item(&store, "b", b"a", &runs)
+    };
+    let items = vec![
+        item(&store, "a", b"a", &runs),
+        refused,
+        item(&store, "c", b"a", &runs),
+        item(&store, "a", b"other", &runs),
+        item(&store, "d", b"a", &runs),
+    ];
+    let answers = submit_all(&batcher, items).await;
+    assert_eq!(
+        answers,
+        [
+            Answer::Won,
+            Answer::Refused,
+            Answer::Won,
+            Answer::Mismatch,
+            Answer::Won
+        ]
+    );
+    assert_eq!(runs.in_batch.load(Ordering::SeqCst), 5, "one batch of five");
+    assert_eq!(runs.alone.load(Ordering::SeqCst), 0, "none ran alone");
+    for key in ["a", "c", "d"] {
+        assert_eq!(
+            claimed_now(&store, key).await,
+            Answer::Replayed,
+            "{key} committed"
+        );
+    }
+    assert_eq!(
+        claimed_now(&store, "b").await,
+        Answer::Won,
+        "the refused key is free"
+    );
+}
+
+async fn a_failed_batch_runs_its_items_alone_answering_each_once<S: TransactionalStore>(store: S) {
+    let batcher = one_batch(&store, 4);
+    let runs = Arc::new(Runs::default());
+    let failing = ClaimItem {
+        fail_in_batch: true,
+        ..item(&store, "y", b"a", &runs)
+    };
+    let items = vec![
+        item(&store, "x", b"a", &runs),
+        failing,
+        item(&store, "z", b"a", &runs),
+        item(&store, "w", b"a", &runs),
+    ];
+    let answers = submit_all(&batcher, items).await;
+    assert_eq!(
+        answers,
+        vec![Answer::Won; 4],
+        "each answered once, as its run alone"
+    );
+    assert_eq!(
+        runs.in_batch.load(Ordering::SeqCst),
+        2,
+        "the batch stopped at the failing item"
+    );
+    assert_eq!(runs.alone.load(Ordering::SeqCst), 4, "every item ran alone");
+    for key in ["x", "y", "z", "w"] {
+        assert_eq!(
+            claimed_now(&store, key).await,
+            Answer::Replayed,
+            "{key} committed"
+        );
+    }
+}
+
+macro_rules! batch_tests {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn racers_on_one_key_have_one_winner() {
+                let Some(store) = $open().await else { return };
+                super::racers_on_one_key_have_one_winner(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_refused_item_leaves_the_others_kept() {
+                let Some(store) = $open().await else { return };
+                super::a_refused_item_leaves_the_others_kept(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_failed_batch_runs_its_items_alone_answering_each_once() {
+                let Some(store) = $open().await else { return };
+                super::a_failed_batch_runs_its_items_alone_answering_each_once(store).await;
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+batch_tests!(sqlite, crate::open_sqlite);
+#[cfg(feature = "postgres")]
+batch_tests!(postgres, crate::open_postgres);
+#[cfg(feature = "mysql")]
+batch_tests!(mysql, crate::open_mysql);
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
+    Some(support::sqlite_store().await)
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres() -> Option<idem_sql::PostgresStore> {
+    Some(support::pg_store(&backend_url("IDEM_TEST_POSTGRES")?).await)
+}
+
+#[cfg(feature = "mysql")]
+async fn open_mysql() -> Option<idem_sql::MySqlStore> {
+    Some(support::mysql_store(&backend_url("IDEM_TEST_MYSQL")?).await)
+}
