@@ -79,7 +79,13 @@ pub fn retry_after(now: Timestamp, lease_until: Timestamp) -> Duration {
 /// True when `record` has outlived its retention at `now`: from then on it is absent to
 /// every caller, and `purge_expired` may delete it.
 pub fn expired(record: &Record, now: Timestamp) -> bool {
-    record.expires_at <= now
+    expiry_passed(record.expires_at, now)
+}
+
+/// True when a record that expires at `expires_at` has expired at `now` (see [`expired`]),
+/// for a store that keeps the expiry apart from the record.
+pub fn expiry_passed(expires_at: Timestamp, now: Timestamp) -> bool {
+    expires_at <= now
 }
 
 /// True when `record` is there for callers at `now`: neither expired nor released. `get`

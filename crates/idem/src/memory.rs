@@ -1,15 +1,17 @@
 //! [`MemoryStore`]: records in this process's memory, for tests, single-process services
 //! and benchmarks of everything around the store.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 
-use crate::decide::{begin_step, claimed, complete_step, expired, live, release_step, BeginStep};
+use crate::decide::{
+    begin_step, claimed, complete_step, expiry_passed, live, release_step, BeginStep,
+};
 use crate::metrics::instrument;
 use crate::{
     Claim, Hold, Key, Outcome, Record, Scope, Store, StoreError, StoredResponse, Timestamp,
@@ -17,7 +19,31 @@ use crate::{
 
 const SHARDS: usize = 32;
 
-type Shard = HashMap<(Scope, Key), Record>;
+/// One shard's records.
+type Shard = HashTable<Slot>;
+
+/// A record in its shard's table. The hash of its scope and key is computed once per
+/// operation, picks the shard and finds the record; kept here, it spares the table a rehash
+/// of every key when it grows. The expiry is kept beside it so that a purge scans the table
+/// without reading a record. The record is boxed: a table that grows or compacts under
+/// constant churn moves slots, not records.
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    /// Always the record's own `expires_at`.
+    expires_at: Timestamp,
+    record: Box<Record>,
+}
+
+impl Slot {
+    fn new(hash: u64, record: Record) -> Self {
+        Self {
+            hash,
+            expires_at: record.expires_at,
+            record: Box::new(record),
+        }
+    }
+}
 
 /// A store in this process's memory. Clones share the records.
 ///
@@ -31,6 +57,9 @@ type Shard = HashMap<(Scope, Key), Record>;
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
+    /// Seeded at random per store: keys come from clients, and a fixed hash would let them
+    /// choose colliding ones.
+    hasher: RandomState,
 }
 
 impl Default for MemoryStore {
@@ -42,9 +71,10 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        let shards: Vec<Mutex<Shard>> = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let shards: Vec<Mutex<Shard>> = (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect();
         Self {
             shards: shards.into(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -58,10 +88,14 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, scope: &Scope, key: &Key) -> MutexGuard<'_, Shard> {
-        let mut hasher = DefaultHasher::new();
-        (scope, key).hash(&mut hasher);
-        let index = (hasher.finish() % SHARDS as u64) as usize;
+    fn hash(&self, scope: &Scope, key: &Key) -> u64 {
+        self.hasher.hash_one((scope.as_str(), key.as_str()))
+    }
+
+    /// The shard of `hash`, locked. The table places a record by the hash's low bits and
+    /// tags it with its top seven, so the shard is taken from bits that neither uses.
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        let index = ((hash >> 32) % SHARDS as u64) as usize;
         lock(&self.shards[index])
     }
 
@@ -73,8 +107,18 @@ impl MemoryStore {
     }
 }
 
+/// Whether a slot holds the record of `scope` and `key`.
+fn is_record_of<'a>(scope: &'a Scope, key: &'a Key) -> impl Fn(&Slot) -> bool + 'a {
+    move |slot| slot.record.key == *key && slot.record.scope == *scope
+}
+
+/// A slot's kept hash, for the table to place it when it grows.
+fn kept_hash(slot: &Slot) -> u64 {
+    slot.hash
+}
+
 // A panic while a shard is locked cannot leave a record half-written (every write is one
-// insert or remove), so a poisoned lock is safe to keep using.
+// insert, remove or assignment), so a poisoned lock is safe to keep using.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard
         .lock()
@@ -86,12 +130,23 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 impl MemoryStore {
     fn begin_now(&self, claim: Claim<'_>) -> Result<Outcome, StoreError> {
         let now = self.clock();
-        let id = (claim.scope.clone(), claim.key.clone());
-        let mut shard = self.shard(claim.scope, claim.key);
-        match begin_step(shard.get(&id), claim.fingerprint, now) {
+        let hash = self.hash(claim.scope, claim.key);
+        let mut shard = self.shard(hash);
+        let entry = shard.entry(hash, is_record_of(claim.scope, claim.key), kept_hash);
+        let existing = match &entry {
+            Entry::Occupied(found) => Some(&*found.get().record),
+            Entry::Vacant(_) => None,
+        };
+        match begin_step(existing, claim.fingerprint, now) {
             BeginStep::Answer(outcome) => Ok(outcome),
             BeginStep::Write { token, recovered } => {
-                shard.insert(id, claimed(claim, token, now));
+                let record = claimed(claim, token, now);
+                match entry {
+                    Entry::Occupied(mut found) => *found.get_mut() = Slot::new(hash, record),
+                    Entry::Vacant(free) => {
+                        free.insert(Slot::new(hash, record));
+                    }
+                }
                 Ok(Outcome::Acquired { token, recovered })
             }
         }
@@ -100,12 +155,18 @@ impl MemoryStore {
     fn complete_now(&self, hold: Hold<'_>, response: &StoredResponse) -> Result<(), StoreError> {
         let Hold { scope, key, token } = hold;
         let now = self.clock();
-        let id = (scope.clone(), key.clone());
-        let mut shard = self.shard(scope, key);
-        let state =
-            complete_step(shard.get(&id), token, response, now).ok_or(StoreError::Fenced)?;
-        if let Some(record) = shard.get_mut(&id) {
-            record.state = state;
+        let hash = self.hash(scope, key);
+        let mut shard = self.shard(hash);
+        let record = shard.find_mut(hash, is_record_of(scope, key));
+        let state = complete_step(
+            record.as_deref().map(|slot| &*slot.record),
+            token,
+            response,
+            now,
+        )
+        .ok_or(StoreError::Fenced)?;
+        if let Some(slot) = record {
+            slot.record.state = state;
         }
         Ok(())
     }
@@ -113,20 +174,26 @@ impl MemoryStore {
     fn release_now(&self, hold: Hold<'_>) -> Result<(), StoreError> {
         let Hold { scope, key, token } = hold;
         let now = self.clock();
-        let id = (scope.clone(), key.clone());
-        let mut shard = self.shard(scope, key);
-        let state = release_step(shard.get(&id), token, now).ok_or(StoreError::Fenced)?;
-        if let Some(record) = shard.get_mut(&id) {
-            record.state = state;
+        let hash = self.hash(scope, key);
+        let mut shard = self.shard(hash);
+        let record = shard.find_mut(hash, is_record_of(scope, key));
+        let state = release_step(record.as_deref().map(|slot| &*slot.record), token, now)
+            .ok_or(StoreError::Fenced)?;
+        if let Some(slot) = record {
+            slot.record.state = state;
         }
         Ok(())
     }
 
     fn get_now(&self, scope: &Scope, key: &Key) -> Result<Option<Record>, StoreError> {
         let now = self.clock();
-        let id = (scope.clone(), key.clone());
-        let shard = self.shard(scope, key);
-        Ok(shard.get(&id).filter(|r| live(r, now)).cloned())
+        let hash = self.hash(scope, key);
+        let shard = self.shard(hash);
+        Ok(shard
+            .find(hash, is_record_of(scope, key))
+            .map(|slot| &*slot.record)
+            .filter(|r| live(r, now))
+            .cloned())
     }
 
     fn purge_expired_now(&self, limit: usize) -> Result<usize, StoreError> {
@@ -136,17 +203,10 @@ impl MemoryStore {
             if purged >= limit {
                 break;
             }
-            let mut shard = lock(shard);
-            let expired: Vec<(Scope, Key)> = shard
-                .iter()
-                .filter(|(_, r)| expired(r, now))
-                .map(|(id, _)| id.clone())
+            purged += lock(shard)
+                .extract_if(|slot| expiry_passed(slot.expires_at, now))
                 .take(limit - purged)
-                .collect();
-            for id in expired {
-                shard.remove(&id);
-                purged += 1;
-            }
+                .count();
         }
         Ok(purged)
     }
@@ -195,8 +255,9 @@ impl crate::TimeTravel for MemoryStore {
     async fn advance(&self, by: Duration) -> Result<(), StoreError> {
         let by_ms = crate::duration_ms(by);
         for shard in self.shards.iter() {
-            for record in lock(shard).values_mut() {
-                *record = crate::aged(record.clone(), by_ms);
+            for slot in lock(shard).iter_mut() {
+                let aged = crate::aged((*slot.record).clone(), by_ms);
+                *slot = Slot::new(slot.hash, aged);
             }
         }
         Ok(())
