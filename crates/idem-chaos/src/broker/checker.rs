@@ -53,10 +53,15 @@ impl fmt::Display for BrokerSummary {
     }
 }
 
-/// Checks every reply of every order of `history` against `log`: each reply to the order's
-/// own body is its first answer, status and body byte for byte, and at most one 201 is not
-/// a replay (one effect; a 402 stores nothing and is answered afresh each time); each reply to a re-send with another amount is the 422
-/// `order_id_conflict`. Fills the counts of `summary`.
+/// The status of a decline: no effect, nothing stored, not final.
+const DECLINED: u16 = 402;
+
+/// Checks every reply of every order of `history` against `log`. A decline (402) is not
+/// final (DESIGN §5: nothing moves, the same order may be paid later), so it is answered
+/// afresh each time and may come before the order's payment. Every other reply to the
+/// order's own body is its first such answer, status and body byte for byte, and at most
+/// one 201 is not a replay (one effect). Each reply to a re-send with another amount is the
+/// 422 `order_id_conflict`. Fills the counts of `summary`.
 pub fn check_replies(
     history: &History,
     log: &HashMap<String, OrderLog>,
@@ -89,14 +94,15 @@ pub fn check_replies(
                 .collect()
         };
         let answers = finals(&same);
+        let settled = |a: &&Answer| client::is_final(a.status) && a.status != DECLINED;
         let first = h
             .first
             .answer
             .as_ref()
-            .filter(|a| client::is_final(a.status))
-            .or(answers.first().copied());
+            .filter(settled)
+            .or(answers.iter().copied().find(settled));
         if let Some(first) = first {
-            for a in &answers {
+            for a in answers.iter().copied().filter(settled) {
                 if a.status != first.status || a.body != first.body {
                     flag(
                         ViolationKind::ReplyMismatch,
@@ -108,7 +114,6 @@ pub fn check_replies(
                 }
             }
         }
-        // Only a 201 is an effect: a decline (402) rolls back and is answered afresh.
         let fresh = answers
             .iter()
             .filter(|a| a.status == 201 && !a.replayed)
@@ -214,6 +219,31 @@ mod tests {
         assert_eq!(check_replies(&h, &log.snapshot(), &mut s), vec![]);
         assert_eq!((s.publications, s.replies, s.replays), (3, 4, 1));
         assert_eq!(s.redelivered_after_effect, 1);
+    }
+
+    #[test]
+    fn a_decline_then_the_payment_passes_but_a_second_payment_body_does_not() {
+        let declined = answer(402, "{\"code\":\"insufficient_funds\"}", false);
+        let paid = answer(201, "{\"payment_id\":\"p1\"}", false);
+        let h = history(declined.clone(), Vec::new());
+        let log = ReplyLog::default();
+        log.published("o1");
+        log.published("o1");
+        log.replied("o1", declined.clone());
+        log.replied("o1", paid.clone());
+        log.replied("o1", declined);
+        let replay = Answer {
+            replayed: true,
+            ..paid
+        };
+        log.replied("o1", replay.clone());
+        assert_eq!(check_replies(&h, &log.snapshot(), &mut summary()), vec![]);
+        log.replied("o1", answer(201, "{\"payment_id\":\"p2\"}", true));
+        let kinds: Vec<ViolationKind> = check_replies(&h, &log.snapshot(), &mut summary())
+            .into_iter()
+            .map(|v| v.kind)
+            .collect();
+        assert_eq!(kinds, vec![ViolationKind::ReplyMismatch]);
     }
 
     #[test]
