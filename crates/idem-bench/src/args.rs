@@ -97,6 +97,11 @@ pub struct BenchArgs {
     /// `--features unsafe-disable-idempotency` as --idem-bin.
     #[arg(long, env = "IDEM_BENCH_BASELINE_UNSAFE", requires = "broker")]
     pub baseline_unsafe: bool,
+    /// With --baseline-unsafe: run the baseline after idem's node instead of before, so
+    /// that alternating runs cancel what running second gains or loses (warm caches,
+    /// fuller tables and stream).
+    #[arg(long, env = "IDEM_BENCH_BASELINE_LAST", requires = "baseline_unsafe")]
+    pub baseline_last: bool,
     /// Run fresh-only and replay-only loads at each of these client counts instead of one run.
     #[arg(long, env = "IDEM_BENCH_SWEEP", value_delimiter = ',')]
     pub sweep: Vec<usize>,

@@ -4,11 +4,11 @@
 //! order (the body of `POST /v1/payments`, its `order_id` as `Nats-Msg-Id` or AMQP
 //! `message_id`) and waits for its reply, which must be a 201 that is not a replay.
 //!
-//! With `--baseline-unsafe` the same consumer loop runs first with the node spawned with
+//! With `--baseline-unsafe` the same consumer loop runs too with the node spawned with
 //! `--unsafe-disable-idempotency` (the test guard: every order claimed under a key of its
-//! own, nothing looked up), on the same stream and database; then idem's node, on the
-//! tables and stream the baseline has already filled. The ratio is idem's replies/s ÷ the
-//! baseline's.
+//! own, nothing looked up), on the same stream and database: first, then idem's node on
+//! the tables and stream the baseline has filled, or last with `--baseline-last`. The
+//! ratio is idem's replies/s ÷ the baseline's.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,6 +55,8 @@ pub struct BrokerReport {
     pub accounts_skew: String,
     /// The node as shipped.
     pub idem: BrokerLoad,
+    /// Whether the baseline ran before idem's node (after it with `--baseline-last`).
+    pub baseline_first: Option<bool>,
     /// The same consumer loop with the node's idempotency off, when `--baseline-unsafe`.
     pub baseline_unsafe: Option<BrokerLoad>,
     /// idem's replies/s ÷ the baseline's.
@@ -188,12 +190,15 @@ async fn measure(
 ) -> Result<BrokerReport> {
     let run_id = unique_name("b");
     let mut workload = None;
-    let baseline_unsafe = if args.baseline_unsafe {
-        Some(load(args, node, Phase::Unsafe, &run_id, &mut workload).await?)
-    } else {
-        None
-    };
+    let baseline_first = args.baseline_unsafe && !args.baseline_last;
+    let mut baseline_unsafe = None;
+    if baseline_first {
+        baseline_unsafe = Some(load(args, node, Phase::Unsafe, &run_id, &mut workload).await?);
+    }
     let idem = load(args, node, Phase::Idem, &run_id, &mut workload).await?;
+    if args.baseline_unsafe && !baseline_first {
+        baseline_unsafe = Some(load(args, node, Phase::Unsafe, &run_id, &mut workload).await?);
+    }
     let idem_vs_unsafe = baseline_unsafe
         .as_ref()
         .filter(|b| b.figures.rps > 0.0)
@@ -209,6 +214,7 @@ async fn measure(
         clients: args.clients,
         accounts_skew: args.accounts_skew.to_string(),
         idem,
+        baseline_first: baseline_unsafe.as_ref().map(|_| baseline_first),
         baseline_unsafe,
         idem_vs_unsafe,
     })

@@ -220,6 +220,10 @@ impl fmt::Display for BrokerReport {
         figures_header(f)?;
         let loads = std::iter::once(("idem", &self.idem))
             .chain(self.baseline_unsafe.as_ref().map(|b| ("unsafe", b)));
+        if let Some(first) = self.baseline_first {
+            let order = if first { "unsafe first" } else { "idem first" };
+            writeln!(f, "(both nodes on the same stream and database, {order})")?;
+        }
         let mut errors = BTreeMap::new();
         for (name, load) in loads.clone() {
             figures_row(f, name, &load.figures)?;

@@ -6,8 +6,8 @@
 use std::process::Command;
 
 /// A short broker bench through the broker of `broker_env` on the PostgreSQL server of
-/// `IDEM_TEST_POSTGRES`; `None` when either is not named.
-fn broker_bench(broker_env: &str) -> Option<serde_json::Value> {
+/// `IDEM_TEST_POSTGRES`, with `extra` arguments; `None` when either server is not named.
+fn broker_bench(broker_env: &str, extra: &[&str]) -> Option<serde_json::Value> {
     let database = idem_test_support::backend_url("IDEM_TEST_POSTGRES")?;
     let broker = idem_test_support::backend_url(broker_env)?;
     let output = Command::new(env!("CARGO_BIN_EXE_idem"))
@@ -15,6 +15,7 @@ fn broker_bench(broker_env: &str) -> Option<serde_json::Value> {
         .args(["--database", &database, "--fresh-database"])
         .args(["--clients", "4", "--duration", "2s", "--accounts", "20"])
         .args(["--json", "--quiet"])
+        .args(extra)
         .output()
         .expect("idem bench runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -52,18 +53,20 @@ fn assert_both_rates(report: &serde_json::Value) {
 
 #[test]
 fn broker_bench_through_nats_answers_every_order_with_a_201() {
-    let Some(report) = broker_bench("IDEM_TEST_NATS") else {
+    let Some(report) = broker_bench("IDEM_TEST_NATS", &[]) else {
         return;
     };
     assert_eq!(report["broker"], "nats");
+    assert_eq!(report["baseline_first"], true);
     assert_both_rates(&report);
 }
 
 #[test]
-fn broker_bench_through_rabbitmq_answers_every_order_with_a_201() {
-    let Some(report) = broker_bench("IDEM_TEST_AMQP") else {
+fn broker_bench_through_rabbitmq_answers_every_order_with_a_201_baseline_last() {
+    let Some(report) = broker_bench("IDEM_TEST_AMQP", &["--baseline-last"]) else {
         return;
     };
     assert_eq!(report["broker"], "amqp");
+    assert_eq!(report["baseline_first"], false);
     assert_both_rates(&report);
 }
