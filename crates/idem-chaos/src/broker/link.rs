@@ -1,7 +1,7 @@
 //! A run's side of the broker: its own stream and subject, or queues, made at the start
 //! and deleted at the end, and one endpoint per publisher: where it publishes payment
 //! requests with their message ids, and its replies read back by tag. `idem chaos` builds
-//! its retrying publishers on it ([`super::publisher`]), `idem bench --broker` its
+//! its retrying publishers on it (`publisher.rs`), `idem bench --broker` its
 //! closed-loop clients.
 
 use std::sync::Arc;
