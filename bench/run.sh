@@ -9,11 +9,19 @@
 #     SQL transaction and one SQL statement per payment, with accounts picked uniformly and
 #     with 80 % of payments to 10 hot payees, at BASELINES_CLIENTS clients on
 #     BASELINES_ENGINES (RUNS runs each, alternating, medians).
+#  5. (part `broker`) the broker path: fresh orders through `idem serve --nats` and
+#     `--amqp` on PostgreSQL, against the same consumer loop with the node's idempotency
+#     off (`--baseline-unsafe`), BROKER_CLIENTS clients, RUNS pairs per broker, the brokers
+#     alternating, the baseline first in odd pairs and last in even ones, medians. Needs an `idem` with the test guard: IDEM_BIN a build with
+#     `--features unsafe-disable-idempotency`, or built so here when IDEM_BIN is unset.
 # Every run uses fresh databases it creates and drops. Parts 1–3 write
-# docs/bench/payments.md, part 4 docs/bench/baselines.md.
+# docs/bench/payments.md, part 4 docs/bench/baselines.md, part 5 docs/bench/broker.md.
 #
 #   bench/run.sh                        # every part: 3 runs of 10 s
-#   bench/run.sh baselines              # only the named parts (payments, baselines)
+#   bench/run.sh baselines              # only the named parts (payments, baselines, broker)
+#   IDEM_BIN=/tmp/idem-guard bench/run.sh broker   # the broker part on a guard build
+#   IDEM_NODE_BIN=path/to/idem bench/run.sh       # the spawned nodes run this binary, the
+#                                       # load generator IDEM_BIN (or the build)
 #   RUNS=1 DURATION=3s bench/run.sh     # a quick look
 #   IDEM_BIN=path/to/idem bench/run.sh  # measure a given release binary, no build
 #   IDEM_BENCH_NODE_ARGS="--flag value" bench/run.sh   # extra `idem serve` arguments for
@@ -31,15 +39,19 @@ SQLITE=${IDEM_BENCH_SQLITE:-sqlite://idem-bench.db}
 MYSQL=${IDEM_BENCH_MYSQL:-mysql://root@127.0.0.1:3306/test}
 BASELINES_CLIENTS=${BASELINES_CLIENTS:-64}
 BASELINES_ENGINES=${BASELINES_ENGINES:-postgres mysql sqlite}
+BROKER_CLIENTS=${BROKER_CLIENTS:-32}
+NATS=${IDEM_BENCH_NATS:-nats://127.0.0.1:4222}
+AMQP=${IDEM_BENCH_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}
 OUT=$ROOT/docs/bench/payments.md
 BASELINES_OUT=$ROOT/docs/bench/baselines.md
+BROKER_OUT=$ROOT/docs/bench/broker.md
 WORK=$ROOT/target/idem-bench
 mkdir -p "$WORK" "$ROOT/docs/bench"
 PARTS=${*:-payments baselines}
 for part in $PARTS; do
   case $part in
-    payments | baselines) ;;
-    *) echo "unknown part '$part' (payments, baselines)" >&2; exit 2 ;;
+    payments | baselines | broker) ;;
+    *) echo "unknown part '$part' (payments, baselines, broker)" >&2; exit 2 ;;
   esac
 done
 wants() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -59,11 +71,16 @@ log() { printf '\n== %s\n' "$*" >&2; }
 if [ -n "${IDEM_BIN:-}" ]; then
   IDEM=$IDEM_BIN  # a release binary built before, such as a copy kept aside
 else
-  log "building idem (release)"
-  cargo build --release -q -p idem-cli
+  # The broker part's baseline needs the test guard's switch; the other parts run the
+  # same code with the switch off.
+  FEATURES=()
+  if wants broker; then FEATURES=(--features unsafe-disable-idempotency); fi
+  log "building idem (release${FEATURES[*]:+, ${FEATURES[*]}})"
+  cargo build --release -q -p idem-cli ${FEATURES[@]+"${FEATURES[@]}"}
   IDEM=${CARGO_TARGET_DIR:-$ROOT/target}/release/idem
 fi
-bench() { "$IDEM" bench --spawn --fresh-database ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} "$@"; }
+NODE=${IDEM_NODE_BIN:-$IDEM}
+bench() { "$IDEM" bench --spawn --idem-bin "$NODE" --fresh-database ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} "$@"; }
 
 payments() {
   : > "$WORK/baseline.jsonl"
@@ -171,5 +188,45 @@ baselines() {
   cat "$BASELINES_OUT"
 }
 
+broker() {
+  : > "$WORK/broker.jsonl"
+  # The run is the outer loop: each broker's pair is measured once before any again.
+  for run in $(seq 1 "$RUNS"); do
+    for target in "nats $NATS" "amqp $AMQP"; do
+      set -- $target
+      # Odd runs measure the baseline first, even runs last: running second gains or
+      # loses (warm caches, fuller tables and stream) on alternate sides.
+      ORDER=()
+      if [ $((run % 2)) -eq 0 ]; then ORDER=(--baseline-last); fi
+      log "$1: idem serve against its consumer loop without idempotency, run $run of $RUNS ${ORDER[*]:-}"
+      bench --broker "$2" --database "$POSTGRES" --clients "$BROKER_CLIENTS" \
+        --duration "$DURATION" --baseline-unsafe ${ORDER[@]+"${ORDER[@]}"} --json --quiet \
+        | jq -c --arg uptime "$(uptime)" '{broker: .broker, clients: .clients, baseline_first: .baseline_first, idem: .idem.figures,
+            unsafe: .baseline_unsafe.figures, ratio: .idem_vs_unsafe, uptime: $uptime,
+            errors: ((.idem.errors | to_entries | map(.value) | add // 0)
+              + (.baseline_unsafe.errors | to_entries | map(.value) | add // 0))}' \
+        >> "$WORK/broker.jsonl"
+    done
+  done
+
+  log "writing $BROKER_OUT"
+  {
+    echo "# Payments through a broker against the same consumer loop without idempotency (generated by bench/run.sh broker)"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); node, publishers, brokers and PostgreSQL on the same machine. $RUNS pairs of $DURATION per broker, the brokers alternating; both nodes of a pair on the same stream and database, the node with \`--unsafe-disable-idempotency\` first in odd pairs and last in even ones; each ratio divides the two rates of one pair; medians. Commit $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%d), load generator $IDEM, nodes $NODE. Extra node arguments: ${IDEM_BENCH_NODE_ARGS:-none}. Load at the end: $(uptime)."
+    echo
+    echo "| broker | clients | idem replies/s | without idempotency replies/s | idem ÷ without | runs | idem p50 / p99 ms | without p50 / p99 ms | errors |"
+    echo "|---|---:|---:|---:|---:|---|---:|---:|---:|"
+    jq -s -r '
+      def median: sort | if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
+      def r2: . * 100 | round / 100;
+      group_by(.broker) | .[] |
+      "| \(.[0].broker) | \(.[0].clients) | \(map(.idem.rps) | median | round) | \(map(.unsafe.rps) | median | round) | **\(map(.ratio) | median | r2)** | \(map(.ratio | r2 | tostring) | join(", ")) | \(map(.idem.p50_ms) | median | r2) / \(map(.idem.p99_ms) | median | r2) | \(map(.unsafe.p50_ms) | median | r2) / \(map(.unsafe.p99_ms) | median | r2) | \(map(.errors) | add) |"
+    ' "$WORK/broker.jsonl"
+  } > "$BROKER_OUT"
+  cat "$BROKER_OUT"
+}
+
 if wants payments; then payments; fi
 if wants baselines; then baselines; fi
+if wants broker; then broker; fi

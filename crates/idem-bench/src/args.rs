@@ -80,6 +80,28 @@ pub struct BenchArgs {
     /// triggers move the money), with the same concurrency, and report the ratio.
     #[arg(long, env = "IDEM_BENCH_BASELINE_STATEMENT", requires = "database")]
     pub baseline_statement: bool,
+    /// Load the broker path instead of HTTP: a NATS (nats://…) or RabbitMQ (amqp://…) URL.
+    /// The spawned `idem serve` consumes from a stream and subject, or a queue, of the run's
+    /// own (deleted at the end); each client publishes a fresh order (its order_id as the
+    /// message id) and waits for the reply; replies/s and latency are reported.
+    #[arg(
+        long,
+        env = "IDEM_BENCH_BROKER",
+        requires = "spawn",
+        conflicts_with_all = ["sweep", "mix", "api_key", "baseline_sql", "baseline_statement"]
+    )]
+    pub broker: Option<String>,
+    /// With --broker: first run the same consumer loop with the node spawned with
+    /// `--unsafe-disable-idempotency`, on the same stream and database, and report idem's
+    /// replies/s ÷ that. Needs an `idem` built with
+    /// `--features unsafe-disable-idempotency` as --idem-bin.
+    #[arg(long, env = "IDEM_BENCH_BASELINE_UNSAFE", requires = "broker")]
+    pub baseline_unsafe: bool,
+    /// With --baseline-unsafe: run the baseline after idem's node instead of before, so
+    /// that alternating runs cancel what running second gains or loses (warm caches,
+    /// fuller tables and stream).
+    #[arg(long, env = "IDEM_BENCH_BASELINE_LAST", requires = "baseline_unsafe")]
+    pub baseline_last: bool,
     /// Run fresh-only and replay-only loads at each of these client counts instead of one run.
     #[arg(long, env = "IDEM_BENCH_SWEEP", value_delimiter = ',')]
     pub sweep: Vec<usize>,

@@ -31,6 +31,19 @@ pub enum BenchError {
         /// Why it failed, with the server's last log lines.
         reason: String,
     },
+    /// `--baseline-unsafe` with an `idem` that lacks the test guard's switch.
+    #[error(
+        "--baseline-unsafe: {bin} has no --unsafe-disable-idempotency; build an idem with the \
+         test guard (`cargo build --release -p idem-cli --features unsafe-disable-idempotency`) \
+         and pass it as --idem-bin"
+    )]
+    NoTestGuard {
+        /// The binary that lacks it.
+        bin: PathBuf,
+    },
+    /// The run's stream, queues or publishers could not be set up on the broker.
+    #[error("broker: {0}")]
+    Broker(#[from] idem_chaos::Error),
     /// The accounts the workload needs could not be opened.
     #[error("setting up the workload failed: {0}")]
     Setup(String),

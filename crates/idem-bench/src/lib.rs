@@ -11,6 +11,9 @@
 //!   with its ratio ([`baseline`]);
 //! - who pays whom: uniformly, or a hot-account mix with most payments to a few payees,
 //!   for the load and the baselines alike ([`Skew`]);
+//! - the broker path: fresh orders published to `idem serve --nats` or `--amqp` on a
+//!   stream or queue of the run's own, each reply awaited, against the same consumer loop
+//!   with the node's idempotency off ([`BrokerReport`]);
 //! - a sweep over client counts with a plot of throughput and p99 ([`plot`]);
 //! - the workload of the peer comparison (`bench/peers/run.sh`): fresh keys, replays and
 //!   a race of identical requests against any idempotent endpoint ([`peers`]).
@@ -22,10 +25,13 @@
 //! idem bench --url http://127.0.0.1:8080 --mix fresh=80,replay=15,conflict=5 --json
 //! idem bench --spawn --database postgres://postgres@127.0.0.1/test --fresh-database \
 //!     --mix fresh=1 --baseline-sql --baseline-statement --accounts-skew hot
+//! idem bench --broker nats://127.0.0.1:4222 --spawn --idem-bin target/release/idem \
+//!     --database postgres://postgres@127.0.0.1/test --fresh-database --baseline-unsafe
 //! ```
 
 mod args;
 pub mod baseline;
+mod broker;
 mod client;
 mod error;
 mod load;
@@ -39,6 +45,7 @@ mod skew;
 mod stats;
 
 pub use args::{parse_duration, parse_header, BenchArgs, Kind, Mix};
+pub use broker::{BrokerLoad, BrokerReport};
 pub use client::{Answer, Conn, Target};
 pub use error::{BenchError, Result};
 pub use load::{drive, LoadClient, Pace, Step};

@@ -82,6 +82,25 @@ impl Workload {
         }))
     }
 
+    /// A fresh payment's payer, payee and amount, drawn by the run's skew.
+    pub(crate) fn draw(&self, rng: &mut StdRng) -> (usize, usize, i64) {
+        let (payer, payee) = self.skew.pick(rng, self.accounts.len());
+        (payer, payee, rng.gen_range(1..=100))
+    }
+
+    /// The body of `POST /v1/payments` for an order between two of the run's accounts.
+    pub(crate) fn body(&self, order_id: &str, payer: usize, payee: usize, amount: i64) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"order_id":"{order_id}","payer":"{}","payee":"{}","amount":{amount}}}"#,
+            self.accounts[payer], self.accounts[payee]
+        ))
+    }
+
+    /// The run's id, the prefix of its accounts and orders.
+    pub(crate) fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// The client with index `index`, on its own connection.
     pub fn client(self: &Arc<Self>, target: &Target, index: usize) -> PaymentClient {
         PaymentClient {
@@ -119,11 +138,7 @@ pub struct PaymentClient {
 
 impl PaymentClient {
     fn body(&self, order_id: &str, payer: usize, payee: usize, amount: i64) -> Bytes {
-        let accounts = &self.workload.accounts;
-        Bytes::from(format!(
-            r#"{{"order_id":"{order_id}","payer":"{}","payee":"{}","amount":{amount}}}"#,
-            accounts[payer], accounts[payee]
-        ))
+        self.workload.body(order_id, payer, payee, amount)
     }
 
     async fn post(&mut self, body: Bytes) -> std::result::Result<Answer, String> {
@@ -135,11 +150,7 @@ impl PaymentClient {
     async fn fresh(&mut self) -> Option<String> {
         self.seq += 1;
         let order_id = format!("{}-{}-{}", self.workload.run_id, self.index, self.seq);
-        let (payer, payee) = self
-            .workload
-            .skew
-            .pick(&mut self.rng, self.workload.accounts.len());
-        let amount = self.rng.gen_range(1..=100);
+        let (payer, payee, amount) = self.workload.draw(&mut self.rng);
         let request = self.body(&order_id, payer, payee, amount);
         let answer = match self.post(request.clone()).await {
             Ok(answer) => answer,

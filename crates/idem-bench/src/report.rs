@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::baseline::BaselineReport;
+use crate::broker::{BrokerLoad, BrokerReport};
 use crate::stats::Figures;
 
 /// The result of one `idem bench` run.
@@ -69,6 +70,8 @@ pub enum Summary {
     Run(Box<Report>),
     /// A sweep over client counts.
     Sweep(SweepReport),
+    /// A run through a broker (`--broker`).
+    Broker(Box<BrokerReport>),
 }
 
 impl Summary {
@@ -92,6 +95,10 @@ impl Summary {
         match self {
             Summary::Run(report) => report.errors.values().sum(),
             Summary::Sweep(sweep) => sweep.errors.values().sum(),
+            Summary::Broker(broker) => std::iter::once(&broker.idem)
+                .chain(&broker.baseline_unsafe)
+                .map(|load| load.errors.values().sum::<u64>())
+                .sum(),
         }
     }
 }
@@ -199,11 +206,49 @@ impl fmt::Display for SweepReport {
     }
 }
 
+impl fmt::Display for BrokerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "idem bench: {} — {} publishers, accounts {}, stream {}",
+            self.target, self.clients, self.accounts_skew, self.stream
+        )?;
+        writeln!(
+            f,
+            "(requests: replies; latency: from publishing to the reply)"
+        )?;
+        figures_header(f)?;
+        let loads = std::iter::once(("idem", &self.idem))
+            .chain(self.baseline_unsafe.as_ref().map(|b| ("unsafe", b)));
+        if let Some(first) = self.baseline_first {
+            let order = if first { "unsafe first" } else { "idem first" };
+            writeln!(f, "(both nodes on the same stream and database, {order})")?;
+        }
+        let mut errors = BTreeMap::new();
+        for (name, load) in loads.clone() {
+            figures_row(f, name, &load.figures)?;
+        }
+        for (name, BrokerLoad { errors: own, .. }) in loads {
+            for (cause, n) in own {
+                errors.insert(format!("{name}: {cause}"), *n);
+            }
+        }
+        if let Some(ratio) = self.idem_vs_unsafe {
+            writeln!(
+                f,
+                "\nidem replies/s ÷ replies/s without idempotency (--unsafe-disable-idempotency) = {ratio:.2}"
+            )?;
+        }
+        errors_list(f, &errors)
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Summary::Run(report) => report.fmt(f),
             Summary::Sweep(sweep) => sweep.fmt(f),
+            Summary::Broker(broker) => broker.fmt(f),
         }
     }
 }

@@ -23,6 +23,9 @@ use idem_sql_admin::{unique_name, Engine, ScratchDatabase};
 /// opened, or a database the baseline cannot use. Unexpected answers to the load are not
 /// errors here: they are counted in the report.
 pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
+    if let Some(url) = &args.broker {
+        return crate::broker::run(args, url, default_bin).await;
+    }
     if args.clients == 0 {
         return Err(BenchError::InvalidArgument {
             what: "--clients",

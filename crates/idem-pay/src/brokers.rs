@@ -38,6 +38,9 @@ pub const NATS_CONSUMER: &str = "idem-serve";
 pub const AMQP_QUEUE: &str = "idem.payments";
 /// Deliveries of one message before a 5xx answer sends it to the dead letters.
 pub const ATTEMPTS_MAX: u32 = 10;
+/// The ack wait of the JetStream consumer `idem serve` creates when missing: a node that
+/// died holding a message lets another have it after this long.
+pub const NATS_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// The broker options of `idem serve`; each has an `IDEM_*` environment variable.
 #[derive(Debug, Clone, Default, Args)]
@@ -231,7 +234,7 @@ async fn nats_consumer(
             jetstream::consumer::pull::Config {
                 durable_name: Some(NATS_CONSUMER.to_owned()),
                 filter_subject: args.nats_subject.clone(),
-                ack_wait: Duration::from_secs(30),
+                ack_wait: NATS_ACK_WAIT,
                 ..Default::default()
             },
         )

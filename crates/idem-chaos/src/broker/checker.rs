@@ -6,7 +6,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::broker::link::{BrokerKind, OrderLog};
+use crate::broker::link::BrokerKind;
+use crate::broker::publisher::OrderLog;
 use crate::checker::{History, Violation, ViolationKind};
 use crate::client::{self, Answer, Resend};
 
@@ -151,7 +152,8 @@ pub fn check_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::link::{BrokerKind, ReplyLog};
+    use crate::broker::link::BrokerKind;
+    use crate::broker::publisher::ReplyLog;
     use crate::client::{Order, OrderHistory, Sent};
 
     fn answer(status: u16, body: &str, replayed: bool) -> Answer {

@@ -1,9 +1,10 @@
-//! The run's side of the broker: its own stream and subject, or queues, made at the start
-//! and deleted at the end; the publishers that stand in for HTTP clients; the log of every
-//! publication and reply the checker reads.
+//! A run's side of the broker: its own stream and subject, or queues, made at the start
+//! and deleted at the end, and one endpoint per publisher: where it publishes payment
+//! requests with their message ids, and its replies read back by tag. `idem chaos` builds
+//! its retrying publishers on it (`publisher.rs`), `idem bench --broker` its
+//! closed-loop clients.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -15,13 +16,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use rand::rngs::StdRng;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
-use crate::client::{self, Answer, ClientConfig, ClientStats, Sender, Sent};
-use crate::faults::{Fault, FaultRates, FaultStats};
+use crate::client::Answer;
 use crate::Error;
 
 /// JetStream's deduplication window on the run's stream: short enough that a message
@@ -31,6 +29,30 @@ pub const NATS_DUPLICATE_WINDOW: Duration = Duration::from_millis(100);
 /// The ack wait of the nodes' JetStream consumer: a killed node's messages come again within
 /// the run (`idem serve` itself creates it with 30 s when missing).
 pub const NATS_ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// The JetStream windows of a run's stream and of the nodes' consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// The stream's deduplication window; zero takes the server's default (2 min).
+    pub duplicate: Duration,
+    /// How long the nodes' consumer waits for an ack before delivering again.
+    pub ack_wait: Duration,
+}
+
+impl Windows {
+    /// `idem chaos`: re-publications past JetStream's deduplication, a killed node's
+    /// messages again within the run.
+    pub const CHAOS: Windows = Windows {
+        duplicate: NATS_DUPLICATE_WINDOW,
+        ack_wait: NATS_ACK_WAIT,
+    };
+    /// What `idem serve` creates when the stream and consumer are missing, for a run that
+    /// measures the nodes as deployed (`idem bench --broker`).
+    pub const SERVE: Windows = Windows {
+        duplicate: Duration::ZERO,
+        ack_wait: idem_pay::brokers::NATS_ACK_WAIT,
+    };
+}
 
 /// Which broker a run's payment requests go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -42,37 +64,65 @@ pub enum BrokerKind {
     Amqp,
 }
 
-/// The run's names on the broker, all derived from its database's name.
+/// A run's names on the broker, all derived from one id no other run uses.
 #[derive(Debug, Clone)]
-pub(crate) struct Names {
+pub struct Names {
     /// The JetStream stream, or the AMQP work queue.
-    pub(crate) stream: String,
+    pub stream: String,
     /// The JetStream subject of payment requests.
-    pub(crate) subject: String,
+    pub subject: String,
     /// Where replies go: a subject prefix, or a queue-name prefix.
-    pub(crate) replies: String,
+    pub replies: String,
 }
 
 impl Names {
-    /// The names of the run on the database `db_name`.
-    pub(crate) fn of(db_name: &str) -> Self {
+    /// The names of an `idem chaos` run on the database `db_name`.
+    pub fn of(db_name: &str) -> Self {
+        Self::new("chaos", db_name)
+    }
+
+    /// The names of a run of `tool` (`chaos`, `bench`) with the id `id`, which must be a
+    /// valid JetStream stream name (no `.`, `*`, `>` or spaces).
+    pub fn new(tool: &str, id: &str) -> Self {
         Self {
-            stream: db_name.to_owned(),
-            subject: format!("idem.chaos.{db_name}.pay"),
-            replies: format!("idem.chaos.{db_name}.reply"),
+            stream: id.to_owned(),
+            subject: format!("idem.{tool}.{id}.pay"),
+            replies: format!("idem.{tool}.{id}.reply"),
         }
     }
 }
 
-/// The run's connection to the broker, holding its stream or queues.
-pub(crate) enum Broker {
+/// Called with each reply's tag and answer as its reader receives it, before the reply is
+/// handed to the publisher: the reply log of `idem chaos`, which late replies reach too.
+pub type OnReply = Arc<dyn Fn(&str, &Answer) + Send + Sync>;
+
+/// One publisher's side of the broker: where it publishes, and its replies as
+/// `(tag, answer)`, read until `reader` is aborted.
+pub struct Endpoint {
+    /// Where it publishes.
+    pub link: Link,
+    /// Its replies, each with the tag its publication carried.
+    pub replies: mpsc::UnboundedReceiver<(String, Answer)>,
+    /// The task reading its replies.
+    pub reader: AbortHandle,
+}
+
+/// A run's connection to the broker, holding its stream or queues.
+pub enum Broker {
+    /// NATS JetStream.
     Nats {
+        /// The run's own connection.
         client: async_nats::Client,
+        /// JetStream on it.
         js: jetstream::Context,
+        /// The run's stream and subjects.
         names: Names,
     },
+    /// RabbitMQ.
     Amqp {
+        /// The run's own connection.
         connection: Connection,
+        /// The run's queues.
         names: Names,
     },
 }
@@ -82,9 +132,17 @@ fn broker_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Broker {
-    /// Connects to `url` and makes the run's stream and the nodes' consumer (NATS) or its
-    /// queues (RabbitMQ), as the nodes would but for the windows above.
-    pub(crate) async fn prepare(kind: BrokerKind, url: &str, names: Names) -> Result<Self, Error> {
+    /// Connects to `url` and makes the run's stream and the nodes' consumer with `windows`
+    /// (NATS) or its queues (RabbitMQ), as the nodes would when missing.
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when the broker cannot be reached or refuses the stream or queues.
+    pub async fn prepare(
+        kind: BrokerKind,
+        url: &str,
+        names: Names,
+        windows: Windows,
+    ) -> Result<Self, Error> {
         match kind {
             BrokerKind::Nats => {
                 let client = async_nats::connect(url)
@@ -95,7 +153,7 @@ impl Broker {
                     .create_stream(jetstream::stream::Config {
                         name: names.stream.clone(),
                         subjects: vec![names.subject.clone(), format!("{}.dead", names.subject)],
-                        duplicate_window: NATS_DUPLICATE_WINDOW,
+                        duplicate_window: windows.duplicate,
                         ..Default::default()
                     })
                     .await
@@ -105,7 +163,7 @@ impl Broker {
                     .create_consumer(jetstream::consumer::pull::Config {
                         durable_name: Some(consumer.to_owned()),
                         filter_subject: names.subject.clone(),
-                        ack_wait: NATS_ACK_WAIT,
+                        ack_wait: windows.ack_wait,
                         ..Default::default()
                     })
                     .await
@@ -129,8 +187,8 @@ impl Broker {
     }
 
     /// The arguments that make an `idem serve` node consume the run's requests from the
-    /// broker at `url` (the node's relay).
-    pub(crate) fn node_args(&self, url: &str) -> Vec<String> {
+    /// broker at `url` (the node's relay, or the broker itself).
+    pub fn node_args(&self, url: &str) -> Vec<String> {
         match self {
             Self::Nats { names, .. } => vec![
                 "--nats".into(),
@@ -149,20 +207,19 @@ impl Broker {
         }
     }
 
-    /// The stream or work queue.
-    pub(crate) fn names(&self) -> &Names {
+    /// The run's names.
+    pub fn names(&self) -> &Names {
         match self {
             Self::Nats { names, .. } | Self::Amqp { names, .. } => names,
         }
     }
 
-    /// Publisher `index`, sending as `config` says and logging into `log`; its reply
-    /// reader runs until the returned handle is aborted.
-    pub(crate) async fn publisher(
-        &self,
-        index: usize,
-        shared: Shared,
-    ) -> Result<(Publisher, AbortHandle), Error> {
+    /// The endpoint of publisher `index`: its replies come to a subject or queue of its own,
+    /// each passed to `on_reply` as it comes.
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when the reply subscription or queue cannot be made.
+    pub async fn endpoint(&self, index: usize, on_reply: OnReply) -> Result<Endpoint, Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (link, reader) = match self {
             Self::Nats { client, js, names } => {
@@ -171,8 +228,7 @@ impl Broker {
                     .subscribe(format!("{prefix}.>"))
                     .await
                     .map_err(|e| broker_error("subscribing to replies", e))?;
-                let reader =
-                    tokio::spawn(read_nats(subscriber, prefix.clone(), shared.clone(), tx));
+                let reader = tokio::spawn(read_nats(subscriber, prefix.clone(), on_reply, tx));
                 let link = Link::Nats {
                     js: js.clone(),
                     subject: names.subject.clone(),
@@ -216,7 +272,7 @@ impl Broker {
                     )
                     .await
                     .map_err(|e| broker_error("consuming replies", e))?;
-                let reader = tokio::spawn(read_amqp(consumer, shared.clone(), tx));
+                let reader = tokio::spawn(read_amqp(consumer, on_reply, tx));
                 let link = Link::Amqp {
                     channel,
                     queue: names.stream.clone(),
@@ -225,18 +281,18 @@ impl Broker {
                 (link, reader.abort_handle())
             }
         };
-        Ok((
-            Publisher {
-                link,
-                replies: rx,
-                shared,
-            },
+        Ok(Endpoint {
+            link,
+            replies: rx,
             reader,
-        ))
+        })
     }
 
     /// Deletes the run's stream (NATS) or queues (RabbitMQ).
-    pub(crate) async fn delete(&self) -> Result<(), Error> {
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when the broker refuses.
+    pub async fn delete(&self) -> Result<(), Error> {
         match self {
             Self::Nats { js, names, .. } => js
                 .delete_stream(&names.stream)
@@ -266,7 +322,7 @@ impl Broker {
     }
 
     /// Closes the run's own connection.
-    pub(crate) async fn close(self) {
+    pub async fn close(self) {
         match self {
             Self::Nats { client, .. } => {
                 let _ = client.drain().await;
@@ -278,54 +334,36 @@ impl Broker {
     }
 }
 
-/// What every publisher of a run shares.
+/// Where one publisher publishes, and where its replies are to go.
 #[derive(Clone)]
-pub(crate) struct Shared {
-    /// The clients' configuration (timeout, backoff).
-    pub(crate) config: Arc<ClientConfig>,
-    /// The clients' counters (retries, outcomes).
-    pub(crate) stats: Arc<ClientStats>,
-    /// The run's fault counters (duplicates).
-    pub(crate) faults: Arc<FaultStats>,
-    /// The rate of deliberate duplicates.
-    pub(crate) duplicates: FaultRates,
-    /// The run's seed.
-    pub(crate) seed: u64,
-    /// Every publication and reply.
-    pub(crate) log: Arc<ReplyLog>,
-}
-
-/// How long after a message its deliberate duplicate is published: past JetStream's
-/// deduplication window, which would otherwise drop it.
-const TWIN_AFTER: Duration = Duration::from_millis(150);
-
-/// Where one publisher publishes.
-#[derive(Clone)]
-enum Link {
+pub enum Link {
+    /// A JetStream subject; replies to `<reply_prefix>.<tag>`.
     Nats {
+        /// JetStream on the run's connection.
         js: jetstream::Context,
+        /// The subject of payment requests.
         subject: String,
+        /// The publisher's reply subjects' prefix.
         reply_prefix: String,
     },
+    /// A RabbitMQ work queue, on a channel in confirm mode; replies to `reply_queue`.
     Amqp {
+        /// The publisher's channel.
         channel: Channel,
+        /// The work queue.
         queue: String,
+        /// The publisher's exclusive reply queue.
         reply_queue: String,
     },
-}
-
-/// A client that publishes each order to the broker and waits for its reply: on a
-/// timeout it publishes the same message (message id and body) again.
-pub(crate) struct Publisher {
-    link: Link,
-    replies: mpsc::UnboundedReceiver<(String, Answer)>,
-    shared: Shared,
 }
 
 impl Link {
     /// Publishes `body` with message id `order_id`, its reply tagged `tag`, and waits up to
     /// `timeout` for the broker to store it.
-    async fn publish(
+    ///
+    /// # Errors
+    /// Why the broker did not confirm it in time, in words.
+    pub async fn publish(
         &self,
         timeout: Duration,
         tag: &str,
@@ -386,116 +424,11 @@ impl Link {
     }
 }
 
-impl Publisher {
-    /// Publishes a message for `request_id` (attempt tag `tag`); true when the broker
-    /// stored it. Every try is logged, stored or not: one the broker stored without saying
-    /// so must not pass for a redelivery.
-    async fn publish(&self, tag: &str, order_id: &str, request_id: &str, body: &Bytes) -> bool {
-        self.shared.log.published(request_id);
-        let timeout = self.shared.config.timeout;
-        self.link
-            .publish(timeout, tag, order_id, body)
-            .await
-            .is_ok()
-    }
-
-    /// Publishes the same message again [`TWIN_AFTER`] from now, in the background, as a
-    /// deliberate duplicate.
-    fn publish_twin(&self, tag: &str, order_id: &str, request_id: &str, body: &Bytes) {
-        self.shared.faults.duplicate.injected();
-        let (link, shared) = (self.link.clone(), self.shared.clone());
-        let twin = format!("{tag}{DUPLICATE_MARK}");
-        let (order_id, request_id, body) =
-            (order_id.to_owned(), request_id.to_owned(), body.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(TWIN_AFTER).await;
-            shared.log.published(&request_id);
-            let _ = link
-                .publish(shared.config.timeout, &twin, &order_id, &body)
-                .await;
-        });
-    }
-
-    /// The first reply to `request_id` before `until`; replies to earlier orders, come
-    /// late, are passed over (the log has them).
-    async fn reply_to(&mut self, request_id: &str, until: Instant) -> Option<Answer> {
-        loop {
-            let (tag, answer) = tokio::time::timeout_at(until, self.replies.recv())
-                .await
-                .ok()??;
-            if parse_tag(&tag).is_some_and(|(id, _)| id == request_id) {
-                return Some(answer);
-            }
-        }
-    }
-}
-
-impl Sender for Publisher {
-    async fn send_order(
-        &mut self,
-        body: &Bytes,
-        order_id: &str,
-        request_id: &str,
-        rng: &mut StdRng,
-        hard: Instant,
-    ) -> Sent {
-        let shared = self.shared.clone();
-        let mut attempts = 0u32;
-        loop {
-            if Instant::now() >= hard {
-                return Sent {
-                    attempts,
-                    answer: None,
-                };
-            }
-            attempts += 1;
-            if attempts > 1 {
-                shared
-                    .stats
-                    .retries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            let tag = format!("{request_id}#{attempts}");
-            if !self.publish(&tag, order_id, request_id, body).await {
-                shared.stats.count("connection".into());
-                tokio::time::sleep(client::backoff(&shared.config, attempts, rng)).await;
-                continue;
-            }
-            if shared.duplicates.decide(shared.seed, &tag) == Fault::Duplicate {
-                self.publish_twin(&tag, order_id, request_id, body);
-            }
-            let until = (Instant::now() + shared.config.timeout).min(hard);
-            match self.reply_to(request_id, until).await {
-                Some(answer) if client::is_final(answer.status) => {
-                    shared.stats.count(answer.status.to_string());
-                    return Sent {
-                        attempts,
-                        answer: Some(answer),
-                    };
-                }
-                Some(answer) => shared.stats.count(answer.status.to_string()),
-                None => shared.stats.count("timeout".into()),
-            }
-            tokio::time::sleep(client::backoff(&shared.config, attempts, rng)).await;
-        }
-    }
-}
-
-/// The mark after a reply tag of a deliberate duplicate's publication.
-const DUPLICATE_MARK: char = 'd';
-
-/// A reply tag's request id and whether it answers a deliberate duplicate: tags are
-/// `<request id>#<attempt>`, with [`DUPLICATE_MARK`] after a duplicate's.
-fn parse_tag(tag: &str) -> Option<(&str, bool)> {
-    let (id, attempt) = tag.rsplit_once('#')?;
-    Some((id, attempt.ends_with(DUPLICATE_MARK)))
-}
-
-/// Reads a publisher's NATS replies into its channel and the run's log.
+/// Reads a publisher's NATS replies into its channel, through `on_reply`.
 async fn read_nats(
     mut subscriber: async_nats::Subscriber,
     prefix: String,
-    shared: Shared,
+    on_reply: OnReply,
     tx: mpsc::UnboundedSender<(String, Answer)>,
 ) {
     while let Some(reply) = subscriber.next().await {
@@ -523,15 +456,15 @@ async fn read_nats(
             body: String::from_utf8_lossy(&reply.payload).into_owned(),
             replayed: header(idem_consume::nats::REPLAYED_HEADER).as_deref() == Some("true"),
         };
-        shared.replied(tag, &answer);
+        on_reply(tag, &answer);
         let _ = tx.send((tag.to_owned(), answer));
     }
 }
 
-/// Reads a publisher's AMQP replies into its channel and the run's log.
+/// Reads a publisher's AMQP replies into its channel, through `on_reply`.
 async fn read_amqp(
     mut consumer: lapin::Consumer,
-    shared: Shared,
+    on_reply: OnReply,
     tx: mpsc::UnboundedSender<(String, Answer)>,
 ) {
     while let Some(Ok(reply)) = consumer.next().await {
@@ -560,101 +493,7 @@ async fn read_amqp(
                 Some(AMQPValue::Boolean(true))
             ),
         };
-        shared.replied(&tag, &answer);
+        on_reply(&tag, &answer);
         let _ = tx.send((tag, answer));
-    }
-}
-
-impl Shared {
-    /// Logs a reply, and counts a deliberate duplicate's first reply as that fault's hit.
-    fn replied(&self, tag: &str, answer: &Answer) {
-        if let Some((request_id, duplicate)) = parse_tag(tag) {
-            if duplicate && self.log.first_reply_to_twin(tag) {
-                self.faults.duplicate.hit(1);
-            }
-            self.log.replied(request_id, answer.clone());
-        }
-    }
-}
-
-/// One reply, with the sending it answers.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// The sending: the order id, or `<order id>/r<n>` for a deliberate re-send.
-    pub request_id: String,
-    /// What came.
-    pub answer: Answer,
-}
-
-/// An order's publications and replies.
-#[derive(Debug, Clone, Default)]
-pub struct OrderLog {
-    /// Publications tried (re-publications and duplicates included) by sending.
-    pub publications: BTreeMap<String, u32>,
-    /// Every reply, in arrival order, late ones included.
-    pub replies: Vec<Reply>,
-}
-
-/// Every publication and reply of a run, by order id.
-#[derive(Debug, Default)]
-pub struct ReplyLog {
-    orders: Mutex<HashMap<String, OrderLog>>,
-    /// The duplicates' tags answered so far (a redelivered duplicate is answered again).
-    twins_answered: Mutex<HashSet<String>>,
-}
-
-/// The order id of a sending's request id (`<order id>` or `<order id>/r<n>`).
-pub(crate) fn order_of(request_id: &str) -> &str {
-    request_id.split('/').next().unwrap_or(request_id)
-}
-
-impl ReplyLog {
-    fn with(&self, request_id: &str, f: impl FnOnce(&mut OrderLog)) {
-        if let Ok(mut orders) = self.orders.lock() {
-            f(orders.entry(order_of(request_id).to_owned()).or_default());
-        }
-    }
-
-    /// Counts one publication of `request_id`.
-    pub fn published(&self, request_id: &str) {
-        self.with(request_id, |o| {
-            *o.publications.entry(request_id.to_owned()).or_default() += 1;
-        });
-    }
-
-    /// Logs a reply to `request_id`.
-    pub fn replied(&self, request_id: &str, answer: Answer) {
-        self.with(request_id, |o| {
-            o.replies.push(Reply {
-                request_id: request_id.to_owned(),
-                answer,
-            });
-        });
-    }
-
-    /// Whether this is the first reply to the duplicate tagged `tag`.
-    fn first_reply_to_twin(&self, tag: &str) -> bool {
-        self.twins_answered
-            .lock()
-            .is_ok_and(|mut seen| seen.insert(tag.to_owned()))
-    }
-
-    /// The log as it stands.
-    pub fn snapshot(&self) -> HashMap<String, OrderLog> {
-        self.orders.lock().map(|o| o.clone()).unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_name_their_sending_and_duplicates() {
-        assert_eq!(parse_tag("o3-12#2"), Some(("o3-12", false)));
-        assert_eq!(parse_tag("o3-12/r0#1d"), Some(("o3-12/r0", true)));
-        assert_eq!(parse_tag("nonsense"), None);
-        assert_eq!(order_of("o3-12/r0"), "o3-12");
-        assert_eq!(order_of("o3-12"), "o3-12");
     }
 }

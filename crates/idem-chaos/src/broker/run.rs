@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::balancer::BalancerConfig;
 use crate::broker::checker::{check_replies, BrokerSummary};
-use crate::broker::link::{Broker, BrokerKind, Names, ReplyLog, Shared, NATS_ACK_WAIT};
+use crate::broker::link::{Broker, BrokerKind, Names, Windows, NATS_ACK_WAIT};
+use crate::broker::publisher::{Publisher, ReplyLog, Shared};
 use crate::checker::History;
 use crate::db::RunDatabase;
 use crate::faults::{FaultRates, Ticker};
@@ -36,7 +37,7 @@ pub(crate) async fn run(
             "--target nats|amqp needs --broker URL (nats://… or amqp://…)".into(),
         ));
     };
-    let broker = Broker::prepare(kind, url, Names::of(db.name())).await?;
+    let broker = Broker::prepare(kind, url, Names::of(db.name()), Windows::CHAOS).await?;
     let result = run_on(args, db, plan, (&broker, kind, url)).await;
     // A failed clean-up must not hide the verdict; say it and go on.
     if let Err(e) = broker.delete().await {
@@ -109,7 +110,7 @@ async fn run_on(
     let mut publishers = Vec::with_capacity(args.clients);
     let mut readers = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
-        let (publisher, reader) = broker.publisher(i, shared.clone()).await?;
+        let (publisher, reader) = Publisher::start(broker, i, shared.clone()).await?;
         publishers.push(publisher);
         readers.push(reader);
     }
