@@ -107,9 +107,11 @@ impl MemoryStore {
     }
 }
 
-/// Whether a slot holds the record of `scope` and `key`.
-fn is_record_of<'a>(scope: &'a Scope, key: &'a Key) -> impl Fn(&Slot) -> bool + 'a {
-    move |slot| slot.record.key == *key && slot.record.scope == *scope
+/// Whether a slot holds the record of `scope` and `key`, whose hash is `hash`. The kept hash
+/// is compared first: a slot the table's tag matched by chance is then passed over without
+/// reading its record.
+fn is_record_of<'a>(hash: u64, scope: &'a Scope, key: &'a Key) -> impl Fn(&Slot) -> bool + 'a {
+    move |slot| slot.hash == hash && slot.record.key == *key && slot.record.scope == *scope
 }
 
 /// A slot's kept hash, for the table to place it when it grows.
@@ -132,7 +134,7 @@ impl MemoryStore {
         let now = self.clock();
         let hash = self.hash(claim.scope, claim.key);
         let mut shard = self.shard(hash);
-        let entry = shard.entry(hash, is_record_of(claim.scope, claim.key), kept_hash);
+        let entry = shard.entry(hash, is_record_of(hash, claim.scope, claim.key), kept_hash);
         let existing = match &entry {
             Entry::Occupied(found) => Some(&*found.get().record),
             Entry::Vacant(_) => None,
@@ -157,7 +159,7 @@ impl MemoryStore {
         let now = self.clock();
         let hash = self.hash(scope, key);
         let mut shard = self.shard(hash);
-        let record = shard.find_mut(hash, is_record_of(scope, key));
+        let record = shard.find_mut(hash, is_record_of(hash, scope, key));
         let state = complete_step(
             record.as_deref().map(|slot| &*slot.record),
             token,
@@ -176,7 +178,7 @@ impl MemoryStore {
         let now = self.clock();
         let hash = self.hash(scope, key);
         let mut shard = self.shard(hash);
-        let record = shard.find_mut(hash, is_record_of(scope, key));
+        let record = shard.find_mut(hash, is_record_of(hash, scope, key));
         let state = release_step(record.as_deref().map(|slot| &*slot.record), token, now)
             .ok_or(StoreError::Fenced)?;
         if let Some(slot) = record {
@@ -190,7 +192,7 @@ impl MemoryStore {
         let hash = self.hash(scope, key);
         let shard = self.shard(hash);
         Ok(shard
-            .find(hash, is_record_of(scope, key))
+            .find(hash, is_record_of(hash, scope, key))
             .map(|slot| &*slot.record)
             .filter(|r| live(r, now))
             .cloned())
