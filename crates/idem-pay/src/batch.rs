@@ -11,7 +11,7 @@ use idem_sql::{
 };
 use sqlx::Transaction;
 
-use crate::db::{Business, Db, Engine, Sql};
+use crate::db::{Arg, Business, Db, Engine, Sql};
 use crate::flows::{self, Decision, PreparedPayment};
 use crate::model::Answer;
 use crate::validate::NewRefund;
@@ -131,6 +131,57 @@ impl<S: Business> BatchItem<S::Database> for Pay<S> {
         let answer = flows::pay_prepared(&self.store, &self.sql, &self.payment).await;
         Decision::Settled(answer)
     }
+
+    fn rows(&self) -> Vec<String> {
+        let (tenant, accounts) = self.payment.accounts();
+        accounts.iter().map(|a| account_row(tenant, a)).collect()
+    }
+
+    async fn lock_rows(
+        &mut self,
+        tx: &mut Transaction<'static, S::Database>,
+        rows: &[String],
+    ) -> std::result::Result<(), BatchFailure> {
+        lock_accounts(&self.store, &self.sql, tx, rows).await
+    }
+}
+
+/// Separates the tenant from the account id in a row's name: a byte neither may hold.
+const ROW_SEPARATOR: char = '\0';
+
+/// The name of `tenant`'s account `account` among a batch's rows (see
+/// [`BatchItem::rows`]): sorted, the names group by tenant.
+fn account_row(tenant: &Tenant, account: &str) -> String {
+    format!("{}{ROW_SEPARATOR}{account}", tenant.as_str())
+}
+
+/// Locks the accounts named by `rows` (sorted, as [`account_row`] names them) in `tx`: one
+/// statement per tenant, tenants in the rows' order, each tenant's accounts in account-id
+/// order as every payment locks its two. A refund names no rows; it locks as it runs.
+async fn lock_accounts<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tx: &mut Transaction<'static, S::Database>,
+    rows: &[String],
+) -> std::result::Result<(), BatchFailure> {
+    let named = rows.iter().filter_map(|row| row.split_once(ROW_SEPARATOR));
+    let mut tenants: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (tenant, account) in named {
+        match tenants.last_mut() {
+            Some((last, accounts)) if *last == tenant => accounts.push(account),
+            _ => tenants.push((tenant, vec![account])),
+        }
+    }
+    for (tenant, accounts) in tenants {
+        let args: Vec<Arg<'_>> = std::iter::once(tenant)
+            .chain(accounts.iter().copied())
+            .map(Arg::Str)
+            .collect();
+        store
+            .execute_in(tx, &sql.lock_accounts(accounts.len()), &args)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A refund as a batch item.
@@ -172,5 +223,15 @@ impl<S: Business> BatchItem<S::Database> for Refund<S> {
         )
         .await;
         Decision::Settled(answer)
+    }
+
+    /// Names none of its own (its accounts are the payment's, read as it runs), but locks
+    /// the batch's when it comes first.
+    async fn lock_rows(
+        &mut self,
+        tx: &mut Transaction<'static, S::Database>,
+        rows: &[String],
+    ) -> std::result::Result<(), BatchFailure> {
+        lock_accounts(&self.store, &self.sql, tx, rows).await
     }
 }

@@ -321,6 +321,11 @@ impl PreparedPayment {
     }
 
     /// The payment row's seven values.
+    /// The tenant and the two accounts the payment moves money between.
+    pub(crate) fn accounts(&self) -> (&Tenant, [&str; 2]) {
+        (&self.tenant, [&self.request.payer, &self.request.payee])
+    }
+
     fn row(&self) -> [Arg<'_>; 7] {
         let r = &self.request;
         [

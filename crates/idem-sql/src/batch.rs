@@ -15,6 +15,11 @@
 //! the commit — the answers computed are dropped unsent and every item runs again alone
 //! ([`BatchItem::run_alone`]): an item is answered exactly once, and a commit whose outcome
 //! was lost is resolved by the claim, which finds the record and replays.
+//!
+//! Items that lock rows as they run lock them in arrival order, not in the order other
+//! transactions do, so two batches (or a batch and a lone item) could each wait on the
+//! other. An item that names its rows ([`BatchItem::rows`]) has them locked with the whole
+//! batch's, in one order, before the first item runs ([`BatchItem::lock_rows`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +63,29 @@ pub trait BatchItem<DB: Database>: Send + 'static {
     /// Runs the item in a transaction of its own, committed before it answers: the path of
     /// a lone item, and of every item of a batch that failed.
     async fn run_alone(self: Box<Self>) -> Self::Answer;
+
+    /// The rows this item will lock, each named so that the batch can merge its items'
+    /// rows (sorted, without duplicates) and lock them all with [`BatchItem::lock_rows`]
+    /// before its first item runs. Items that lock rows as they go, in arrival order, can
+    /// wait on another batch that waits on them; locked up front in one order, they
+    /// cannot. None (the default): the item locks its rows as it runs.
+    fn rows(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Locks `rows`, the merged [`BatchItem::rows`] of the whole batch, in `tx`, in the
+    /// order every transaction of the application locks them. Called on the batch's first
+    /// item, before any item runs. The default locks nothing.
+    ///
+    /// # Errors
+    /// Any failure; the batch then fails and its items run alone.
+    async fn lock_rows(
+        &mut self,
+        _tx: &mut Transaction<'static, DB>,
+        _rows: &[String],
+    ) -> Result<(), BatchFailure> {
+        Ok(())
+    }
 }
 
 /// How a [`Batcher`] groups.
@@ -314,6 +342,12 @@ where
 {
     debug_assert!(batch.len() > 1, "a lone item runs alone");
     let mut tx = store.begin_write().await?;
+    let mut rows: Vec<String> = batch.iter().flat_map(|queued| queued.item.rows()).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    if let (Some(first), false) = (batch.first_mut(), rows.is_empty()) {
+        first.item.lock_rows(&mut tx, &rows).await?;
+    }
     let mut answers = Vec::with_capacity(batch.len());
     store.execute_raw_in(&mut tx, SAVEPOINT).await?;
     let mut kept_last = false;

@@ -99,6 +99,11 @@ pub(crate) struct Sql {
     /// -amount, amount (each row's delta), movement id, created_at, the payment's seven,
     /// then the claim's values.
     pub(crate) pay_inline: Option<String>,
+    /// `SELECT … FOR UPDATE` of one tenant's accounts named by [`Sql::lock_accounts`]'s
+    /// placeholders, in account-id order: before and after those placeholders.
+    lock_accounts_around: (String, String),
+    /// Whether [`Sql::lock_accounts`] numbers its placeholders.
+    numbered_params: bool,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
     pub(crate) ledger_totals: String,
@@ -134,6 +139,18 @@ impl Dialect {
 }
 
 impl Sql {
+    /// Locks `n` accounts of one tenant in account-id order, the order every payment locks
+    /// its two in; binds the tenant, then the `n` account ids.
+    pub(crate) fn lock_accounts(&self, n: usize) -> String {
+        let (head, tail) = &self.lock_accounts_around;
+        let text = format!("{head}{}{tail}", vec!["?"; n].join(", "));
+        if self.numbered_params {
+            numbered(&text)
+        } else {
+            text
+        }
+    }
+
     fn new(d: &Dialect) -> Self {
         let q = |text: String| d.statement(text);
         let (lock, int, text) = (d.for_update, d.int_type, d.text_type);
@@ -200,6 +217,11 @@ impl Sql {
                     "{move_and_record}, paid AS ({insert_payment}) SELECT COUNT(*) FROM moved"
                 ))
             }),
+            lock_accounts_around: (
+                "SELECT account_id FROM pay_accounts WHERE tenant = ? AND account_id IN (".into(),
+                format!(") ORDER BY account_id{lock}"),
+            ),
+            numbered_params: d.numbered_params,
             insert_refund: q(
                 "INSERT INTO pay_refunds (payment_id, refund_id, amount, created_at) VALUES (?, ?, ?, ?)".into(),
             ),
