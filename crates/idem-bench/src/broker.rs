@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use idem_chaos::broker::{Broker, BrokerKind, Endpoint, Link, Names, OnReply, Windows};
 use idem_chaos::client::Answer;
-use idem_sql_admin::{unique_name, Engine, ScratchDatabase};
+use idem_sql_admin::{unique_name, ScratchDatabase};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -32,6 +32,7 @@ use crate::error::{BenchError, Result};
 use crate::load::{drive, LoadClient, Pace, Step};
 use crate::payments::Workload;
 use crate::report::Summary;
+use crate::run::spawned_database;
 use crate::server::Server;
 use crate::stats::Figures;
 
@@ -108,22 +109,12 @@ pub(crate) async fn run(args: &BenchArgs, url: &str, default_bin: &Path) -> Resu
     if args.baseline_unsafe {
         require_test_guard(bin).await?;
     }
-    let database = args
-        .database
-        .as_deref()
-        .ok_or_else(|| BenchError::InvalidArgument {
-            what: "--database",
-            reason: "--broker spawns its node: give it a database".into(),
-        })?;
-    let engine = Engine::of(database).map_err(|e| BenchError::InvalidArgument {
-        what: "--database",
-        reason: e.to_string(),
-    })?;
-    let fresh = if args.fresh_database {
-        Some(ScratchDatabase::create(database, "idem_bench_broker").await?)
-    } else {
-        None
-    };
+    let (database, engine, fresh) = spawned_database(
+        args,
+        "--broker spawns its node: give it a database",
+        "idem_bench_broker",
+    )
+    .await?;
     let db_url = fresh.as_ref().map_or(database, ScratchDatabase::url);
     let names = Names::new("bench", &unique_name("idem_bench"));
     let result = match Broker::prepare(kind, url, names, Windows::SERVE).await {

@@ -39,22 +39,8 @@ pub async fn run(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
         });
     }
     let (target, label, server, fresh) = if args.spawn {
-        let database = args
-            .database
-            .as_deref()
-            .ok_or_else(|| BenchError::InvalidArgument {
-                what: "--database",
-                reason: "--spawn needs a database".into(),
-            })?;
-        let engine = Engine::of(database).map_err(|e| BenchError::InvalidArgument {
-            what: "--database",
-            reason: e.to_string(),
-        })?;
-        let fresh = if args.fresh_database {
-            Some(ScratchDatabase::create(database, "idem_bench_serve").await?)
-        } else {
-            None
-        };
+        let (database, engine, fresh) =
+            spawned_database(args, "--spawn needs a database", "idem_bench_serve").await?;
         let url = fresh.as_ref().map_or(database, ScratchDatabase::url);
         let idem_bin = args.idem_bin.as_deref().unwrap_or(default_bin);
         let (mut serve_args, mut headers) = (args.serve_args.clone(), args.headers.clone());
@@ -284,4 +270,31 @@ pub fn run_blocking(args: &BenchArgs, default_bin: &Path) -> Result<Summary> {
         .enable_all()
         .build()?;
     runtime.block_on(run(args, default_bin))
+}
+
+/// The database `--spawn` (or `--broker`) starts its node on: `--database`, its engine, and
+/// with `--fresh-database` a scratch database of its own named after `prefix`, for the
+/// caller to drop. `missing` says why `--database` is needed when it is absent.
+pub(crate) async fn spawned_database<'a>(
+    args: &'a BenchArgs,
+    missing: &str,
+    prefix: &str,
+) -> Result<(&'a str, Engine, Option<ScratchDatabase>)> {
+    let database = args
+        .database
+        .as_deref()
+        .ok_or_else(|| BenchError::InvalidArgument {
+            what: "--database",
+            reason: missing.into(),
+        })?;
+    let engine = Engine::of(database).map_err(|e| BenchError::InvalidArgument {
+        what: "--database",
+        reason: e.to_string(),
+    })?;
+    let fresh = if args.fresh_database {
+        Some(ScratchDatabase::create(database, prefix).await?)
+    } else {
+        None
+    };
+    Ok((database, engine, fresh))
 }
