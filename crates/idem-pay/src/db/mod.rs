@@ -102,8 +102,8 @@ pub(crate) struct Sql {
     /// `SELECT … FOR UPDATE` of one tenant's accounts named by [`Sql::lock_accounts`]'s
     /// placeholders, in account-id order: before and after those placeholders.
     lock_accounts_around: (String, String),
-    /// Whether [`Sql::lock_accounts`] numbers its placeholders.
-    numbered_params: bool,
+    /// How [`Sql::lock_accounts`] spells its placeholders.
+    dialect: &'static Dialect,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
     pub(crate) ledger_totals: String,
@@ -112,6 +112,7 @@ pub(crate) struct Sql {
 }
 
 /// How one dialect spells the few things that differ.
+#[derive(Debug)]
 pub(crate) struct Dialect {
     /// Appended to a `SELECT` that must lock its rows until commit (empty on SQLite,
     /// whose `BEGIN IMMEDIATE` already holds the one write lock).
@@ -143,15 +144,11 @@ impl Sql {
     /// its two in; binds the tenant, then the `n` account ids.
     pub(crate) fn lock_accounts(&self, n: usize) -> String {
         let (head, tail) = &self.lock_accounts_around;
-        let text = format!("{head}{}{tail}", vec!["?"; n].join(", "));
-        if self.numbered_params {
-            numbered(&text)
-        } else {
-            text
-        }
+        self.dialect
+            .statement(format!("{head}{}{tail}", vec!["?"; n].join(", ")))
     }
 
-    fn new(d: &Dialect) -> Self {
+    fn new(d: &'static Dialect) -> Self {
         let q = |text: String| d.statement(text);
         let (lock, int, text) = (d.for_update, d.int_type, d.text_type);
         let payment_cols = format!(
@@ -221,7 +218,7 @@ impl Sql {
                 "SELECT account_id FROM pay_accounts WHERE tenant = ? AND account_id IN (".into(),
                 format!(") ORDER BY account_id{lock}"),
             ),
-            numbered_params: d.numbered_params,
+            dialect: d,
             insert_refund: q(
                 "INSERT INTO pay_refunds (payment_id, refund_id, amount, created_at) VALUES (?, ?, ?, ?)".into(),
             ),
@@ -293,26 +290,17 @@ impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let backend = Backend::of_url(url)?;
         let max_connections = max_connections.max(1);
-        let (engine, dialect) = match backend {
-            Backend::Sqlite => (
-                Engine::Sqlite(sqlite::open(url, max_connections).await?),
-                sqlite::DIALECT,
-            ),
-            Backend::Postgres => (
-                Engine::Postgres(postgres::open(url, max_connections).await?),
-                postgres::DIALECT,
-            ),
-            Backend::MySql => (
-                Engine::MySql(mysql::open(url, max_connections).await?),
-                mysql::DIALECT,
-            ),
+        let engine = match backend {
+            Backend::Sqlite => Engine::Sqlite(sqlite::open(url, max_connections).await?),
+            Backend::Postgres => Engine::Postgres(postgres::open(url, max_connections).await?),
+            Backend::MySql => Engine::MySql(mysql::open(url, max_connections).await?),
         };
         on_engine!(&engine, store => {
             idem_sql::TransactionalStore::run_migrations(store, migrator(backend)).await?
         });
         Ok(Self {
             engine,
-            sql: Arc::new(Sql::new(&dialect)),
+            sql: Arc::new(Sql::new(backend.dialect())),
             backend,
         })
     }
