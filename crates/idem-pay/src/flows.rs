@@ -320,13 +320,38 @@ impl PreparedPayment {
         })
     }
 
-    /// The payment row's seven values.
-    /// The tenant and the two accounts the payment moves money between.
-    pub(crate) fn accounts(&self) -> (&Tenant, [&str; 2]) {
-        (&self.tenant, [&self.request.payer, &self.request.payee])
+    /// The order's claim, born completed with the payment's answer, as one of a set
+    /// (`claim_fresh_in`).
+    pub(crate) fn answered_claim(&self) -> idem_sql::AnsweredClaim<'_> {
+        idem_sql::AnsweredClaim {
+            claim: idem::Claim::new(
+                &self.claim.scope,
+                &self.claim.key,
+                &self.claim.fingerprint,
+                Duration::ZERO,
+                TTL_FOREVER,
+            ),
+            answer: &self.answer,
+        }
     }
 
-    fn row(&self) -> [Arg<'_>; 7] {
+    /// The decision of a payment whose money moved and whose rows are written.
+    pub(crate) fn paid(&self) -> Decision {
+        Decision::Commit(Answer::executed(CREATED, self.body.clone()))
+    }
+
+    /// The decision of a payment whose move was refused: why is read after the rollback.
+    pub(crate) fn refused(&self) -> Decision {
+        Decision::Refused(Refusal::Move {
+            tenant: self.tenant.clone(),
+            from: self.request.payer.clone(),
+            to: self.request.payee.clone(),
+            amount: self.request.amount,
+        })
+    }
+
+    /// The payment row's seven values.
+    pub(crate) fn row(&self) -> [Arg<'_>; 7] {
         let r = &self.request;
         [
             Arg::Str(&self.payment_id),
@@ -339,7 +364,8 @@ impl PreparedPayment {
         ]
     }
 
-    fn movement(&self) -> ledger::Movement<'_> {
+    /// The movement of money the payment makes.
+    pub(crate) fn movement(&self) -> ledger::Movement<'_> {
         ledger::Movement {
             id: &self.payment_id,
             tenant: self.tenant.as_str(),
@@ -404,14 +430,9 @@ pub(crate) async fn pay_in<S: Business>(
         }
     }
     if !ledger::transfer(store, sql, tx, &p.movement(), Some(&p.row())).await? {
-        return Ok(Decision::Refused(Refusal::Move {
-            tenant: p.tenant.clone(),
-            from: p.request.payer.clone(),
-            to: p.request.payee.clone(),
-            amount: p.request.amount,
-        }));
+        return Ok(p.refused());
     }
-    Ok(Decision::Commit(Answer::executed(CREATED, p.body.clone())))
+    Ok(p.paid())
 }
 
 /// The conflict [`settled`] would give for a `Mismatch`, which `pay` answers itself.

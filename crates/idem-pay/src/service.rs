@@ -64,6 +64,12 @@ impl Service {
         self
     }
 
+    /// What the batcher has done so far (`None` without batching): how its batches ended
+    /// and how their items were decided.
+    pub fn batch_stats(&self) -> Option<idem_sql::BatchStats> {
+        self.batch.as_ref().map(Batchers::stats)
+    }
+
     /// Remembers up to `entries` settled payments and refunds in this process, so their
     /// replays skip the database (0, the default, remembers none). Safe on any number of
     /// nodes: a settled answer never changes, and a request whose parameters differ from

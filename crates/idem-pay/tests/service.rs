@@ -295,6 +295,69 @@ async fn tenants_keep_their_ids_apart(url: &str) {
     assert!(report.is_consistent() && report.accounts == 5, "{report:?}");
 }
 
+/// Payments gathered into batches (each waits up to 50 ms for 16 calls) are decided as
+/// sets: 48 fresh orders, 8 copies of one order and 8 orders a payer cannot afford, all at
+/// once. Each fresh order is paid once, the copies replay it, the unaffordable ones are
+/// refused (402) and leave their key free, no batch fails, and the ledger holds.
+async fn batched_payments_are_decided_as_sets(url: &str) {
+    let db = Db::connect(url, 8).await.expect("connect and migrate");
+    let service = Service::new(db, None, Arc::new(Metrics::isolated())).with_batching(
+        idem_sql::BatchOptions {
+            items_max: 16,
+            wait: std::time::Duration::from_millis(50),
+            workers: 2,
+            ..idem_sql::BatchOptions::default()
+        },
+    );
+    for (account, balance) in [("rich", 1_000_000), ("poor", 5), ("m0", 0), ("m1", 0)] {
+        open(&service, account, balance).await;
+    }
+    let fresh = (0..48).map(|i| pay(&format!("f-{i}"), "rich", &format!("m{}", i % 2), 100));
+    let copies = (0..8).map(|_| pay("copy", "rich", "m0", 7));
+    let short = (0..8).map(|i| pay(&format!("s-{i}"), "poor", "m1", 10));
+    let tasks: Vec<_> = fresh
+        .chain(copies)
+        .chain(short)
+        .map(|order| {
+            let service = service.clone();
+            tokio::spawn(async move { service.pay(&Tenant::default(), &order).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task"));
+    }
+    let (paid, rest) = answers.split_at(48);
+    let (copies, short) = rest.split_at(8);
+    for answer in paid {
+        let answer = answer.as_ref().expect("a fresh order is paid");
+        assert!(answer.status == 201 && !answer.replayed);
+    }
+    let copies: Vec<_> = copies.iter().map(|a| a.as_ref().expect("copy")).collect();
+    assert_eq!(copies.iter().filter(|a| !a.replayed).count(), 1);
+    assert!(copies
+        .iter()
+        .all(|a| a.status == 201 && a.body == copies[0].body));
+    for answer in short {
+        assert!(
+            matches!(answer, Err(idem_pay::Error::InsufficientFunds { .. })),
+            "{answer:?}"
+        );
+    }
+    let stats = service.batch_stats().expect("batching is on");
+    assert!(stats.in_sets > 0 && stats.failed == 0, "{stats:?}");
+    // A refused order's key stays free: funded, it pays.
+    let paid_later = service
+        .pay(&Tenant::default(), &pay("s-0", "rich", "m1", 10))
+        .await
+        .expect("a refused order's key is free");
+    assert!(paid_later.status == 201 && !paid_later.replayed);
+    let m0 = service.account(&Tenant::default(), "m0").await.expect("m0");
+    assert_eq!(&m0.body[..], br#"{"account_id":"m0","balance":2407}"#);
+    let report = service.db().ledger_check().await.expect("check");
+    assert!(report.is_consistent(), "{report:?}");
+}
+
 fn tenant(name: &str) -> Tenant {
     Tenant::new(name).expect("a valid tenant")
 }
@@ -309,6 +372,7 @@ common::backend_tests!(sqlite, postgres, mysql => {
     batched_concurrent_duplicates_execute_once: 4,
     batched_a_drained_payer_pays_exactly_what_it_has: 4,
     batched_tenants_keep_their_ids_apart: 2,
+    batched_payments_are_decided_as_sets: 4,
 });
 
 /// Replays come from Redis without SQL (the pool is closed), and an entry stored for other

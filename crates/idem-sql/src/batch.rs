@@ -16,11 +16,13 @@
 //! ([`BatchItem::run_alone`]): an item is answered exactly once, and a commit whose outcome
 //! was lost is resolved by the claim, which finds the record and replays.
 //!
-//! Items that lock rows as they run lock them in arrival order, not in the order other
-//! transactions do, so two batches (or a batch and a lone item) could each wait on the
-//! other. An item that names its rows ([`BatchItem::rows`]) has them locked with the whole
-//! batch's, in one order, before the first item runs ([`BatchItem::lock_rows`]).
+//! A batch first offers all its items to [`BatchItem::run_set`], which may decide many at
+//! once — one multi-row claim ([`TransactionalStore::claim_fresh_in`]), its rows locked in
+//! one order, the decisions made in memory, multi-row writes — and hands back what it did
+//! not decide: to run behind a savepoint as above, or alone after the commit (an item whose
+//! key has a record already: what it answers is settled by then).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,9 +45,24 @@ pub enum Step<A> {
     Undo(A),
 }
 
-/// One unit of work a [`Batcher`] runs: in a batch's transaction, or alone.
+/// What [`BatchItem::run_set`] did with one item of its batch.
+#[derive(Debug)]
+pub enum SetStep<A> {
+    /// Decided: its writes (none, if it refused) are in the batch's transaction, and this
+    /// answer goes once the batch has committed.
+    Done(A),
+    /// Not decided here: run it by [`BatchItem::run_in`], behind its own savepoint, after
+    /// the set.
+    Each,
+    /// Not decided here: run it alone ([`BatchItem::run_alone`]) once the batch has
+    /// committed, when what it waits on (a key another item or transaction holds) is
+    /// settled.
+    Alone,
+}
+
+/// One unit of work a [`Batcher`] runs: with others in a batch's transaction, or alone.
 #[async_trait]
-pub trait BatchItem<DB: Database>: Send + 'static {
+pub trait BatchItem<DB: Database>: Send + Sized + 'static {
     /// What the item answers its caller.
     type Answer: Send + 'static;
 
@@ -62,29 +79,21 @@ pub trait BatchItem<DB: Database>: Send + 'static {
 
     /// Runs the item in a transaction of its own, committed before it answers: the path of
     /// a lone item, and of every item of a batch that failed.
-    async fn run_alone(self: Box<Self>) -> Self::Answer;
+    async fn run_alone(self) -> Self::Answer;
 
-    /// The rows this item will lock, each named so that the batch can merge its items'
-    /// rows (sorted, without duplicates) and lock them all with [`BatchItem::lock_rows`]
-    /// before its first item runs. Items that lock rows as they go, in arrival order, can
-    /// wait on another batch that waits on them; locked up front in one order, they
-    /// cannot. None (the default): the item locks its rows as it runs.
-    fn rows(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// Locks `rows`, the merged [`BatchItem::rows`] of the whole batch, in `tx`, in the
-    /// order every transaction of the application locks them. Called on the batch's first
-    /// item, before any item runs. The default locks nothing.
+    /// Decides what it can of `items` (the whole batch, in arrival order) as one set in
+    /// `tx`, before any item runs by itself: one step per item, in order. Whatever it locks
+    /// it should lock in the order every transaction of the application does, so that two
+    /// batches cannot wait on each other. The default decides nothing: every item runs
+    /// [`BatchItem::run_in`] behind its savepoint.
     ///
     /// # Errors
     /// Any failure; the batch then fails and its items run alone.
-    async fn lock_rows(
-        &mut self,
+    async fn run_set(
+        items: &mut [Self],
         _tx: &mut Transaction<'static, DB>,
-        _rows: &[String],
-    ) -> Result<(), BatchFailure> {
-        Ok(())
+    ) -> Result<Vec<SetStep<Self::Answer>>, BatchFailure> {
+        Ok(items.iter().map(|_| SetStep::Each).collect())
     }
 }
 
@@ -122,16 +131,14 @@ const NEXT_SAVEPOINT: &str = "RELEASE SAVEPOINT idem_batch_item; SAVEPOINT idem_
 /// Undoes the last item's writes; the savepoint stays, as the next item's.
 const UNDO: &str = "ROLLBACK TO SAVEPOINT idem_batch_item";
 
-type Item<DB, A> = Box<dyn BatchItem<DB, Answer = A>>;
-
-/// The queue's receiving end, shared by the workers (one takes a batch at a time).
-type SharedQueue<DB, A> = Arc<Mutex<mpsc::UnboundedReceiver<Queued<DB, A>>>>;
-
 /// An item waiting in the queue, and where its answer goes.
-struct Queued<DB: Database, A> {
-    item: Item<DB, A>,
+struct Queued<I, A> {
+    item: I,
     reply: oneshot::Sender<A>,
 }
+
+/// The queue's receiving end, shared by the workers (one takes a batch at a time).
+type SharedQueue<I, A> = Arc<Mutex<mpsc::UnboundedReceiver<Queued<I, A>>>>;
 
 /// Why [`Batcher::submit`] has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +148,49 @@ pub enum BatchError {
     /// what ran is resolved by the item's claim when the caller retries.
     #[error("the batcher is closed")]
     Closed,
+}
+
+/// What a [`Batcher`] has done since it started ([`Batcher::stats`]): how its batches
+/// ended and how their items were decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches of two or more items that committed.
+    pub committed: u64,
+    /// Batches that failed (rolled back; their items then ran alone).
+    pub failed: u64,
+    /// Items of committed batches decided by [`BatchItem::run_set`].
+    pub in_sets: u64,
+    /// Items of committed batches run one by one behind a savepoint.
+    pub each: u64,
+    /// Items run alone: lone items, items a committed batch left to run alone, and every
+    /// item of a failed batch.
+    pub alone: u64,
+}
+
+/// The counters behind [`BatchStats`], shared by a batcher's workers.
+#[derive(Debug, Default)]
+struct Counters {
+    committed: AtomicU64,
+    failed: AtomicU64,
+    in_sets: AtomicU64,
+    each: AtomicU64,
+    alone: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> BatchStats {
+        BatchStats {
+            committed: self.committed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            in_sets: self.in_sets.load(Ordering::Relaxed),
+            each: self.each.load(Ordering::Relaxed),
+            alone: self.alone.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A group-commit queue over one store: items submitted concurrently share transactions
@@ -163,7 +213,7 @@ pub enum BatchError {
 ///         sqlx::query("UPDATE t SET n = n + 1").execute(&mut **tx).await?;
 ///         Ok(Step::Keep(true))
 ///     }
-///     async fn run_alone(self: Box<Self>) -> bool {
+///     async fn run_alone(self) -> bool {
 ///         sqlx::query("UPDATE t SET n = n + 1").execute(idem_sql::TransactionalStore::pool(&self.0)).await.is_ok()
 ///     }
 /// }
@@ -172,21 +222,23 @@ pub enum BatchError {
 /// let done = batcher.submit(Touch(store)).await?;
 /// # Ok(()) }
 /// ```
-pub struct Batcher<S: TransactionalStore, A> {
-    queue: mpsc::UnboundedSender<Queued<S::Database, A>>,
+pub struct Batcher<S: TransactionalStore, I: BatchItem<S::Database>> {
+    queue: mpsc::UnboundedSender<Queued<I, I::Answer>>,
     options: BatchOptions,
+    counters: Arc<Counters>,
 }
 
-impl<S: TransactionalStore, A> Clone for Batcher<S, A> {
+impl<S: TransactionalStore, I: BatchItem<S::Database>> Clone for Batcher<S, I> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
             options: self.options,
+            counters: Arc::clone(&self.counters),
         }
     }
 }
 
-impl<S: TransactionalStore, A> std::fmt::Debug for Batcher<S, A> {
+impl<S: TransactionalStore, I: BatchItem<S::Database>> std::fmt::Debug for Batcher<S, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
             .field("options", &self.options)
@@ -194,10 +246,10 @@ impl<S: TransactionalStore, A> std::fmt::Debug for Batcher<S, A> {
     }
 }
 
-impl<S, A> Batcher<S, A>
+impl<S, I> Batcher<S, I>
 where
     S: TransactionalStore,
-    A: Send + 'static,
+    I: BatchItem<S::Database>,
 {
     /// Starts `options.workers` workers on the current tokio runtime; they end when the
     /// last clone of the batcher is dropped.
@@ -212,15 +264,24 @@ where
         };
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
+        let counters = Arc::new(Counters::default());
         for _ in 0..options.workers {
             let (store, receiver) = (store.clone(), Arc::clone(&receiver));
-            tokio::spawn(async move { work(store, receiver, options).await });
+            let counters = Arc::clone(&counters);
+            tokio::spawn(async move { work(store, receiver, options, &counters).await });
         }
-        Self { queue, options }
+        Self {
+            queue,
+            options,
+            counters,
+        }
     }
-}
 
-impl<S: TransactionalStore, A: Send + 'static> Batcher<S, A> {
+    /// What this batcher (and its clones) has done so far.
+    pub fn stats(&self) -> BatchStats {
+        self.counters.read()
+    }
+
     /// How this batcher groups.
     pub fn options(&self) -> BatchOptions {
         self.options
@@ -231,26 +292,24 @@ impl<S: TransactionalStore, A: Send + 'static> Batcher<S, A> {
     ///
     /// # Errors
     /// [`BatchError::Closed`] when the workers are gone.
-    pub async fn submit(
-        &self,
-        item: impl BatchItem<S::Database, Answer = A>,
-    ) -> Result<A, BatchError> {
+    pub async fn submit(&self, item: I) -> Result<I::Answer, BatchError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Queued {
-                item: Box::new(item),
-                reply,
-            })
+            .send(Queued { item, reply })
             .map_err(|_| BatchError::Closed)?;
         answer.await.map_err(|_| BatchError::Closed)
     }
 }
 
 /// One worker: takes a batch off the queue (one taker at a time), runs it, and again.
-async fn work<S, A>(store: S, receiver: SharedQueue<S::Database, A>, options: BatchOptions)
-where
+async fn work<S, I>(
+    store: S,
+    receiver: SharedQueue<I, I::Answer>,
+    options: BatchOptions,
+    counters: &Counters,
+) where
     S: TransactionalStore,
-    A: Send + 'static,
+    I: BatchItem<S::Database>,
 {
     loop {
         let batch = {
@@ -262,7 +321,7 @@ where
             take_queued(&mut queue, &mut batch, options).await;
             batch
         };
-        run_batch(&store, batch, options).await;
+        run_batch(&store, batch, options, counters).await;
     }
 }
 
@@ -290,28 +349,58 @@ async fn take_queued<T>(
     }
 }
 
+/// Runs `item` alone in a task of its own and sends its answer (the caller may have given
+/// up — its timeout — and then nobody is told).
+fn spawn_alone<DB: Database, I: BatchItem<DB>>(item: I, reply: oneshot::Sender<I::Answer>) {
+    tokio::spawn(async move {
+        let _ = reply.send(item.run_alone().await);
+    });
+}
+
 /// Runs `batch`: a lone item alone; more in one transaction, answered after its commit, or,
 /// when it fails, each alone.
-async fn run_batch<S, A>(store: &S, mut batch: Vec<Queued<S::Database, A>>, options: BatchOptions)
-where
+async fn run_batch<S, I>(
+    store: &S,
+    mut batch: Vec<Queued<I, I::Answer>>,
+    options: BatchOptions,
+    counters: &Counters,
+) where
     S: TransactionalStore,
-    A: Send + 'static,
+    I: BatchItem<S::Database>,
 {
     if batch.len() == 1 {
+        Counters::add(&counters.alone, 1);
         if let Some(Queued { item, reply }) = batch.pop() {
-            // The caller may have given up (its timeout): nobody to answer.
             let _ = reply.send(item.run_alone().await);
         }
         return;
     }
     let size = batch.len();
+    let (mut items, replies): (Vec<I>, Vec<_>) = batch
+        .into_iter()
+        .map(|Queued { item, reply }| (item, reply))
+        .unzip();
     let together =
-        tokio::time::timeout(options.transaction_max, run_together(store, &mut batch)).await;
+        tokio::time::timeout(options.transaction_max, run_together(store, &mut items)).await;
     match together {
         Ok(Ok(answers)) => {
             idem::metrics::batch(idem::Store::name(store), size, true);
-            for (Queued { reply, .. }, answer) in batch.into_iter().zip(answers) {
-                let _ = reply.send(answer);
+            Counters::add(&counters.committed, 1);
+            for ran in &answers {
+                let counter = match ran {
+                    Ran::InSet(_) => &counters.in_sets,
+                    Ran::Each(_) => &counters.each,
+                    Ran::Alone => &counters.alone,
+                };
+                Counters::add(counter, 1);
+            }
+            for ((item, reply), answer) in items.into_iter().zip(replies).zip(answers) {
+                match answer {
+                    Ran::InSet(answer) | Ran::Each(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                    Ran::Alone => spawn_alone(item, reply),
+                }
             }
         }
         failed => {
@@ -321,52 +410,86 @@ where
             };
             tracing::debug!(size, %reason, "a batch failed; its items run alone");
             idem::metrics::batch(idem::Store::name(store), size, false);
-            for Queued { item, reply } in batch {
-                tokio::spawn(async move {
-                    let _ = reply.send(item.run_alone().await);
-                });
+            Counters::add(&counters.failed, 1);
+            Counters::add(&counters.alone, size);
+            for (item, reply) in items.into_iter().zip(replies) {
+                spawn_alone(item, reply);
             }
         }
     }
 }
 
-/// Runs every item of `batch` in one transaction, each behind a savepoint, and commits;
-/// the answers in order. On an error nothing is kept (the transaction is dropped).
-async fn run_together<S, A>(
-    store: &S,
-    batch: &mut [Queued<S::Database, A>],
-) -> Result<Vec<A>, BatchFailure>
+/// Runs `items` in one transaction — first as a set ([`BatchItem::run_set`]), then each
+/// the set left to it behind a savepoint — and commits. Per item, in order: how it ran. On
+/// an error nothing is kept (the transaction is dropped).
+async fn run_together<S, I>(store: &S, items: &mut [I]) -> Result<Vec<Ran<I::Answer>>, BatchFailure>
 where
     S: TransactionalStore,
-    A: Send + 'static,
+    I: BatchItem<S::Database>,
 {
-    debug_assert!(batch.len() > 1, "a lone item runs alone");
+    debug_assert!(items.len() > 1, "a lone item runs alone");
     let mut tx = store.begin_write().await?;
-    let mut rows: Vec<String> = batch.iter().flat_map(|queued| queued.item.rows()).collect();
-    rows.sort_unstable();
-    rows.dedup();
-    if let (Some(first), false) = (batch.first_mut(), rows.is_empty()) {
-        first.item.lock_rows(&mut tx, &rows).await?;
+    let steps = I::run_set(items, &mut tx).await?;
+    if steps.len() != items.len() {
+        return Err(format!(
+            "run_set gave {} steps for {} items",
+            steps.len(),
+            items.len()
+        )
+        .into());
     }
-    let mut answers = Vec::with_capacity(batch.len());
-    store.execute_raw_in(&mut tx, SAVEPOINT).await?;
-    let mut kept_last = false;
-    for queued in batch.iter_mut() {
-        if kept_last {
-            store.execute_raw_in(&mut tx, NEXT_SAVEPOINT).await?;
-        }
-        match queued.item.run_in(&mut tx).await? {
-            Step::Keep(answer) => {
-                kept_last = true;
-                answers.push(answer);
-            }
-            Step::Undo(answer) => {
-                store.execute_raw_in(&mut tx, UNDO).await?;
-                kept_last = false;
-                answers.push(answer);
+    let mut answers = Vec::with_capacity(items.len());
+    // The savepoint is opened before the first item that runs by itself.
+    let mut savepoint = Savepoint::None;
+    for (item, step) in items.iter_mut().zip(steps) {
+        match step {
+            SetStep::Done(answer) => answers.push(Ran::InSet(answer)),
+            SetStep::Alone => answers.push(Ran::Alone),
+            SetStep::Each => {
+                let open = match savepoint {
+                    Savepoint::None => Some(SAVEPOINT),
+                    Savepoint::Kept => Some(NEXT_SAVEPOINT),
+                    Savepoint::Open => None,
+                };
+                if let Some(sql) = open {
+                    store.execute_raw_in(&mut tx, sql).await?;
+                }
+                match item.run_in(&mut tx).await? {
+                    Step::Keep(answer) => {
+                        savepoint = Savepoint::Kept;
+                        answers.push(Ran::Each(answer));
+                    }
+                    Step::Undo(answer) => {
+                        store.execute_raw_in(&mut tx, UNDO).await?;
+                        savepoint = Savepoint::Open;
+                        answers.push(Ran::Each(answer));
+                    }
+                }
             }
         }
     }
     tx.commit().await?;
     Ok(answers)
+}
+
+/// How one item of a committed batch ran.
+#[derive(Debug)]
+enum Ran<A> {
+    /// Decided by [`BatchItem::run_set`]: its answer.
+    InSet(A),
+    /// Run by itself behind a savepoint: its answer.
+    Each(A),
+    /// Left to run alone after the commit.
+    Alone,
+}
+
+/// Where the items' savepoint stands between two items that run by themselves.
+#[derive(Debug, Clone, Copy)]
+enum Savepoint {
+    /// None is open yet.
+    None,
+    /// Open, holding the last item's kept writes: release it and open the next.
+    Kept,
+    /// Open and clean (the last item's writes were undone): the next item uses it.
+    Open,
 }

@@ -10,6 +10,7 @@ mod batch;
 mod begin;
 mod common;
 mod error;
+mod fresh;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod migrate;
@@ -24,8 +25,11 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use batch::{BatchError, BatchFailure, BatchItem, BatchOptions, Batcher, Step};
+pub use batch::{
+    BatchError, BatchFailure, BatchItem, BatchOptions, BatchStats, Batcher, SetStep, Step,
+};
 pub use error::{is_transient, Error};
+pub use fresh::AnsweredClaim;
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 #[cfg(feature = "mysql")]

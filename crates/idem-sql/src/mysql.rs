@@ -289,6 +289,15 @@ impl MySqlStore {
 
 crate::common::impl_store!(MySqlStore, "mysql");
 
+crate::fresh::fresh_claims!(
+    MySql,
+    crate::fresh::Spelling {
+        now: now!(),
+        numbered: false,
+        returning: false,
+    }
+);
+
 impl_transactional!(MySqlStore, MySql, run_mysql);
 
 #[cfg(feature = "test-clock")]

@@ -259,6 +259,15 @@ impl PostgresStore {
 
 crate::common::impl_store!(PostgresStore, "postgres");
 
+crate::fresh::fresh_claims!(
+    Postgres,
+    crate::fresh::Spelling {
+        now: now!(),
+        numbered: true,
+        returning: true,
+    }
+);
+
 impl_transactional!(PostgresStore, Postgres, run);
 
 #[cfg(feature = "test-clock")]

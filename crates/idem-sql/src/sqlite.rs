@@ -205,6 +205,15 @@ impl SqliteStore {
 
 crate::common::impl_store!(SqliteStore, "sqlite");
 
+crate::fresh::fresh_claims!(
+    Sqlite,
+    crate::fresh::Spelling {
+        now: now!(),
+        numbered: false,
+        returning: true,
+    }
+);
+
 impl_transactional!(SqliteStore, Sqlite, run);
 
 #[cfg(feature = "test-clock")]

@@ -106,6 +106,36 @@ pub trait TransactionalStore: Store + Clone + 'static {
         answer: &StoredResponse,
     ) -> Result<Outcome, StoreError>;
 
+    /// Claims, in one statement (two on MySQL and MariaDB), every key of `claims` that has
+    /// no record at all, each record born completed with its answer and existing only if
+    /// `tx` commits: true at the index of each key claimed. A key with a record in any
+    /// state is left alone (false): decide it with
+    /// [`TransactionalStore::begin_answered_in`], whose rules replay, refuse or replace. A
+    /// key named twice is claimed for its first claim only. For a [`crate::Batcher`]'s
+    /// set-based path, where one claim per key would be one round trip per key; keep sets
+    /// to batch sizes (five bound values per key).
+    ///
+    /// # Errors
+    /// A [`StoreError`]; on MySQL and MariaDB also when another transaction inserted one of
+    /// the keys between the read and the insert (a duplicate key): roll `tx` back.
+    async fn claim_fresh_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        claims: &[crate::AnsweredClaim<'_>],
+    ) -> Result<Vec<bool>, StoreError>;
+
+    /// Deletes the records of `keys`, which [`TransactionalStore::claim_fresh_in`] claimed
+    /// in `tx` for calls that then wrote nothing: their keys stay free, as a rolled-back
+    /// claim's would.
+    ///
+    /// # Errors
+    /// A [`StoreError`].
+    async fn forget_fresh_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        keys: &[(&idem::Scope, &idem::Key)],
+    ) -> Result<(), StoreError>;
+
     /// Runs `sql` — statements without binds, `;`-separated, such as a [`crate::Batcher`]'s
     /// savepoints — inside `tx`.
     ///
@@ -238,6 +268,34 @@ macro_rules! impl_transactional {
                 idem::metrics::instrument(name, "begin_answered_in", async {
                     let on = &mut $crate::begin::On::Tx(tx);
                     $crate::begin::begin(self, on, &self.retries, &request).await
+                })
+                .await
+            }
+
+            async fn claim_fresh_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                claims: &[$crate::AnsweredClaim<'_>],
+            ) -> Result<Vec<bool>, idem::StoreError> {
+                let name = idem::Store::name(self);
+                idem::metrics::instrument(name, "claim_fresh_in", async {
+                    claim_fresh(&mut **tx, claims)
+                        .await
+                        .map_err($crate::error::store_error)
+                })
+                .await
+            }
+
+            async fn forget_fresh_in(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                keys: &[(&idem::Scope, &idem::Key)],
+            ) -> Result<(), idem::StoreError> {
+                let name = idem::Store::name(self);
+                idem::metrics::instrument(name, "forget_fresh_in", async {
+                    forget_fresh(&mut **tx, keys)
+                        .await
+                        .map_err($crate::error::store_error)
                 })
                 .await
             }

@@ -5,7 +5,10 @@
 //! - a batch with a refused item (its writes undone to its savepoint) and a mismatch keeps
 //!   the others' claims, and the refused item's key stays free;
 //! - a batch that fails (one item errs after writing) keeps nothing of itself, runs every
-//!   item again alone, and answers each exactly once.
+//!   item again alone, and answers each exactly once;
+//! - items decided as a set (`run_set` with one `claim_fresh_in`): fresh keys are claimed
+//!   in the set, a key named twice or with a record already runs alone after the commit
+//!   and replays, and a key the set refuses (`forget_fresh_in`) stays free.
 
 mod support;
 
@@ -14,7 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem::{Claim, Fingerprint, Key, Outcome, Scope, StoredResponse, TTL_FOREVER};
-use idem_sql::{BatchFailure, BatchItem, BatchOptions, Batcher, Step, TransactionalStore};
+use idem_sql::{
+    AnsweredClaim, BatchFailure, BatchItem, BatchOptions, Batcher, SetStep, Step,
+    TransactionalStore,
+};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use idem_test_support::backend_url;
 use sqlx::Transaction;
@@ -49,13 +55,15 @@ struct Runs {
 }
 
 /// Claims `key`; a `refuse` item then undoes its claim, a `fail_in_batch` one errs after
-/// claiming when run in a batch (as a deadlock victim would).
+/// claiming when run in a batch (as a deadlock victim would). `in_set` items are decided by
+/// `run_set`, with one `claim_fresh_in` for all of them.
 struct ClaimItem<S> {
     store: S,
     key: Key,
     fingerprint: Fingerprint,
     refuse: bool,
     fail_in_batch: bool,
+    in_set: bool,
     runs: Arc<Runs>,
 }
 
@@ -100,7 +108,48 @@ impl<S: TransactionalStore> BatchItem<S::Database> for ClaimItem<S> {
         })
     }
 
-    async fn run_alone(self: Box<Self>) -> Answer {
+    async fn run_set(
+        items: &mut [Self],
+        tx: &mut Transaction<'static, S::Database>,
+    ) -> Result<Vec<SetStep<Answer>>, BatchFailure> {
+        let mut steps: Vec<SetStep<Answer>> = items.iter().map(|_| SetStep::Each).collect();
+        let set: Vec<usize> = (0..items.len()).filter(|&i| items[i].in_set).collect();
+        let Some(&first) = set.first() else {
+            return Ok(steps);
+        };
+        let (s, answer) = (scope(), answer());
+        let claims: Vec<AnsweredClaim<'_>> = set
+            .iter()
+            .map(|&i| AnsweredClaim {
+                claim: Claim::new(
+                    &s,
+                    &items[i].key,
+                    &items[i].fingerprint,
+                    Duration::ZERO,
+                    TTL_FOREVER,
+                ),
+                answer: &answer,
+            })
+            .collect();
+        let store = &items[first].store;
+        let claimed = store.claim_fresh_in(tx, &claims).await?;
+        let mut forget = Vec::new();
+        for (n, &i) in set.iter().enumerate() {
+            items[i].runs.in_batch.fetch_add(1, Ordering::SeqCst);
+            steps[i] = match (claimed[n], items[i].refuse) {
+                (false, _) => SetStep::Alone,
+                (true, true) => {
+                    forget.push((&s, &items[i].key));
+                    SetStep::Done(Answer::Refused)
+                }
+                (true, false) => SetStep::Done(Answer::Won),
+            };
+        }
+        store.forget_fresh_in(tx, &forget).await?;
+        Ok(steps)
+    }
+
+    async fn run_alone(self) -> Answer {
         self.runs.alone.fetch_add(1, Ordering::SeqCst);
         let run = async {
             let mut tx = self.store.begin_write().await?;
@@ -116,7 +165,7 @@ impl<S: TransactionalStore> BatchItem<S::Database> for ClaimItem<S> {
 
 /// A batcher whose one worker waits long enough for every item submitted at once to join
 /// the same batch.
-fn one_batch<S: TransactionalStore>(store: &S, items_max: usize) -> Batcher<S, Answer> {
+fn one_batch<S: TransactionalStore>(store: &S, items_max: usize) -> Batcher<S, ClaimItem<S>> {
     let options = BatchOptions {
         items_max,
         wait: Duration::from_millis(300),
@@ -129,7 +178,7 @@ fn one_batch<S: TransactionalStore>(store: &S, items_max: usize) -> Batcher<S, A
 /// Submits `items` at once (spawned in order, each a moment after the last so the queue
 /// keeps their order) and collects their answers in order.
 async fn submit_all<S: TransactionalStore>(
-    batcher: &Batcher<S, Answer>,
+    batcher: &Batcher<S, ClaimItem<S>>,
     items: Vec<ClaimItem<S>>,
 ) -> Vec<Answer> {
     let mut tasks = Vec::new();
@@ -157,6 +206,7 @@ async fn claimed_now<S: TransactionalStore>(store: &S, key: &str) -> Answer {
         fingerprint: fp(b"a"),
         refuse: false,
         fail_in_batch: false,
+        in_set: false,
         runs: Arc::default(),
     };
     let mut tx = store.begin_write().await.expect("begin_write");
@@ -170,6 +220,7 @@ fn item<S: Clone>(store: &S, key: &str, body: &[u8], runs: &Arc<Runs>) -> ClaimI
         fingerprint: fp(body),
         refuse: false,
         fail_in_batch: false,
+        in_set: false,
         runs: Arc::clone(runs),
     }
 }
@@ -282,6 +333,69 @@ async fn a_failed_batch_runs_its_items_alone_answering_each_once<S: Transactiona
     }
 }
 
+async fn a_set_claims_fresh_keys_and_leaves_the_rest_alone<S: TransactionalStore>(store: S) {
+    // "seen" has a record before the batch.
+    assert_eq!(claimed_now(&store, "seen").await, Answer::Won);
+    let runs = Arc::new(Runs::default());
+    let mut tx = store.begin_write().await.expect("begin_write");
+    let seen = ClaimItem {
+        in_set: true,
+        ..item(&store, "seen", b"a", &runs)
+    };
+    let mut earlier = vec![seen];
+    let steps = ClaimItem::run_set(&mut earlier, &mut tx)
+        .await
+        .expect("set");
+    assert!(
+        matches!(steps[..], [SetStep::Done(Answer::Won)]),
+        "{steps:?}"
+    );
+    tx.commit().await.expect("commit");
+
+    let batcher = one_batch(&store, 6);
+    let in_set = |key: &str, body: &[u8], refuse: bool| ClaimItem {
+        in_set: true,
+        refuse,
+        ..item(&store, key, body, &runs)
+    };
+    let items = vec![
+        in_set("p", b"a", false),
+        in_set("q", b"a", false),
+        in_set("p", b"a", false),
+        in_set("seen", b"a", false),
+        in_set("r", b"a", true),
+        item(&store, "s", b"a", &runs),
+    ];
+    let answers = submit_all(&batcher, items).await;
+    assert_eq!(
+        answers,
+        [
+            Answer::Won,
+            Answer::Won,
+            Answer::Replayed,
+            Answer::Replayed,
+            Answer::Refused,
+            Answer::Won
+        ]
+    );
+    let stats = batcher.stats();
+    assert_eq!(
+        (
+            stats.committed,
+            stats.failed,
+            stats.in_sets,
+            stats.each,
+            stats.alone
+        ),
+        (1, 0, 3, 1, 2),
+        "{stats:?}"
+    );
+    for key in ["p", "q", "s"] {
+        assert_eq!(claimed_now(&store, key).await, Answer::Replayed, "{key}");
+    }
+    assert_eq!(claimed_now(&store, "r").await, Answer::Won, "r is free");
+}
+
 macro_rules! batch_tests {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -295,6 +409,12 @@ macro_rules! batch_tests {
             async fn a_refused_item_leaves_the_others_kept() {
                 let Some(store) = $open().await else { return };
                 super::a_refused_item_leaves_the_others_kept(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_set_claims_fresh_keys_and_leaves_the_rest_alone() {
+                let Some(store) = $open().await else { return };
+                super::a_set_claims_fresh_keys_and_leaves_the_rest_alone(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -211,6 +211,11 @@ impl<T> Recorded for Option<T> {
     fn record(&self, _store: &'static str) {}
 }
 
+/// Which keys of a set were claimed (`claim_fresh_in`): no count beyond the latency.
+impl Recorded for Vec<bool> {
+    fn record(&self, _store: &'static str) {}
+}
+
 /// The number of records `purge_expired` removed.
 impl Recorded for usize {
     fn record(&self, store: &'static str) {

@@ -69,6 +69,15 @@ pub(crate) trait Business: TransactionalStore {
         args: &[Arg<'_>],
     ) -> sqlx::Result<Option<Vec<i64>>>;
 
+    /// Every row `sql` returns in `tx`, each a text and an integer (the statement casts
+    /// the text to the dialect's text type).
+    async fn named_integers_in(
+        &self,
+        tx: &mut Transaction<'_, Self::Database>,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> sqlx::Result<Vec<(String, i64)>>;
+
     /// The payment row `sql` returns in `tx`, if any.
     async fn payment_in(
         &self,
@@ -140,6 +149,15 @@ macro_rules! impl_business {
             ) -> sqlx::Result<u64> {
                 let done = bound!(sqlx::query(sql), args).execute(&mut **tx).await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn named_integers_in(
+                &self,
+                tx: &mut Transaction<'_, $db>,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> sqlx::Result<Vec<(String, i64)>> {
+                bound!(sqlx::query_as(sql), args).fetch_all(&mut **tx).await
             }
 
             async fn payment_in(

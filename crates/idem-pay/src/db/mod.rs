@@ -11,6 +11,7 @@
 mod business;
 mod mysql;
 mod postgres;
+mod sets;
 mod sqlite;
 
 use std::sync::Arc;
@@ -99,10 +100,8 @@ pub(crate) struct Sql {
     /// -amount, amount (each row's delta), movement id, created_at, the payment's seven,
     /// then the claim's values.
     pub(crate) pay_inline: Option<String>,
-    /// `SELECT … FOR UPDATE` of one tenant's accounts named by [`Sql::lock_accounts`]'s
-    /// placeholders, in account-id order: before and after those placeholders.
-    lock_accounts_around: (String, String),
-    /// How [`Sql::lock_accounts`] spells its placeholders.
+    /// How the multi-row statements of [`Sql::lock_balances`] and its siblings (`sets`)
+    /// spell their placeholders and casts.
     dialect: &'static Dialect,
     pub(crate) insert_refund: String,
     pub(crate) add_refunded: String,
@@ -140,14 +139,6 @@ impl Dialect {
 }
 
 impl Sql {
-    /// Locks `n` accounts of one tenant in account-id order, the order every payment locks
-    /// its two in; binds the tenant, then the `n` account ids.
-    pub(crate) fn lock_accounts(&self, n: usize) -> String {
-        let (head, tail) = &self.lock_accounts_around;
-        self.dialect
-            .statement(format!("{head}{}{tail}", vec!["?"; n].join(", ")))
-    }
-
     fn new(d: &'static Dialect) -> Self {
         let q = |text: String| d.statement(text);
         let (lock, int, text) = (d.for_update, d.int_type, d.text_type);
@@ -214,10 +205,6 @@ impl Sql {
                     "{move_and_record}, paid AS ({insert_payment}) SELECT COUNT(*) FROM moved"
                 ))
             }),
-            lock_accounts_around: (
-                "SELECT account_id FROM pay_accounts WHERE tenant = ? AND account_id IN (".into(),
-                format!(") ORDER BY account_id{lock}"),
-            ),
             dialect: d,
             insert_refund: q(
                 "INSERT INTO pay_refunds (payment_id, refund_id, amount, created_at) VALUES (?, ?, ?, ?)".into(),

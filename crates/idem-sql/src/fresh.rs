@@ -1,0 +1,297 @@
+//! Many fresh keys claimed in one statement inside the caller's transaction
+//! ([`TransactionalStore::claim_fresh_in`](crate::TransactionalStore::claim_fresh_in)): the
+//! set-based path of a batch, where a claim per key would be a round trip per key.
+//!
+//! Only a key with no row at all is claimed here; a key with a record in any state (live,
+//! expired, in progress) is left to `begin_answered_in`, whose rules decide it. So this
+//! path never replays, refuses or replaces anything: it is an insert that skips what is
+//! there, and the unique key of `idem_records` stays the only arbiter.
+
+use std::collections::HashSet;
+
+use idem::{Claim, Key, Scope, StoredResponse};
+
+/// A key to claim with its answer already known: the record is born completed with it,
+/// as [`TransactionalStore::begin_answered_in`](crate::TransactionalStore::begin_answered_in)'s.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredClaim<'a> {
+    /// The key, its fingerprint and its time to live (the lease is not used).
+    pub claim: Claim<'a>,
+    /// What the record answers from its birth.
+    pub answer: &'a StoredResponse,
+}
+
+/// How one backend spells the set statements.
+#[derive(Debug)]
+pub(crate) struct Spelling {
+    /// The database's clock in Unix milliseconds.
+    pub(crate) now: &'static str,
+    /// `$1, $2, …` (PostgreSQL) rather than `?`.
+    pub(crate) numbered: bool,
+    /// `INSERT … ON CONFLICT DO NOTHING RETURNING` (PostgreSQL, SQLite); without it
+    /// (MySQL, MariaDB) the rows there are read first, under a shared lock.
+    pub(crate) returning: bool,
+}
+
+/// The columns of a record row, in the order the inserts write them.
+const COLUMNS: &str =
+    "(scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at)";
+
+/// Values each claimed row binds: scope, key, fingerprint, answer, time to live (ms).
+pub(crate) const BINDS_PER_ROW: usize = 5;
+
+impl Spelling {
+    /// Placeholders `first..first + n`, comma-separated, in this spelling.
+    fn params(&self, first: usize, n: usize) -> Vec<String> {
+        (first..first + n)
+            .map(|i| {
+                if self.numbered {
+                    format!("${i}")
+                } else {
+                    "?".to_owned()
+                }
+            })
+            .collect()
+    }
+
+    /// Inserts `rows` records born completed (state 1, token 1), one clock reading for
+    /// all their times; with [`Spelling::returning`], skips keys that have a row and
+    /// returns `(scope, idem_key)` of those inserted.
+    pub(crate) fn insert(&self, rows: usize) -> String {
+        let now = self.now;
+        let p = self.params(1, rows * BINDS_PER_ROW);
+        if self.numbered {
+            // PostgreSQL: `clock_timestamp()` moves within a statement, so it is read once.
+            let values: Vec<String> = p
+                .chunks(BINDS_PER_ROW)
+                .map(|c| {
+                    format!(
+                        "({}::text, {}::text, {}::bytea, {}::bytea, {}::bigint)",
+                        c[0], c[1], c[2], c[3], c[4]
+                    )
+                })
+                .collect();
+            return format!(
+                "INSERT INTO idem_records {COLUMNS} \
+                 SELECT v.s, v.k, v.f, 1, 1, c.now_ms, v.r, c.now_ms, c.now_ms + v.t \
+                 FROM (VALUES {}) AS v (s, k, f, r, t) CROSS JOIN (SELECT {now} AS now_ms) AS c \
+                 ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key",
+                values.join(", ")
+            );
+        }
+        let values: Vec<String> = p
+            .chunks(BINDS_PER_ROW)
+            .map(|c| {
+                format!(
+                    "({}, {}, {}, 1, 1, {now}, {}, {now}, {now} + {})",
+                    c[0], c[1], c[2], c[3], c[4]
+                )
+            })
+            .collect();
+        let tail = if self.returning {
+            " ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key"
+        } else {
+            ""
+        };
+        format!(
+            "INSERT INTO idem_records {COLUMNS} VALUES {}{tail}",
+            values.join(", ")
+        )
+    }
+
+    /// `WHERE` condition naming `rows` keys: binds scope, key per row.
+    fn keys(&self, rows: usize) -> String {
+        let p = self.params(1, rows * 2);
+        let each: Vec<String> = p
+            .chunks(2)
+            .map(|c| format!("(scope = {} AND idem_key = {})", c[0], c[1]))
+            .collect();
+        each.join(" OR ")
+    }
+
+    /// Reads which of `rows` keys have a row, under a shared lock (a concurrent insert of
+    /// one is waited for): for the spelling without `RETURNING`. Binds scope, key per row.
+    pub(crate) fn existing(&self, rows: usize) -> String {
+        format!(
+            "SELECT CAST(scope AS CHAR), CAST(idem_key AS CHAR) FROM idem_records WHERE {} \
+             LOCK IN SHARE MODE",
+            self.keys(rows)
+        )
+    }
+
+    /// Deletes the records of `rows` keys. Binds scope, key per row.
+    pub(crate) fn forget(&self, rows: usize) -> String {
+        format!("DELETE FROM idem_records WHERE {}", self.keys(rows))
+    }
+}
+
+/// The index of each claim whose key did not come earlier in `claims`: a key named twice
+/// is claimed for its first claim only.
+pub(crate) fn first_of_each_key(claims: &[AnsweredClaim<'_>]) -> Vec<usize> {
+    let mut seen: HashSet<(&Scope, &Key)> = HashSet::with_capacity(claims.len());
+    (0..claims.len())
+        .filter(|&i| seen.insert((claims[i].claim.scope, claims[i].claim.key)))
+        .collect()
+}
+
+/// Which of `claims` were claimed, given the `(scope, key)` pairs that were inserted.
+pub(crate) fn claimed(
+    claims: &[AnsweredClaim<'_>],
+    candidates: &[usize],
+    inserted: &HashSet<(String, String)>,
+) -> Vec<bool> {
+    let mut out = vec![false; claims.len()];
+    for &i in candidates {
+        let c = &claims[i].claim;
+        out[i] = inserted.contains(&(c.scope.as_str().to_owned(), c.key.as_str().to_owned()));
+    }
+    out
+}
+
+/// Defines the backend's `claim_fresh` and `forget_fresh` (called by
+/// `impl_transactional!`) from its [`Spelling`] `$spelling`, for database `$db`.
+macro_rules! fresh_claims {
+    ($db:ty, $spelling:expr) => {
+        /// [`TransactionalStore::claim_fresh_in`](crate::TransactionalStore::claim_fresh_in) on `conn`.
+        async fn claim_fresh(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            claims: &[$crate::AnsweredClaim<'_>],
+        ) -> Result<Vec<bool>, sqlx::Error> {
+            let spelling: &$crate::fresh::Spelling = &$spelling;
+            let mut candidates = $crate::fresh::first_of_each_key(claims);
+            if candidates.is_empty() {
+                return Ok(vec![false; claims.len()]);
+            }
+            let inserted: std::collections::HashSet<(String, String)> = if spelling.returning {
+                let encoded: Vec<Vec<u8>> = candidates
+                    .iter()
+                    .map(|&i| claims[i].answer.encode())
+                    .collect();
+                let sql = spelling.insert(candidates.len());
+                let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+                for (&i, answer) in candidates.iter().zip(&encoded) {
+                    let c = &claims[i].claim;
+                    query = query
+                        .bind(c.scope.as_str())
+                        .bind(c.key.as_str())
+                        .bind(&c.fingerprint.as_bytes()[..])
+                        .bind(&answer[..])
+                        .bind($crate::common::ms(c.ttl));
+                }
+                query.fetch_all(&mut *conn).await?.into_iter().collect()
+            } else {
+                let sql = spelling.existing(candidates.len());
+                let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+                for &i in &candidates {
+                    let c = &claims[i].claim;
+                    query = query.bind(c.scope.as_str()).bind(c.key.as_str());
+                }
+                let there: std::collections::HashSet<(String, String)> =
+                    query.fetch_all(&mut *conn).await?.into_iter().collect();
+                candidates.retain(|&i| {
+                    let c = &claims[i].claim;
+                    !there.contains(&(c.scope.as_str().to_owned(), c.key.as_str().to_owned()))
+                });
+                if candidates.is_empty() {
+                    return Ok(vec![false; claims.len()]);
+                }
+                // A key inserted by another transaction since the read fails this insert
+                // with a duplicate key: the caller's transaction fails, nothing is kept.
+                let encoded: Vec<Vec<u8>> = candidates
+                    .iter()
+                    .map(|&i| claims[i].answer.encode())
+                    .collect();
+                let sql = spelling.insert(candidates.len());
+                let mut query = sqlx::query(&sql);
+                for (&i, answer) in candidates.iter().zip(&encoded) {
+                    let c = &claims[i].claim;
+                    query = query
+                        .bind(c.scope.as_str())
+                        .bind(c.key.as_str())
+                        .bind(&c.fingerprint.as_bytes()[..])
+                        .bind(&answer[..])
+                        .bind($crate::common::ms(c.ttl));
+                }
+                query.execute(&mut *conn).await?;
+                candidates
+                    .iter()
+                    .map(|&i| {
+                        let c = &claims[i].claim;
+                        (c.scope.as_str().to_owned(), c.key.as_str().to_owned())
+                    })
+                    .collect()
+            };
+            Ok($crate::fresh::claimed(claims, &candidates, &inserted))
+        }
+
+        /// [`TransactionalStore::forget_fresh_in`](crate::TransactionalStore::forget_fresh_in) on `conn`.
+        async fn forget_fresh(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            keys: &[(&idem::Scope, &idem::Key)],
+        ) -> Result<(), sqlx::Error> {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let spelling: &$crate::fresh::Spelling = &$spelling;
+            let sql = spelling.forget(keys.len());
+            let mut query = sqlx::query(&sql);
+            for (scope, key) in keys {
+                query = query.bind(scope.as_str()).bind(key.as_str());
+            }
+            query.execute(&mut *conn).await?;
+            Ok(())
+        }
+    };
+}
+pub(crate) use fresh_claims;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use idem::{Fingerprint, TTL_FOREVER};
+
+    use super::*;
+
+    const PG: Spelling = Spelling {
+        now: "NOW_MS",
+        numbered: true,
+        returning: true,
+    };
+    const MY: Spelling = Spelling {
+        now: "NOW_MS",
+        numbered: false,
+        returning: false,
+    };
+
+    #[test]
+    fn statements_number_every_row() {
+        let sql = PG.insert(3);
+        assert!(sql.contains("$15") && !sql.contains("$16"), "{sql}");
+        assert_eq!(sql.matches("::bytea").count(), 6, "{sql}");
+        let sql = MY.insert(2);
+        assert_eq!(sql.matches('?').count(), 10, "{sql}");
+        assert!(!sql.contains("RETURNING"), "{sql}");
+        assert_eq!(MY.existing(2).matches('?').count(), 4);
+        assert!(PG.forget(2).contains("(scope = $3 AND idem_key = $4)"));
+    }
+
+    #[test]
+    fn a_key_named_twice_is_claimed_for_its_first_claim() {
+        let scope = Scope::new("s").expect("scope");
+        let (a, b) = (Key::new("a").expect("key"), Key::new("b").expect("key"));
+        let fp = Fingerprint::of_bytes("POST", "/", b"{}");
+        let answer = StoredResponse::new(201, "{}");
+        let claim = |key| AnsweredClaim {
+            claim: Claim::new(&scope, key, &fp, Duration::ZERO, TTL_FOREVER),
+            answer: &answer,
+        };
+        let claims = [claim(&a), claim(&b), claim(&a)];
+        assert_eq!(first_of_each_key(&claims), vec![0, 1]);
+        let inserted = HashSet::from([("s".to_owned(), "a".to_owned())]);
+        assert_eq!(
+            claimed(&claims, &[0, 1], &inserted),
+            vec![true, false, false]
+        );
+    }
+}
