@@ -1,9 +1,9 @@
 //! A batch's payments decided as one set, TigerBeetle's way: every order claimed in one
 //! statement, every account they touch locked and read in one statement per tenant (in
 //! account-id order, as every payment locks its two), the payments applied in memory in
-//! arrival order, then the balances, ledger rows and payment rows written in one statement
-//! each. A batch of `n` payments costs a handful of round trips and one commit, not `n`
-//! of each.
+//! arrival order, then the balances, ledger rows and payment rows written (in one statement
+//! on PostgreSQL, one each elsewhere). A batch of `n` payments costs a handful of round
+//! trips and one commit, not `n` of each.
 //!
 //! An order that has a record already (paid before, another order's parameters, a claim
 //! expired) or that the batch names twice is not decided here: it runs alone once the
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use idem_sql::SetStep;
 use sqlx::Transaction;
 
-use crate::db::{Arg, Business, Sql};
+use crate::db::{Arg, Business, SetWrite, Sql};
 use crate::flows::{Decision, PreparedPayment};
 use crate::Result;
 
@@ -77,8 +77,9 @@ pub(super) async fn pay_set<S: Business>(
         store.forget_fresh_in(tx, &keys).await?;
     }
     if !paid.is_empty() {
-        write_balances(store, sql, tx, &balances, &paid).await?;
-        write_rows(store, sql, tx, &paid).await?;
+        let mut writes = balance_writes(&balances, &paid)?;
+        writes.extend(row_writes(&paid));
+        write_all(store, sql, tx, &writes).await?;
     }
     Ok(steps)
 }
@@ -128,14 +129,11 @@ fn by_tenant<'p>(keys: impl Iterator<Item = (&'p str, &'p str)>) -> Vec<(&'p str
     tenants
 }
 
-/// Writes the balances the `paid` payments changed: one statement per tenant.
-async fn write_balances<S: Business>(
-    store: &S,
-    sql: &Sql,
-    tx: &mut Transaction<'static, S::Database>,
-    balances: &Balances<'_>,
-    paid: &[&PreparedPayment],
-) -> Result<()> {
+/// The balances the `paid` payments changed: one write per tenant.
+fn balance_writes<'p>(
+    balances: &Balances<'p>,
+    paid: &[&'p PreparedPayment],
+) -> Result<Vec<SetWrite<'p>>> {
     let touched: BTreeSet<(&str, &str)> = paid
         .iter()
         .flat_map(|p| {
@@ -143,6 +141,7 @@ async fn write_balances<S: Business>(
             [(m.tenant, m.from), (m.tenant, m.to)]
         })
         .collect();
+    let mut writes = Vec::new();
     for (tenant, accounts) in by_tenant(touched.into_iter()) {
         let mut args = Vec::with_capacity(3 * accounts.len() + 1);
         for account in &accounts {
@@ -156,29 +155,20 @@ async fn write_balances<S: Business>(
         }
         args.push(Arg::Str(tenant));
         args.extend(accounts.iter().map(|a| Arg::Str(a)));
-        let changed = store
-            .execute_in(tx, &sql.set_balances(accounts.len()), &args)
-            .await?;
-        if changed != accounts.len() as u64 {
-            return Err(crate::Error::Internal(format!(
-                "{changed} of {} locked accounts changed",
-                accounts.len()
-            )));
-        }
+        writes.push(SetWrite {
+            text: Sql::set_balances(accounts.len()),
+            args,
+            rows: accounts.len() as u64,
+        });
     }
-    Ok(())
+    Ok(writes)
 }
 
-/// Writes the `paid` payments' ledger rows (a debit and a credit each) and payment rows.
-async fn write_rows<S: Business>(
-    store: &S,
-    sql: &Sql,
-    tx: &mut Transaction<'static, S::Database>,
-    paid: &[&PreparedPayment],
-) -> Result<()> {
-    let movements: Vec<_> = paid.iter().map(|p| p.movement()).collect();
+/// The `paid` payments' ledger rows (a debit and a credit each) and payment rows.
+fn row_writes<'p>(paid: &[&'p PreparedPayment]) -> [SetWrite<'p>; 2] {
     let mut ledger = Vec::with_capacity(10 * paid.len());
-    for m in &movements {
+    for p in paid {
+        let m = p.movement();
         for (account, delta) in [(m.from, -m.amount), (m.to, m.amount)] {
             ledger.extend([
                 Arg::Str(m.id),
@@ -189,13 +179,57 @@ async fn write_rows<S: Business>(
             ]);
         }
     }
-    store
-        .execute_in(tx, &sql.insert_ledger_rows(2 * paid.len()), &ledger)
-        .await?;
-    let rows: Vec<Arg<'_>> = paid.iter().flat_map(|p| p.row()).collect();
-    store
-        .execute_in(tx, &sql.insert_payments(paid.len()), &rows)
-        .await?;
+    let rows = paid.len() as u64;
+    [
+        SetWrite {
+            text: Sql::insert_ledger_rows(2 * paid.len()),
+            args: ledger,
+            rows: 2 * rows,
+        },
+        SetWrite {
+            text: Sql::insert_payments(paid.len()),
+            args: paid.iter().flat_map(|p| p.row()).collect(),
+            rows,
+        },
+    ]
+}
+
+/// Runs `writes` in `tx` — one statement where the dialect can, else one each — and checks
+/// that each changed the rows it must.
+async fn write_all<S: Business>(
+    store: &S,
+    sql: &Sql,
+    tx: &mut Transaction<'static, S::Database>,
+    writes: &[SetWrite<'_>],
+) -> Result<()> {
+    let changed: Vec<u64> = match sql.combined_writes(writes) {
+        Some(statement) => {
+            let args: Vec<Arg<'_>> = writes.iter().flat_map(|w| w.args.iter().copied()).collect();
+            let counts = store.integers_in(tx, &statement, &args).await?;
+            counts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+                .collect()
+        }
+        None => {
+            let mut changed = Vec::with_capacity(writes.len());
+            for write in writes {
+                changed.push(
+                    store
+                        .execute_in(tx, &sql.set_statement(write), &write.args)
+                        .await?,
+                );
+            }
+            changed
+        }
+    };
+    let wanted: Vec<u64> = writes.iter().map(|w| w.rows).collect();
+    if changed != wanted {
+        return Err(crate::Error::Internal(format!(
+            "a batch's writes changed {changed:?} rows, not {wanted:?}"
+        )));
+    }
     Ok(())
 }
 

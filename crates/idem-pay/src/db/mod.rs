@@ -19,6 +19,7 @@ use std::sync::Arc;
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore};
 
 pub(crate) use business::{Arg, Business, PaymentRow};
+pub(crate) use sets::SetWrite;
 
 use crate::{Error, Result};
 
