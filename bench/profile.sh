@@ -5,6 +5,7 @@
 # of each part: HTTP, JSON, idempotency and service logic, SQL driver, runtime, kernel.
 #
 #   bench/profile.sh                  # 32 clients; CLIENTS=1 for one request at a time
+#   IDEM_BENCH_NODE_ARGS="--batch-max 64" bench/profile.sh   # extra `idem serve` arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDEM=${IDEM_BIN:-target/release/idem}
@@ -12,8 +13,10 @@ DB=${IDEM_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}
 CLIENTS=${CLIENTS:-32}
 OUT=target/idem-profile
 mkdir -p "$OUT"
+SERVE_ARGS=()
+for arg in ${IDEM_BENCH_NODE_ARGS:-}; do SERVE_ARGS+=("--serve-arg=$arg"); done
 "$IDEM" bench --spawn --database "$DB" --fresh-database --mix fresh=1 --clients "$CLIENTS" \
-  --duration 20s --quiet --json > "$OUT/bench.json" &
+  --duration 20s ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} --quiet --json > "$OUT/bench.json" &
 BENCH=$!
 sleep 6 # accounts opened, load running
 SERVER=$(pgrep -n -f "idem serve" || true)
