@@ -42,14 +42,22 @@ def main(path):
             alone = settings.get(1)
             if batched and alone:
                 on_off.append(batched[0]["fresh"]["rps"] / alone["fresh"]["rps"])
-        fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
         print(
-            f"| {engine} | {clients} | {skew} | {median(off):,.0f} | {median(on):,.0f} "
-            f"| {median(statement):,.0f} | **{median(vs_statement):.2f}** | **{median(on_off):.2f}** "
-            f"| {fmt(vs_statement)}; {fmt(on_off)} "
+            f"| {engine} | {clients} | {skew} | {rate(median(off))} | {rate(median(on))} "
+            f"| {rate(median(statement))} | **{median(vs_statement):.2f}** | **{median(on_off):.2f}** "
+            f"| {ratios(vs_statement)}; {ratios(on_off)} "
             f"| {median(p50_off):.2f} / {median(p50_on):.2f} | {median(p99_off):.1f} / {median(p99_on):.1f} "
-            f"| {errors} |".replace(",", " ", 0)
+            f"| {errors} |"
         )
+
+
+def rate(x):
+    """A rate with spaces between thousands, as the rest of BENCHMARKS.md."""
+    return f"{x:,.0f}".replace(",", " ")
+
+
+def ratios(xs):
+    return ", ".join(f"{x:.2f}" for x in xs)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ for arg in ${IDEM_BENCH_NODE_ARGS:-}; do SERVE_ARGS+=("--serve-arg=$arg"); done
   --duration 20s ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} --quiet --json > "$OUT/bench.json" &
 BENCH=$!
 sleep 6 # accounts opened, load running
-SERVER=$(pgrep -n -f "idem serve" || true)
+SERVER=$(pgrep -n -f "$(basename "$IDEM") serve" || true)
 perf record -q -e cpu-clock -F 999 -a -o "$OUT/perf.data" -- sleep 10 2> /dev/null
 ps -eLo lwp=,pid= > "$OUT/threads.txt" # perf names threads; this maps them to processes
 wait "$BENCH"
