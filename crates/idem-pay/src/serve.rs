@@ -28,7 +28,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// bytes each).
 pub const DEFAULT_REPLAY_MEMORY: usize = 100_000;
 
-/// `--batch-max`'s default: 1, batching off until measured against the one-statement path.
+/// `--batch-max`'s default: 1, batching off. On, fresh payments run about 2× faster at 64
+/// clients and no slower at one (docs/BENCHMARKS.md, "Group commit"), but a node whose
+/// batches wait on a slow or dead database connection slows down more than one that
+/// commits each payment alone (chaos run 41), so it stays a choice.
 pub const DEFAULT_BATCH_MAX: u16 = 1;
 
 /// `--batch-workers`'s default: batches in flight per node.
