@@ -37,6 +37,10 @@ pub(crate) struct Spelling {
 const COLUMNS: &str =
     "(scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at)";
 
+/// How many times the spelling without `RETURNING` reads and inserts when a concurrent
+/// insert of one of its keys beats it between the two (each time, that key drops out).
+pub(crate) const INSERT_ATTEMPTS: u32 = 4;
+
 /// Values each claimed row binds: scope, key, fingerprint, answer, time to live (ms).
 pub(crate) const BINDS_PER_ROW: usize = 5;
 
@@ -162,57 +166,74 @@ macro_rules! fresh_claims {
             if candidates.is_empty() {
                 return Ok(vec![false; claims.len()]);
             }
-            let inserted: std::collections::HashSet<(String, String)> = if spelling.returning {
-                let encoded: Vec<Vec<u8>> = candidates
+            // Rows are inserted in key order, so two batches racing for the same keys wait
+            // for each other in one order rather than deadlock.
+            candidates.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&claims[a].claim, &claims[b].claim);
+                (a.scope, a.key).cmp(&(b.scope, b.key))
+            });
+            macro_rules! bind_rows {
+                ($query:expr, $rows:expr) => {{
+                    let mut query = $query;
+                    for (&i, answer) in $rows {
+                        let c = &claims[i].claim;
+                        query = query
+                            .bind(c.scope.as_str())
+                            .bind(c.key.as_str())
+                            .bind(&c.fingerprint.as_bytes()[..])
+                            .bind(answer)
+                            .bind($crate::common::ms(c.ttl));
+                    }
+                    query
+                }};
+            }
+            let encode = |candidates: &[usize]| -> Vec<Vec<u8>> {
+                candidates
                     .iter()
                     .map(|&i| claims[i].answer.encode())
-                    .collect();
+                    .collect()
+            };
+            let inserted: std::collections::HashSet<(String, String)> = if spelling.returning {
+                let encoded = encode(&candidates);
                 let sql = spelling.insert(candidates.len());
-                let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-                for (&i, answer) in candidates.iter().zip(&encoded) {
-                    let c = &claims[i].claim;
-                    query = query
-                        .bind(c.scope.as_str())
-                        .bind(c.key.as_str())
-                        .bind(&c.fingerprint.as_bytes()[..])
-                        .bind(&answer[..])
-                        .bind($crate::common::ms(c.ttl));
-                }
+                let query = bind_rows!(
+                    sqlx::query_as::<_, (String, String)>(&sql),
+                    candidates.iter().zip(&encoded)
+                );
                 query.fetch_all(&mut *conn).await?.into_iter().collect()
             } else {
-                let sql = spelling.existing(candidates.len());
-                let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-                for &i in &candidates {
-                    let c = &claims[i].claim;
-                    query = query.bind(c.scope.as_str()).bind(c.key.as_str());
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let sql = spelling.existing(candidates.len());
+                    let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+                    for &i in &candidates {
+                        let c = &claims[i].claim;
+                        query = query.bind(c.scope.as_str()).bind(c.key.as_str());
+                    }
+                    let there: std::collections::HashSet<(String, String)> =
+                        query.fetch_all(&mut *conn).await?.into_iter().collect();
+                    candidates.retain(|&i| {
+                        let c = &claims[i].claim;
+                        !there.contains(&(c.scope.as_str().to_owned(), c.key.as_str().to_owned()))
+                    });
+                    if candidates.is_empty() {
+                        return Ok(vec![false; claims.len()]);
+                    }
+                    let encoded = encode(&candidates);
+                    let sql = spelling.insert(candidates.len());
+                    let query = bind_rows!(sqlx::query(&sql), candidates.iter().zip(&encoded));
+                    match query.execute(&mut *conn).await {
+                        Ok(_) => break,
+                        // Another transaction inserted one of the keys since the read. A
+                        // failed statement is undone on its own (the transaction goes on),
+                        // so read again: that key now has a row and is left out.
+                        Err(sqlx::Error::Database(e))
+                            if e.is_unique_violation()
+                                && attempts < $crate::fresh::INSERT_ATTEMPTS => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                let there: std::collections::HashSet<(String, String)> =
-                    query.fetch_all(&mut *conn).await?.into_iter().collect();
-                candidates.retain(|&i| {
-                    let c = &claims[i].claim;
-                    !there.contains(&(c.scope.as_str().to_owned(), c.key.as_str().to_owned()))
-                });
-                if candidates.is_empty() {
-                    return Ok(vec![false; claims.len()]);
-                }
-                // A key inserted by another transaction since the read fails this insert
-                // with a duplicate key: the caller's transaction fails, nothing is kept.
-                let encoded: Vec<Vec<u8>> = candidates
-                    .iter()
-                    .map(|&i| claims[i].answer.encode())
-                    .collect();
-                let sql = spelling.insert(candidates.len());
-                let mut query = sqlx::query(&sql);
-                for (&i, answer) in candidates.iter().zip(&encoded) {
-                    let c = &claims[i].claim;
-                    query = query
-                        .bind(c.scope.as_str())
-                        .bind(c.key.as_str())
-                        .bind(&c.fingerprint.as_bytes()[..])
-                        .bind(&answer[..])
-                        .bind($crate::common::ms(c.ttl));
-                }
-                query.execute(&mut *conn).await?;
                 candidates
                     .iter()
                     .map(|&i| {

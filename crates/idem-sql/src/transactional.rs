@@ -116,8 +116,11 @@ pub trait TransactionalStore: Store + Clone + 'static {
     /// to batch sizes (five bound values per key).
     ///
     /// # Errors
-    /// A [`StoreError`]; on MySQL and MariaDB also when another transaction inserted one of
-    /// the keys between the read and the insert (a duplicate key): roll `tx` back.
+    /// A [`StoreError`]: roll `tx` back. A concurrent transaction claiming one of the keys
+    /// is not an error: the key is waited for and, if that one commits, left alone. InnoDB
+    /// may still pick a deadlock victim among three or more sets racing for a key
+    /// ([`StoreError::Contention`]), more often under `REPEATABLE READ`, whose read takes
+    /// gap locks: run such sessions in `READ COMMITTED`.
     async fn claim_fresh_in(
         &self,
         tx: &mut Transaction<'_, Self::Database>,

@@ -8,7 +8,8 @@
 //!   item again alone, and answers each exactly once;
 //! - items decided as a set (`run_set` with one `claim_fresh_in`): fresh keys are claimed
 //!   in the set, a key named twice or with a record already runs alone after the commit
-//!   and replays, and a key the set refuses (`forget_fresh_in`) stays free.
+//!   and replays, and a key the set refuses (`forget_fresh_in`) stays free;
+//! - concurrent sets racing for one fresh key: exactly one claims it, none fails.
 
 mod support;
 
@@ -396,8 +397,82 @@ async fn a_set_claims_fresh_keys_and_leaves_the_rest_alone<S: TransactionalStore
     assert_eq!(claimed_now(&store, "r").await, Answer::Won, "r is free");
 }
 
+/// Eight transactions claim, at once, a set of their own key and one shared key, and
+/// commit: exactly one claims the shared key, and each that commits claims its own. On
+/// PostgreSQL and SQLite none errs (a concurrent insert of the shared key is waited for).
+/// InnoDB may pick deadlock victims among three or more racers (the locks its duplicate-key
+/// checks take): a victim errs with `Contention` and keeps nothing, its own key stays free.
+async fn concurrent_sets_racing_for_one_key_have_one_winner<S: TransactionalStore>(store: S) {
+    const RACERS: usize = 8;
+    let victims_allowed = idem::Store::name(&store) == "mysql";
+    let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (store, start) = (store.clone(), start.clone());
+            tokio::spawn(async move {
+                let (s, answer) = (scope(), answer());
+                let own = Key::new(format!("own-{i}")).expect("key");
+                let shared = Key::new("shared").expect("key");
+                let fingerprint = fp(b"a");
+                let claim = |key| AnsweredClaim {
+                    claim: Claim::new(&s, key, &fingerprint, Duration::ZERO, TTL_FOREVER),
+                    answer: &answer,
+                };
+                // Half name the shared key first, half last.
+                let claims = if i % 2 == 0 {
+                    [claim(&own), claim(&shared)]
+                } else {
+                    [claim(&shared), claim(&own)]
+                };
+                start.wait().await;
+                let mut tx = store.begin_write().await.expect("begin_write");
+                let claimed = store.claim_fresh_in(&mut tx, &claims).await;
+                match claimed {
+                    Ok(claimed) => {
+                        // Held open a while, as a batch's writes would: racers queue on
+                        // the shared key's row meanwhile.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        tx.commit().await.expect("commit");
+                        let (own, shared) = if i % 2 == 0 {
+                            (claimed[0], claimed[1])
+                        } else {
+                            (claimed[1], claimed[0])
+                        };
+                        Ok((own, shared))
+                    }
+                    Err(error) => {
+                        drop(tx);
+                        Err((i, error))
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut shared_winners, mut victims) = (0, Vec::new());
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok((own, shared)) => {
+                assert!(own, "a racer that commits claims its own key");
+                shared_winners += usize::from(shared);
+            }
+            Err((i, error)) => {
+                assert!(
+                    victims_allowed && matches!(error, idem::StoreError::Contention(_)),
+                    "racer {i}: {error:?}"
+                );
+                victims.push(i);
+            }
+        }
+    }
+    assert_eq!(shared_winners, 1, "victims: {victims:?}");
+    assert_eq!(claimed_now(&store, "shared").await, Answer::Replayed);
+    for i in victims {
+        assert_eq!(claimed_now(&store, &format!("own-{i}")).await, Answer::Won);
+    }
+}
+
 macro_rules! batch_tests {
-    ($backend:ident, $open:path) => {
+    ($backend:ident, $open:path, $open_read_committed:path) => {
         mod $backend {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn racers_on_one_key_have_one_winner() {
@@ -418,6 +493,14 @@ macro_rules! batch_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_sets_racing_for_one_key_have_one_winner() {
+                let Some(store) = $open_read_committed().await else {
+                    return;
+                };
+                super::concurrent_sets_racing_for_one_key_have_one_winner(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_failed_batch_runs_its_items_alone_answering_each_once() {
                 let Some(store) = $open().await else { return };
                 super::a_failed_batch_runs_its_items_alone_answering_each_once(store).await;
@@ -427,11 +510,11 @@ macro_rules! batch_tests {
 }
 
 #[cfg(feature = "sqlite")]
-batch_tests!(sqlite, crate::open_sqlite);
+batch_tests!(sqlite, crate::open_sqlite, crate::open_sqlite);
 #[cfg(feature = "postgres")]
-batch_tests!(postgres, crate::open_postgres);
+batch_tests!(postgres, crate::open_postgres, crate::open_postgres);
 #[cfg(feature = "mysql")]
-batch_tests!(mysql, crate::open_mysql);
+batch_tests!(mysql, crate::open_mysql, crate::open_mysql_read_committed);
 
 #[cfg(feature = "sqlite")]
 async fn open_sqlite() -> Option<idem_sql::SqliteStore> {
@@ -446,4 +529,42 @@ async fn open_postgres() -> Option<idem_sql::PostgresStore> {
 #[cfg(feature = "mysql")]
 async fn open_mysql() -> Option<idem_sql::MySqlStore> {
     Some(support::mysql_store(&backend_url("IDEM_TEST_MYSQL")?).await)
+}
+
+/// A MySQL store whose sessions run `READ COMMITTED`, as a payment service's do: a locking
+/// read takes no gap locks, so a racing insert can land between a set's read and its insert.
+#[cfg(feature = "mysql")]
+async fn open_mysql_read_committed() -> Option<idem_sql::MySqlStore> {
+    use sqlx::Executor;
+    let url = backend_url("IDEM_TEST_MYSQL")?;
+    let database = support::mysql_database(&url).await;
+    let connect: sqlx::mysql::MySqlConnectOptions = url.parse().expect("a MySQL URL");
+    let mut server = sqlx::Connection::connect_with(&connect)
+        .await
+        .expect("connect");
+    let create = format!("CREATE DATABASE `{database}`");
+    sqlx::Executor::execute(&mut server as &mut sqlx::MySqlConnection, create.as_str())
+        .await
+        .expect("create the test's database");
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(8)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_with(
+            connect
+                .database(&database)
+                .timezone(Some("+00:00".to_owned())),
+        )
+        .await
+        .expect("connect");
+    Some(
+        idem_sql::MySqlStore::from_pool(pool)
+            .await
+            .expect("migrate"),
+    )
 }
