@@ -21,15 +21,14 @@ pub struct AnsweredClaim<'a> {
     pub answer: &'a StoredResponse,
 }
 
-/// How one backend spells the set statements.
+/// How one backend with `?` placeholders spells the set statements (PostgreSQL binds
+/// arrays instead: `postgres::fresh`).
 #[derive(Debug)]
 pub(crate) struct Spelling {
     /// The database's clock in Unix milliseconds.
     pub(crate) now: &'static str,
-    /// `$1, $2, …` (PostgreSQL) rather than `?`.
-    pub(crate) numbered: bool,
-    /// `INSERT … ON CONFLICT DO NOTHING RETURNING` (PostgreSQL, SQLite); without it
-    /// (MySQL, MariaDB) the rows there are read first, under a shared lock.
+    /// `INSERT … ON CONFLICT DO NOTHING RETURNING` (SQLite); without it (MySQL, MariaDB)
+    /// the rows there are read first, under a shared lock.
     pub(crate) returning: bool,
 }
 
@@ -41,57 +40,13 @@ const COLUMNS: &str =
 /// insert of one of its keys beats it between the two (each time, that key drops out).
 pub(crate) const INSERT_ATTEMPTS: u32 = 4;
 
-/// Values each claimed row binds: scope, key, fingerprint, answer, time to live (ms).
-pub(crate) const BINDS_PER_ROW: usize = 5;
-
 impl Spelling {
-    /// Placeholders `first..first + n`, comma-separated, in this spelling.
-    fn params(&self, first: usize, n: usize) -> Vec<String> {
-        (first..first + n)
-            .map(|i| {
-                if self.numbered {
-                    format!("${i}")
-                } else {
-                    "?".to_owned()
-                }
-            })
-            .collect()
-    }
-
     /// Inserts `rows` records born completed (state 1, token 1), one clock reading for
     /// all their times; with [`Spelling::returning`], skips keys that have a row and
     /// returns `(scope, idem_key)` of those inserted.
     pub(crate) fn insert(&self, rows: usize) -> String {
         let now = self.now;
-        let p = self.params(1, rows * BINDS_PER_ROW);
-        if self.numbered {
-            // PostgreSQL: `clock_timestamp()` moves within a statement, so it is read once.
-            let values: Vec<String> = p
-                .chunks(BINDS_PER_ROW)
-                .map(|c| {
-                    format!(
-                        "({}::text, {}::text, {}::bytea, {}::bytea, {}::bigint)",
-                        c[0], c[1], c[2], c[3], c[4]
-                    )
-                })
-                .collect();
-            return format!(
-                "INSERT INTO idem_records {COLUMNS} \
-                 SELECT v.s, v.k, v.f, 1, 1, c.now_ms, v.r, c.now_ms, c.now_ms + v.t \
-                 FROM (VALUES {}) AS v (s, k, f, r, t) CROSS JOIN (SELECT {now} AS now_ms) AS c \
-                 ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key",
-                values.join(", ")
-            );
-        }
-        let values: Vec<String> = p
-            .chunks(BINDS_PER_ROW)
-            .map(|c| {
-                format!(
-                    "({}, {}, {}, 1, 1, {now}, {}, {now}, {now} + {})",
-                    c[0], c[1], c[2], c[3], c[4]
-                )
-            })
-            .collect();
+        let row = format!("(?, ?, ?, 1, 1, {now}, ?, {now}, {now} + ?)");
         let tail = if self.returning {
             " ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key"
         } else {
@@ -99,18 +54,13 @@ impl Spelling {
         };
         format!(
             "INSERT INTO idem_records {COLUMNS} VALUES {}{tail}",
-            values.join(", ")
+            vec![row; rows].join(", ")
         )
     }
 
     /// `WHERE` condition naming `rows` keys: binds scope, key per row.
-    fn keys(&self, rows: usize) -> String {
-        let p = self.params(1, rows * 2);
-        let each: Vec<String> = p
-            .chunks(2)
-            .map(|c| format!("(scope = {} AND idem_key = {})", c[0], c[1]))
-            .collect();
-        each.join(" OR ")
+    fn keys(rows: usize) -> String {
+        vec!["(scope = ? AND idem_key = ?)"; rows].join(" OR ")
     }
 
     /// Reads which of `rows` keys have a row, under a shared lock (a concurrent insert of
@@ -119,13 +69,13 @@ impl Spelling {
         format!(
             "SELECT CAST(scope AS CHAR), CAST(idem_key AS CHAR) FROM idem_records WHERE {} \
              LOCK IN SHARE MODE",
-            self.keys(rows)
+            Self::keys(rows)
         )
     }
 
     /// Deletes the records of `rows` keys. Binds scope, key per row.
     pub(crate) fn forget(&self, rows: usize) -> String {
-        format!("DELETE FROM idem_records WHERE {}", self.keys(rows))
+        format!("DELETE FROM idem_records WHERE {}", Self::keys(rows))
     }
 }
 
@@ -274,27 +224,27 @@ mod tests {
 
     use super::*;
 
-    const PG: Spelling = Spelling {
+    const SQLITE: Spelling = Spelling {
         now: "NOW_MS",
-        numbered: true,
         returning: true,
     };
     const MY: Spelling = Spelling {
         now: "NOW_MS",
-        numbered: false,
         returning: false,
     };
 
     #[test]
-    fn statements_number_every_row() {
-        let sql = PG.insert(3);
-        assert!(sql.contains("$15") && !sql.contains("$16"), "{sql}");
-        assert_eq!(sql.matches("::bytea").count(), 6, "{sql}");
+    fn statements_bind_every_row() {
+        let sql = SQLITE.insert(3);
+        assert_eq!(sql.matches('?').count(), 15, "{sql}");
+        assert!(sql.ends_with("RETURNING scope, idem_key"), "{sql}");
         let sql = MY.insert(2);
         assert_eq!(sql.matches('?').count(), 10, "{sql}");
         assert!(!sql.contains("RETURNING"), "{sql}");
         assert_eq!(MY.existing(2).matches('?').count(), 4);
-        assert!(PG.forget(2).contains("(scope = $3 AND idem_key = $4)"));
+        assert!(MY
+            .forget(2)
+            .ends_with("(scope = ? AND idem_key = ?) OR (scope = ? AND idem_key = ?)"));
     }
 
     #[test]

@@ -293,7 +293,6 @@ crate::fresh::fresh_claims!(
     MySql,
     crate::fresh::Spelling {
         now: now!(),
-        numbered: false,
         returning: false,
     }
 );

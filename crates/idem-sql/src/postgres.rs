@@ -34,6 +34,8 @@ macro_rules! now {
     };
 }
 
+mod fresh;
+
 /// `$1` scope, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` ttl ms, `$6` the answer of
 /// a record born completed (NULL: in progress).
 /// One row `(inserted, columns…, now_ms)`, or none when a concurrent insert won (see the
@@ -259,14 +261,7 @@ impl PostgresStore {
 
 crate::common::impl_store!(PostgresStore, "postgres");
 
-crate::fresh::fresh_claims!(
-    Postgres,
-    crate::fresh::Spelling {
-        now: now!(),
-        numbered: true,
-        returning: true,
-    }
-);
+use fresh::{claim_fresh, forget_fresh};
 
 impl_transactional!(PostgresStore, Postgres, run);
 

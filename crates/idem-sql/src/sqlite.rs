@@ -209,7 +209,6 @@ crate::fresh::fresh_claims!(
     Sqlite,
     crate::fresh::Spelling {
         now: now!(),
-        numbered: false,
         returning: true,
     }
 );

@@ -24,6 +24,21 @@ impl<'a> From<idem_sql::ClaimValue<'a>> for Arg<'a> {
     }
 }
 
+/// One bound value of a statement that binds arrays (PostgreSQL's `= ANY`, `unnest`): a
+/// text, or one column of a set's rows.
+#[derive(Debug)]
+pub(crate) enum ArrayArg<'a> {
+    Str(&'a str),
+    Strs(Vec<&'a str>),
+    Ints(Vec<i64>),
+}
+
+/// The error of an array statement sent to a backend that binds no arrays: a bug, since
+/// callers ask [`super::Sql::binds_arrays`] first.
+fn no_arrays() -> sqlx::Error {
+    sqlx::Error::Protocol("this backend binds no arrays".to_owned())
+}
+
 /// A payment row as read back: `payment_id, payer, payee, amount, refunded, created_at`.
 #[derive(Debug)]
 pub(crate) struct PaymentRow {
@@ -77,6 +92,28 @@ pub(crate) trait Business: TransactionalStore {
         sql: &str,
         args: &[Arg<'_>],
     ) -> sqlx::Result<Vec<(String, i64)>>;
+
+    /// [`Business::named_integers_in`] with arrays bound; an error on a backend that binds
+    /// no arrays.
+    async fn named_integers_of_arrays_in(
+        &self,
+        _tx: &mut Transaction<'_, Self::Database>,
+        _sql: &str,
+        _args: &[ArrayArg<'_>],
+    ) -> sqlx::Result<Vec<(String, i64)>> {
+        Err(no_arrays())
+    }
+
+    /// [`Business::integers_in`] with arrays bound; an error on a backend that binds no
+    /// arrays.
+    async fn integers_of_arrays_in(
+        &self,
+        _tx: &mut Transaction<'_, Self::Database>,
+        _sql: &str,
+        _args: &[ArrayArg<'_>],
+    ) -> sqlx::Result<Option<Vec<i64>>> {
+        Err(no_arrays())
+    }
 
     /// The payment row `sql` returns in `tx`, if any.
     async fn payment_in(
@@ -137,10 +174,29 @@ macro_rules! bound {
     }};
 }
 
+/// Binds `args`, arrays among them, to a query, in order.
+macro_rules! bound_arrays {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match arg {
+                ArrayArg::Str(value) => query.bind(*value),
+                ArrayArg::Strs(values) => query.bind(&values[..]),
+                ArrayArg::Ints(values) => query.bind(&values[..]),
+            };
+        }
+        query
+    }};
+}
+
+/// Implements [`Business`] for `$store` on `$db`, with `$extra` items (the array methods
+/// where the backend binds arrays).
 macro_rules! impl_business {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty $(, { $($extra:tt)* })?) => {
         #[async_trait]
         impl Business for $store {
+            $($($extra)*)?
+
             async fn execute_in(
                 &self,
                 tx: &mut Transaction<'_, $db>,
@@ -226,5 +282,28 @@ macro_rules! impl_business {
 }
 
 impl_business!(SqliteStore, Sqlite);
-impl_business!(PostgresStore, Postgres);
+impl_business!(PostgresStore, Postgres, {
+    async fn named_integers_of_arrays_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        sql: &str,
+        args: &[ArrayArg<'_>],
+    ) -> sqlx::Result<Vec<(String, i64)>> {
+        bound_arrays!(sqlx::query_as(sql), args)
+            .fetch_all(&mut **tx)
+            .await
+    }
+
+    async fn integers_of_arrays_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        sql: &str,
+        args: &[ArrayArg<'_>],
+    ) -> sqlx::Result<Option<Vec<i64>>> {
+        let row = bound_arrays!(sqlx::query(sql), args)
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.map(|row| integers(&row)).transpose()
+    }
+});
 impl_business!(MySqlStore, MySql);

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use idem_sql::{MySqlStore, PostgresStore, SqliteStore};
 
-pub(crate) use business::{Arg, Business, PaymentRow};
-pub(crate) use sets::SetWrite;
+pub(crate) use business::{Arg, ArrayArg, Business, PaymentRow};
+pub(crate) use sets::{SetWrite, ARRAY_LOCK_BALANCES, ARRAY_WRITES};
 
 use crate::{Error, Result};
 
@@ -126,6 +126,9 @@ pub(crate) struct Dialect {
     pub(crate) numbered_params: bool,
     /// `WITH x AS (UPDATE … RETURNING …) INSERT …` is one statement.
     pub(crate) data_modifying_cte: bool,
+    /// Arrays bind as one value (`= ANY($1)`, `unnest($1, $2)`), so a set's statements
+    /// have one text whatever the set's size ([`Business::integers_of_arrays_in`]).
+    pub(crate) arrays: bool,
 }
 
 impl Dialect {

@@ -17,6 +17,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     text_type: "CHAR",
     numbered_params: false,
     data_modifying_cte: false,
+    arrays: false,
 };
 
 pub(super) async fn open(url: &str, max_connections: u32) -> Result<MySqlStore> {

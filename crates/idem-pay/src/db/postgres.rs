@@ -13,6 +13,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     text_type: "TEXT",
     numbered_params: true,
     data_modifying_cte: true,
+    arrays: true,
 };
 
 pub(super) async fn open(url: &str, max_connections: u32) -> Result<PostgresStore> {

@@ -1,7 +1,7 @@
-//! The multi-row statements of a batch's set of payments (`crate::batch`): each names as
-//! many rows as the batch needs, so they are built per call, in the dialect of [`Sql`].
-//! The set's writes go as one statement where the dialect has data-modifying CTEs
-//! (PostgreSQL), one statement each elsewhere.
+//! The multi-row statements of a batch's set of payments (`crate::batch`). Where arrays
+//! bind (PostgreSQL) each is one fixed text, prepared once per connection, and the set's
+//! writes are one statement; elsewhere each names as many rows as the batch needs, built
+//! per call in the dialect of [`Sql`], and the writes run one statement each.
 
 use super::{Arg, Sql};
 
@@ -59,26 +59,10 @@ impl Sql {
         )
     }
 
-    /// `writes` as one statement that returns how many rows each changed, in order, where
-    /// the dialect has data-modifying CTEs; `None` elsewhere (run each with
-    /// [`Sql::set_statement`]). Binds every write's values, in order.
-    pub(crate) fn combined_writes(&self, writes: &[SetWrite<'_>]) -> Option<String> {
-        if !self.dialect.data_modifying_cte {
-            return None;
-        }
-        let ctes: Vec<String> = writes
-            .iter()
-            .enumerate()
-            .map(|(i, w)| format!("w{i} AS ({} RETURNING 1)", w.text))
-            .collect();
-        let counts: Vec<String> = (0..writes.len())
-            .map(|i| format!("(SELECT COUNT(*) FROM w{i})"))
-            .collect();
-        Some(self.dialect.statement(format!(
-            "WITH {} SELECT {}",
-            ctes.join(", "),
-            counts.join(", ")
-        )))
+    /// Binds arrays ([`ARRAY_LOCK_BALANCES`], [`ARRAY_WRITES`]) rather than a placeholder
+    /// per row.
+    pub(crate) fn binds_arrays(&self) -> bool {
+        self.dialect.arrays
     }
 
     /// One write's statement in this dialect.
@@ -86,6 +70,29 @@ impl Sql {
         self.dialect.statement(write.text.clone())
     }
 }
+
+/// [`Sql::lock_balances`] with the accounts bound as one array (PostgreSQL): binds the
+/// tenant and the account ids.
+pub(crate) const ARRAY_LOCK_BALANCES: &str = "SELECT account_id::text, balance \
+     FROM pay_accounts WHERE tenant = $1 AND account_id = ANY($2::text[]) \
+     ORDER BY account_id FOR UPDATE";
+
+/// A set's writes as one statement of arrays (PostgreSQL), whatever the set's size:
+/// balances set (tenant, account id, balance), ledger rows inserted (movement id, tenant,
+/// account id, delta, created_at) and payment rows inserted (the seven values of
+/// [`Sql::insert_payment`]); returns the rows each of the three changed.
+pub(crate) const ARRAY_WRITES: &str = "WITH \
+     b AS (UPDATE pay_accounts AS a SET balance = v.balance \
+       FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v (tenant, account_id, balance) \
+       WHERE a.tenant = v.tenant AND a.account_id = v.account_id RETURNING 1), \
+     l AS (INSERT INTO pay_ledger (movement_id, tenant, account_id, delta, created_at) \
+       SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[]) \
+       RETURNING 1), \
+     p AS (INSERT INTO pay_payments \
+       (payment_id, tenant, order_id, payer, payee, amount, created_at) \
+       SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+       $14::bigint[], $15::text[]) RETURNING 1) \
+     SELECT (SELECT COUNT(*) FROM b), (SELECT COUNT(*) FROM l), (SELECT COUNT(*) FROM p)";
 
 /// `n` copies of `each`, comma-separated.
 fn marks(n: usize, each: &str) -> String {
@@ -113,27 +120,15 @@ mod tests {
         );
         assert_eq!(Sql::insert_ledger_rows(2).matches('?').count(), 10);
         assert_eq!(Sql::insert_payments(2).matches('?').count(), 14);
-        let writes = [
-            SetWrite {
-                text: Sql::insert_ledger_rows(1),
-                args: Vec::new(),
-                rows: 1,
-            },
-            SetWrite {
-                text: Sql::insert_payments(1),
-                args: Vec::new(),
-                rows: 1,
-            },
-        ];
-        let combined = sql.combined_writes(&writes).expect("PostgreSQL combines");
-        assert!(
-            combined.contains("w1 AS (INSERT INTO pay_payments")
-                && combined.contains("$12")
-                && combined.ends_with("(SELECT COUNT(*) FROM w0), (SELECT COUNT(*) FROM w1)"),
-            "{combined}"
-        );
+        assert!(sql.binds_arrays());
+        assert!(ARRAY_WRITES.contains("$15::text[]") && !ARRAY_WRITES.contains("$16"));
         let mysql = Sql::new(Backend::MySql.dialect());
-        assert!(mysql.combined_writes(&writes).is_none());
-        assert_eq!(mysql.set_statement(&writes[0]), writes[0].text);
+        assert!(!mysql.binds_arrays());
+        let write = SetWrite {
+            text: Sql::insert_payments(1),
+            args: Vec::new(),
+            rows: 1,
+        };
+        assert_eq!(mysql.set_statement(&write), write.text);
     }
 }

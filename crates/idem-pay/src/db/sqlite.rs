@@ -18,6 +18,7 @@ pub(super) const DIALECT: Dialect = Dialect {
     text_type: "TEXT",
     numbered_params: false,
     data_modifying_cte: false,
+    arrays: false,
 };
 
 /// Opens the file (creating it and its directory) in WAL mode with `synchronous = FULL`:
