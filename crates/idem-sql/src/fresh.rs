@@ -21,6 +21,7 @@ pub struct AnsweredClaim<'a> {
     pub answer: &'a StoredResponse,
 }
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 /// How one backend with `?` placeholders spells the set statements (PostgreSQL binds
 /// arrays instead: `postgres::fresh`).
 #[derive(Debug)]
@@ -32,14 +33,17 @@ pub(crate) struct Spelling {
     pub(crate) returning: bool,
 }
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 /// The columns of a record row, in the order the inserts write them.
 const COLUMNS: &str =
     "(scope, idem_key, fingerprint, token, state, lease_until, response, created_at, expires_at)";
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 /// How many times the spelling without `RETURNING` reads and inserts when a concurrent
 /// insert of one of its keys beats it between the two (each time, that key drops out).
 pub(crate) const INSERT_ATTEMPTS: u32 = 4;
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 impl Spelling {
     /// Inserts `rows` records born completed (state 1, token 1), one clock reading for
     /// all their times; with [`Spelling::returning`], skips keys that have a row and
@@ -102,6 +106,7 @@ pub(crate) fn claimed(
     out
 }
 
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 /// Defines the backend's `claim_fresh` and `forget_fresh` (called by
 /// `impl_transactional!`) from its [`Spelling`] `$spelling`, for database `$db`.
 macro_rules! fresh_claims {
@@ -214,6 +219,7 @@ macro_rules! fresh_claims {
         }
     };
 }
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub(crate) use fresh_claims;
 
 #[cfg(test)]
@@ -224,15 +230,18 @@ mod tests {
 
     use super::*;
 
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
     const SQLITE: Spelling = Spelling {
         now: "NOW_MS",
         returning: true,
     };
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
     const MY: Spelling = Spelling {
         now: "NOW_MS",
         returning: false,
     };
 
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
     #[test]
     fn statements_bind_every_row() {
         let sql = SQLITE.insert(3);
