@@ -83,13 +83,16 @@ impl Spelling {
     }
 }
 
-/// The index of each claim whose key did not come earlier in `claims`: a key named twice
-/// is claimed for its first claim only.
+/// The index of each claim whose key did not come earlier in `claims` (a key named twice
+/// is claimed for its first claim only), in key order: rows inserted in key order make
+/// two sets racing for the same keys wait for each other in one order, not deadlock.
 pub(crate) fn first_of_each_key(claims: &[AnsweredClaim<'_>]) -> Vec<usize> {
     let mut seen: HashSet<(&Scope, &Key)> = HashSet::with_capacity(claims.len());
-    (0..claims.len())
+    let mut first: Vec<usize> = (0..claims.len())
         .filter(|&i| seen.insert((claims[i].claim.scope, claims[i].claim.key)))
-        .collect()
+        .collect();
+    first.sort_unstable_by_key(|&i| (claims[i].claim.scope, claims[i].claim.key));
+    first
 }
 
 /// Which of `claims` were claimed, given the `(scope, key)` pairs that were inserted.
@@ -121,12 +124,6 @@ macro_rules! fresh_claims {
             if candidates.is_empty() {
                 return Ok(vec![false; claims.len()]);
             }
-            // Rows are inserted in key order, so two batches racing for the same keys wait
-            // for each other in one order rather than deadlock.
-            candidates.sort_unstable_by(|&a, &b| {
-                let (a, b) = (&claims[a].claim, &claims[b].claim);
-                (a.scope, a.key).cmp(&(b.scope, b.key))
-            });
             macro_rules! bind_rows {
                 ($query:expr, $rows:expr) => {{
                     let mut query = $query;
@@ -266,12 +263,12 @@ mod tests {
             claim: Claim::new(&scope, key, &fp, Duration::ZERO, TTL_FOREVER),
             answer: &answer,
         };
-        let claims = [claim(&a), claim(&b), claim(&a)];
-        assert_eq!(first_of_each_key(&claims), vec![0, 1]);
+        let claims = [claim(&b), claim(&a), claim(&a)];
+        assert_eq!(first_of_each_key(&claims), vec![1, 0], "in key order");
         let inserted = HashSet::from([("s".to_owned(), "a".to_owned())]);
         assert_eq!(
-            claimed(&claims, &[0, 1], &inserted),
-            vec![true, false, false]
+            claimed(&claims, &[1, 0], &inserted),
+            vec![false, true, false]
         );
     }
 }

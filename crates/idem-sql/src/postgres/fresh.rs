@@ -27,20 +27,15 @@ const CLAIM: &str = concat!(
 const FORGET: &str = "DELETE FROM idem_records WHERE (scope, idem_key) IN \
                       (SELECT * FROM unnest($1::text[], $2::text[]))";
 
-/// Claims the fresh keys of `claims` on `conn`, inserted in key order (two sets racing
-/// for the same keys wait for each other in one order rather than deadlock).
+/// Claims the fresh keys of `claims` on `conn`, inserted in key order.
 pub(super) async fn claim_fresh(
     conn: &mut PgConnection,
     claims: &[AnsweredClaim<'_>],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let mut candidates = first_of_each_key(claims);
+    let candidates = first_of_each_key(claims);
     if candidates.is_empty() {
         return Ok(vec![false; claims.len()]);
     }
-    candidates.sort_unstable_by(|&a, &b| {
-        let (a, b) = (&claims[a].claim, &claims[b].claim);
-        (a.scope, a.key).cmp(&(b.scope, b.key))
-    });
     let n = candidates.len();
     let (mut scopes, mut keys, mut fingerprints, mut answers, mut ttls) = (
         Vec::with_capacity(n),
