@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Requests by `method`, `route` and `outcome`.
 pub const REQUESTS_TOTAL: &str = "idem_pay_requests_total";
@@ -67,15 +69,16 @@ impl Outcome {
     }
 }
 
-/// A Prometheus recorder with idem's latency buckets (histograms rendered as buckets, not
-/// summaries): what `idem serve` and `idem proxy` install, and [`Metrics::isolated`] keeps.
+/// A Prometheus recorder with idem's buckets (histograms rendered as buckets, not
+/// summaries): latency in seconds, and items per batch for [`idem::metrics::BATCH_ITEMS`];
+/// what `idem serve` and `idem proxy` install, and [`Metrics::isolated`] keeps.
 pub fn prometheus_builder() -> PrometheusBuilder {
-    let builder = PrometheusBuilder::new();
+    let batch_items = Matcher::Full(idem::metrics::BATCH_ITEMS.to_owned());
     // Fails only on an empty list of buckets.
-    match builder.set_buckets(&idem::metrics::LATENCY_BUCKETS_S) {
-        Ok(builder) => builder,
-        Err(_) => PrometheusBuilder::new(),
-    }
+    PrometheusBuilder::new()
+        .set_buckets(&idem::metrics::LATENCY_BUCKETS_S)
+        .and_then(|b| b.set_buckets_for_metric(batch_items, &idem::metrics::BATCH_ITEMS_BUCKETS))
+        .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
 /// Where the service's series go and what `GET /metrics` shows.
@@ -229,6 +232,16 @@ mod tests {
         has("idem_pay_request_duration_seconds_count{method=\"POST\",route=\"/v1/payments\"} 3");
         has("idem_pay_db_retries_total 1");
         has("idem_pay_memory_hits_total 0");
+    }
+
+    #[test]
+    fn batch_sizes_have_item_buckets() {
+        let metrics = Metrics::isolated();
+        metrics.with(|| idem::metrics::batch("postgres", 40, true));
+        let text = metrics.render();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line} in {text}");
+        has("idem_batch_items_bucket{store=\"postgres\",le=\"32\"} 0");
+        has("idem_batch_items_bucket{store=\"postgres\",le=\"64\"} 1");
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub const LATENCY_BUCKETS_S: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// The upper bounds of [`BATCH_ITEMS`]'s buckets: items per batch, powers of two.
+pub const BATCH_ITEMS_BUCKETS: [f64; 10] =
+    [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// How a request through an idempotency layer ended: the `outcome` label of
 /// [`REQUESTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
